@@ -1,0 +1,41 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+VENV    ?= .venv
+PYTHON  ?= python3
+EXTRA   ?= cpu
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip
+STAMP   := $(VENV)/.installed-$(EXTRA)
+PLUGINS := plugins/audit-dicom plugins/audit-rise
+DEMO    ?= demo-out
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+# torch first, pinned to the CPU build on these machines; constraints.txt stops any
+# later requirement from replacing it with a CUDA build.
+$(STAMP): pyproject.toml constraints.txt $(wildcard plugins/*/pyproject.toml)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e ".[$(EXTRA),dev]" $(foreach p,$(PLUGINS),-e $(p))
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: install
+	$(VENV)/bin/audit make-synthetic $(DEMO)/data --seed 0
+	$(VENV)/bin/audit run sample_models/biased.onnx --data $(DEMO)/data/valid/images \
+		--masks $(DEMO)/data/valid/artefacts --regions $(DEMO)/data/valid/regions \
+		--method gradient --method grad-cam --method occlusion --out $(DEMO)/biased
+	$(VENV)/bin/audit run sample_models/unbiased.pt --data $(DEMO)/data/valid/images \
+		--masks $(DEMO)/data/valid/artefacts --regions $(DEMO)/data/valid/regions \
+		--method gradient --method grad-cam --method occlusion --out $(DEMO)/unbiased
+
+test: install
+	$(PY) -m pytest -n 2 -q
+
+bench: install
+	$(PY) -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) $(DEMO) bench-out

@@ -1,0 +1,17 @@
+"""The one exception type for bad input and usage.
+
+The CLI prints ``AuditError`` as a single line and exits with code 2 (``--debug`` shows the
+traceback). The message names the file involved and the fix, e.g.
+``masks/a.png: size 30x30 differs from image 28x28; it was resized (nearest neighbour)``.
+"""
+
+from __future__ import annotations
+
+
+class AuditError(Exception):
+    """Bad input or usage; the message is one line that names the file and the fix."""
+
+    exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split()))

@@ -1,0 +1,88 @@
+"""One interface over TorchScript, torch.export and ONNX classifiers.
+
+``logits`` is the fast forward-only path (onnxruntime for ONNX, the native module otherwise).
+``differentiable`` is a torch ``nn.Module`` with named sub-modules, built lazily, that maps the
+normalised input to the same logits: gradient methods, Grad-CAM, randomisation and fine-tuning
+use it. For ONNX it is the interpreter in ``audit.models.onnx_graph``; TorchScript and torch.export
+programs are converted to ONNX in memory and go through the same interpreter, because hooks
+cannot be registered on a loaded TorchScript module (see README, "Layer access").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from audit.models.spec import InputSpec
+
+FORMATS = ("torchscript", "torch.export", "onnx")
+
+
+@dataclass
+class Classifier:
+    path: Path
+    format: str
+    sha256: str
+    spec: InputSpec
+    multilabel: bool
+    class_names: list[str]
+    forward_fn: Callable[[torch.Tensor], torch.Tensor]
+    build_differentiable: Callable[[], nn.Module]
+    provider: str = "torch"
+    _differentiable: nn.Module | None = field(default=None, repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Forward pass only, (N, C, H, W) normalised → (N, K) logits."""
+        return self.forward_fn(x)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """softmax over classes, or sigmoid per output for ``--multilabel`` models."""
+        return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
+
+    @property
+    def differentiable(self) -> nn.Module:
+        """The differentiable twin in eval mode (built on first use; may raise AuditError)."""
+        if self._differentiable is None:
+            self._differentiable = self.build_differentiable().eval()
+        return self._differentiable
+
+    def layer_names(self) -> list[str]:
+        """Names of sub-modules that hold parameters (targets for Grad-CAM, randomisation, actdiff)."""
+        return [
+            name
+            for name, module in self.differentiable.named_modules()
+            if name and any(True for _ in module.parameters(recurse=False))
+        ]
+
+
+def from_module(
+    module: nn.Module,
+    spec: InputSpec,
+    class_names: list[str],
+    *,
+    multilabel: bool = False,
+    path: Path = Path("<in-memory>"),
+    format: str = "torchscript",
+    sha256: str = "",
+) -> Classifier:
+    """Wrap an in-memory torch module (already differentiable, hooks allowed) as a Classifier."""
+    module = module.eval()
+    return Classifier(
+        path=path,
+        format=format,
+        sha256=sha256,
+        spec=spec,
+        multilabel=multilabel,
+        class_names=list(class_names),
+        forward_fn=module,
+        build_differentiable=lambda: module,
+    )

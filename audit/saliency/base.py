@@ -1,0 +1,41 @@
+"""The saliency method interface and its registry (entry-point group ``audit.methods``).
+
+A method is a class registered under its CLI name; it is constructed with its options
+(keyword arguments, all with defaults) and called per batch::
+
+    method = methods.get("integrated-gradients")(n_steps=50)
+    maps = method.attribute(classifier, x, target)   # (N, H, W) float32 numpy
+
+``x`` is the normalised (N, C, H, W) input, ``target`` a (N,) int64 tensor of class indices.
+Attributions are taken on the logit of the target class. Maps are reduced over channels by
+each method as its docstring says and are at the input's spatial size.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from audit.models.classifier import Classifier
+from audit.registry import Registry
+
+
+class SaliencyMethod(ABC):
+    """Base class; subclasses set the class attributes and implement ``attribute``."""
+
+    #: True when the method needs only forward passes (works on a bare onnxruntime session).
+    forward_only: ClassVar[bool] = False
+    #: True when the method needs a named layer (Grad-CAM and friends).
+    needs_layer: ClassVar[bool] = False
+    #: True when the map is signed (otherwise non-negative).
+    signed: ClassVar[bool] = False
+
+    @abstractmethod
+    def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+        """Return (N, H, W) float32 saliency maps for ``target`` classes."""
+
+
+methods: Registry[type[SaliencyMethod]] = Registry("saliency method", "audit.methods")
