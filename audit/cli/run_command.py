@@ -1,0 +1,100 @@
+"""``audit run``: load, stream, compute, write results."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from audit.cli.options import float_list, method_options, value_range
+from audit.cli.summary import print_summary
+from audit.data.dataset import open_dataset
+from audit.models.loader import ModelOptions, load_classifier
+from audit.pipeline import RunConfig, run_audit
+from audit.report.results_file import dumps
+
+
+def run(
+    model: Path = typer.Argument(..., help="TorchScript (.pt/.ts), torch.export (.pt2) or ONNX (.onnx) classifier."),
+    data: Path = typer.Option(..., "--data", help="Image folder (one sub-folder per class) or CSV manifest (path,label)."),
+    masks: Optional[Path] = typer.Option(None, "--masks", help="Artefact masks: pixels that must not drive the decision."),
+    regions: Optional[Path] = typer.Option(None, "--regions", help="Region-of-interest masks: where the evidence should be."),
+    method: list[str] = typer.Option(["gradient"], "--method", "-m", help="Saliency method (repeatable); `audit plugins` lists them."),
+    option: list[str] = typer.Option([], "--option", "-o", help="Method option METHOD.KEY=VALUE (repeatable)."),
+    target: str = typer.Option("predicted", "--target", help="Class to explain: predicted, label or a class index."),
+    out: Path = typer.Option(Path("audit-out"), "--out", help="Output folder."),
+    input_size: Optional[tuple[int, int]] = typer.Option(None, "--input-size", help="H W, when the model does not declare it."),
+    channels: Optional[int] = typer.Option(None, "--channels", help="Input channels, when the model does not declare them."),
+    mean: str = typer.Option("0", "--mean", help="Per-channel mean subtracted after scaling (comma-separated)."),
+    std: str = typer.Option("1", "--std", help="Per-channel std divided after scaling (comma-separated)."),
+    value_range_text: str = typer.Option("0,1", "--value-range", help="Pixel range the model expects before mean/std, e.g. 0,255."),
+    multilabel: bool = typer.Option(False, "--multilabel", help="Sigmoid per output instead of softmax."),
+    class_names: Optional[str] = typer.Option(None, "--class-names", help="Comma-separated class names."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    seed: int = typer.Option(0, "--seed"),
+    strict: bool = typer.Option(False, "--strict", help="Fail on an unreadable image instead of skipping it."),
+    mask_dilate: int = typer.Option(0, "--mask-dilate", min=0, help="Dilate masks by this many pixels."),
+    mask_blur: float = typer.Option(0.0, "--mask-blur", min=0.0, help="Gaussian σ of the mask blur rule (Viviano et al.)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+    json_out: bool = typer.Option(False, "--json", help="Print results.json to stdout, everything else to stderr."),
+) -> None:
+    """Audit a classifier on a dataset: predictions, saliency maps and their metrics."""
+    err = Console(stderr=True)
+    shown = Console(stderr=json_out)
+    names = tuple(n.strip() for n in class_names.split(",")) if class_names else None
+    options = ModelOptions(
+        input_size=input_size,
+        channels=channels,
+        mean=float_list(mean, "--mean"),
+        std=float_list(std, "--std"),
+        value_range=value_range(value_range_text),
+        multilabel=multilabel,
+        class_names=names,
+    )
+    classifier = load_classifier(model, options)
+    if not quiet and classifier.format == "onnx":
+        err.print(f"onnxruntime provider: {classifier.provider}", highlight=False)
+    dataset = open_dataset(
+        data,
+        size=(classifier.spec.height, classifier.spec.width),
+        channels=classifier.spec.channels,
+        masks=masks,
+        regions=regions,
+        mask_blur=mask_blur,
+        mask_dilate=mask_dilate,
+        strict=strict,
+    )
+    if names is None and len(dataset.classes) == classifier.num_classes:
+        classifier.class_names = list(dataset.classes)
+    config = RunConfig(
+        methods=list(dict.fromkeys(method)),
+        method_options=method_options(option, list(method)),
+        target=target,
+        batch_size=batch_size,
+        seed=seed,
+        command=shlex.join(["audit", *sys.argv[1:]]),
+    )
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=quiet,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("auditing", total=len(dataset))
+        results = run_audit(classifier, dataset, config, out, on_batch=lambda n: progress.advance(task, n))
+    if json_out:
+        sys.stdout.write(dumps(results) + "\n")
+    if not quiet:
+        print_summary(shown, results, out)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)

@@ -1,0 +1,64 @@
+"""Classification performance: accuracy and AUROC, streamed over batches.
+
+AUROC is sklearn's ``roc_auc_score``: for two classes on the probability of class 1; for more
+classes (or ``--multilabel`` outputs) the unweighted mean of one-vs-rest AUROCs over the classes
+present with both outcomes (sklearn's ``multi_class="ovr", average="macro"`` for softmax outputs).
+Only images with a known label count. A value that cannot be computed is None with a reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+
+def auroc(labels: np.ndarray, probabilities: np.ndarray) -> tuple[float | None, str | None]:
+    """(value, None) or (None, reason)."""
+    if len(labels) == 0:
+        return None, "no labelled images"
+    present = np.unique(labels)
+    if len(present) < 2:
+        return None, f"only one class ({int(present[0])}) among the labelled images"
+    if probabilities.shape[1] == 2:
+        return float(roc_auc_score(labels, probabilities[:, 1])), None
+    scores = [
+        roc_auc_score(labels == k, probabilities[:, k])
+        for k in range(probabilities.shape[1])
+        if 0 < np.sum(labels == k) < len(labels)
+    ]
+    return float(np.mean(scores)), None
+
+
+class Performance:
+    """Accuracy and AUROC over every image seen (``update`` per batch, ``compute`` at the end)."""
+
+    def __init__(self) -> None:
+        self._labels: list[np.ndarray] = []
+        self._probabilities: list[np.ndarray] = []
+
+    def update(self, labels: np.ndarray, probabilities: np.ndarray) -> None:
+        self._labels.append(np.asarray(labels, dtype=np.int64))
+        self._probabilities.append(np.asarray(probabilities, dtype=np.float64))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self._labels:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, 0))
+        return np.concatenate(self._labels), np.concatenate(self._probabilities)
+
+    def compute(self, subset: np.ndarray | None = None) -> dict[str, Any]:
+        labels, probabilities = self.arrays()
+        if subset is not None:
+            labels, probabilities = labels[subset], probabilities[subset]
+        known = labels >= 0
+        labels, probabilities = labels[known], probabilities[known]
+        result: dict[str, Any] = {"n": int(len(labels))}
+        if len(labels) == 0:
+            result.update(accuracy=None, auc=None, reason="no labelled images")
+            return result
+        result["accuracy"] = float(np.mean(probabilities.argmax(axis=1) == labels))
+        result["auc"], reason = auroc(labels, probabilities)
+        if reason:
+            result["auc_reason"] = reason
+        return result

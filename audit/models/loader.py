@@ -1,0 +1,239 @@
+"""Load a classifier file of any supported format behind the ``Classifier`` interface.
+
+Formats (detected from the content, see ``files.detect_format``):
+- TorchScript (``.pt``/``.ts``): ``torch.jit.load``; input size from ``--input-size``/``--channels``.
+- torch.export (``.pt2``): ``torch.export.load``; input size from the program's input signature.
+- ONNX (``.onnx``): onnxruntime for forward passes (CUDA provider when installed and available,
+  CPU otherwise); input size from the graph's declared input shape.
+
+The differentiable twin (``Classifier.differentiable``) is built lazily by
+``audit.models.onnx_graph`` and checked against the forward-only path within 1e-4.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from audit.errors import AuditError
+from audit.models.classifier import Classifier
+from audit.models.files import detect_format, sha256_of
+from audit.models.spec import InputSpec
+
+TWIN_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Preprocessing and output options from the command line (None: read from the model)."""
+
+    input_size: tuple[int, int] | None = None
+    channels: int | None = None
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    value_range: tuple[float, float] = (0.0, 1.0)
+    multilabel: bool = False
+    class_names: tuple[str, ...] | None = None
+
+
+def load_classifier(path: Path, options: ModelOptions = ModelOptions()) -> Classifier:
+    """Load ``path`` and probe it once with a zero batch to learn the number of outputs."""
+    path = Path(path)
+    model_format = detect_format(path)
+    loader = {"torchscript": _load_torchscript, "torch.export": _load_exported, "onnx": _load_onnx}[model_format]
+    forward_fn, build_twin, declared, provider = loader(path)
+    spec = _input_spec(path, declared, options)
+    forward_fn = _checked_forward(path, forward_fn)
+    probe = forward_fn(torch.zeros((2, *spec.shape)))
+    if probe.ndim != 2:
+        raise AuditError(
+            f"{path}: output has shape {tuple(probe.shape)}; a classifier must return (batch, classes) logits"
+        )
+    num_classes = probe.shape[1]
+    class_names = list(options.class_names) if options.class_names else [str(i) for i in range(num_classes)]
+    if len(class_names) != num_classes:
+        raise AuditError(
+            f"--class-names gives {len(class_names)} names but {path} has {num_classes} outputs; give {num_classes}"
+        )
+    classifier = Classifier(
+        path=path,
+        format=model_format,
+        sha256=sha256_of(path),
+        spec=spec,
+        multilabel=options.multilabel,
+        class_names=class_names,
+        forward_fn=forward_fn,
+        build_differentiable=lambda: _verified_twin(path, lambda: build_twin(spec), forward_fn, spec),
+        provider=provider,
+    )
+    return classifier
+
+
+Declared = tuple[int | None, int | None, int | None]  # channels, height, width as the model declares them
+
+
+def _input_spec(path: Path, declared: Declared, options: ModelOptions) -> InputSpec:
+    channels, height, width = declared
+    if options.channels is not None:
+        if channels is not None and channels != options.channels:
+            raise AuditError(f"--channels {options.channels} contradicts {path}, which declares {channels} channels")
+        channels = options.channels
+    if options.input_size is not None:
+        size = tuple(options.input_size)
+        if height is not None and (height, width) != size:
+            raise AuditError(
+                f"--input-size {size[0]} {size[1]} contradicts {path}, which declares {height}x{width}"
+            )
+        height, width = size
+    if channels is None or height is None or width is None:
+        raise AuditError(
+            f"{path}: the model does not declare its input size; pass --input-size H W and --channels C"
+        )
+    return InputSpec(channels, height, width, options.mean, options.std, options.value_range)
+
+
+def _checked_forward(path: Path, forward_fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        try:
+            with torch.no_grad():
+                out = forward_fn(x)
+        except AuditError:
+            raise
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise AuditError(
+                f"{path}: forward pass failed on input {tuple(x.shape)} ({first}); check --input-size, "
+                f"--channels and that the model takes one NCHW image tensor"
+            ) from exc
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        return out.float()
+
+    return forward
+
+
+def _verified_twin(
+    path: Path,
+    build_twin: Callable[[], nn.Module],
+    forward_fn: Callable[[torch.Tensor], torch.Tensor],
+    spec: InputSpec,
+) -> nn.Module:
+    """Build the differentiable twin and check it against the forward-only path."""
+    twin = build_twin().eval()
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand((3, *spec.shape), generator=generator)
+    with torch.no_grad():
+        expected = forward_fn(x)
+        got = twin(x)
+    if isinstance(got, (tuple, list)):
+        got = got[0]
+    error = float((got.float() - expected).abs().max())
+    if not error <= TWIN_TOLERANCE:
+        raise AuditError(
+            f"{path}: the differentiable twin differs from the model by {error:.2e} (> {TWIN_TOLERANCE}); "
+            f"use a forward-only method (--method occlusion) and report this model"
+        )
+    return twin
+
+
+# --- TorchScript -----------------------------------------------------------------------------
+
+
+def _load_torchscript(path: Path):
+    try:
+        module = torch.jit.load(str(path), map_location="cpu").eval()
+    except Exception as exc:
+        raise AuditError(f"{path}: cannot load TorchScript ({str(exc).splitlines()[0]}); re-save it with torch.jit.save") from exc
+
+    def build_twin(spec: InputSpec) -> nn.Module:
+        from audit.models.onnx_graph import build_torch_twin
+        from audit.models.to_onnx import torchscript_to_onnx
+
+        return build_torch_twin(torchscript_to_onnx(module, torch.zeros((2, *spec.shape))))
+
+    return module, build_twin, (None, None, None), "torch"
+
+
+# --- torch.export ----------------------------------------------------------------------------
+
+
+def _load_exported(path: Path):
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:
+        raise AuditError(f"{path}: cannot load torch.export program ({type(exc).__name__}); re-save it with torch.export.save") from exc
+    user_inputs = program.graph_signature.user_inputs
+    if len(user_inputs) != 1:
+        raise AuditError(f"{path}: program takes {len(user_inputs)} inputs; a classifier takes one image tensor")
+    declared: Declared = (None, None, None)
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name == user_inputs[0]:
+            shape = node.meta["val"].shape
+            if len(shape) == 4:
+                declared = tuple(int(d) if isinstance(d, int) else None for d in shape[1:])  # type: ignore[assignment]
+    module = program.module()
+
+    def build_twin(spec: InputSpec) -> nn.Module:
+        from audit.models.onnx_graph import build_torch_twin
+        from audit.models.to_onnx import exported_program_to_onnx
+
+        return build_torch_twin(exported_program_to_onnx(program, torch.zeros((2, *spec.shape))))
+
+    return module, build_twin, declared, "torch"
+
+
+# --- ONNX ------------------------------------------------------------------------------------
+
+
+def onnx_providers() -> list[str]:
+    """CUDA when onnxruntime-gpu is installed and a GPU is visible, else CPU."""
+    import onnxruntime
+
+    available = onnxruntime.get_available_providers()
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def _load_onnx(path: Path):
+    import onnx
+    import onnxruntime
+
+    proto = onnx.load(str(path))
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = onnxruntime.InferenceSession(str(path), options, providers=onnx_providers())
+    except Exception as exc:
+        raise AuditError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0]}); check the opset and operators") from exc
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise AuditError(f"{path}: graph takes {len(inputs)} inputs; a classifier takes one image tensor")
+    shape = inputs[0].shape
+    if len(shape) != 4:
+        raise AuditError(f"{path}: input {inputs[0].name} has shape {shape}; expected (batch, channels, height, width)")
+    declared = tuple(d if isinstance(d, int) and d > 0 else None for d in shape[1:])
+    fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+    name = inputs[0].name
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        array = x.detach().cpu().numpy().astype(np.float32, copy=False)
+        if fixed_batch is None or fixed_batch == len(array):
+            return torch.from_numpy(session.run(None, {name: array})[0])
+        if fixed_batch != 1:
+            raise AuditError(f"{path}: the graph's batch size is fixed at {fixed_batch}; re-export it with a dynamic batch dimension")
+        return torch.from_numpy(np.concatenate([session.run(None, {name: a[None]})[0] for a in array]))
+
+    def build_twin(spec: InputSpec) -> nn.Module:
+        from audit.models.onnx_graph import build_torch_twin
+
+        return build_torch_twin(proto)
+
+    return forward, build_twin, declared, session.get_providers()[0]
