@@ -1,0 +1,252 @@
+"""A dataset on disk, streamed as ``Batch`` es at the model's input size.
+
+Images are read lazily, one batch at a time (memory does not grow with the dataset), resized
+bilinearly with anti-aliasing to ``size``. Unreadable images are skipped and listed in
+``skipped`` (``strict=True`` raises instead). An image whose channel count differs from the
+model's raises ``AuditError``.
+
+Masks (artefact and region folders) mirror the image tree: ``root/cls/a.jpg`` takes
+``masks/cls/a.<any supported extension>``. Any non-zero pixel is in the mask. Masks are resized
+with nearest neighbour to ``size``, then dilated by ``mask_dilate`` pixels and blur-grown with
+``mask_blur`` (σ, see ``masks.blur_mask``), both for artefact and region masks. A mask whose
+size differs from its image is resized and counted in ``mask_report``; an unreadable mask is
+listed there and its image is treated as having no mask. ``skipped`` and ``mask_report``
+describe the last pass of ``batches``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from skimage.transform import resize
+
+from audit.data.batch import Batch
+from audit.data.entries import Entry, read_manifest, scan_folder
+from audit.data.masks import binarise, blur_mask, dilate_mask, resize_mask
+from audit.data.readers import Reader, readers_by_extension
+from audit.errors import AuditError
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass
+class MaskReport:
+    """Per pass: images whose artefact / region mask was read, masks resized, masks unreadable."""
+
+    with_artefact: int = 0
+    with_region: int = 0
+    resized: int = 0
+    unreadable: list[Skipped] = field(default_factory=list)
+
+
+@dataclass
+class _Item:
+    path: str
+    label: int
+    image: np.ndarray
+    artefact: np.ndarray | None
+    region: np.ndarray | None
+
+
+def _reason(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+@dataclass
+class Dataset:
+    base: Path
+    classes: list[str]
+    entries: list[Entry]
+    size: tuple[int, int]
+    channels: int
+    masks: Path | None = None
+    regions: Path | None = None
+    mask_blur: float = 0.0
+    mask_dilate: int = 0
+    strict: bool = False
+    skipped: list[Skipped] = field(default_factory=list)
+    mask_report: MaskReport = field(default_factory=MaskReport)
+    _readers: dict[str, Reader] = field(default_factory=readers_by_extension, repr=False)
+
+    def __len__(self) -> int:
+        """Number of listed images (some may turn out unreadable and be skipped)."""
+        return len(self.entries)
+
+    def _supported(self) -> str:
+        return ", ".join(sorted(self._readers))
+
+    def _read(self, path: Path) -> np.ndarray:
+        reader = self._readers.get(path.suffix.lower())
+        if reader is None:
+            raise AuditError(f"no reader for {path.suffix!r} files (supported: {self._supported()})")
+        if not path.is_file():
+            raise AuditError("file not found")
+        return reader.read(path)
+
+    def _image(self, rel: str) -> tuple[np.ndarray, tuple[int, int]] | None:
+        """The image at the model size and its size on disk, or None when it is skipped."""
+        try:
+            image = self._read(self.base / rel)
+        except Exception as exc:  # any reader, built-in or plugin, may fail on a bad file
+            if self.strict:
+                raise AuditError(
+                    f"{self.base / rel}: unreadable ({_reason(exc)}); fix or remove it, or run "
+                    f"without strict mode to skip it"
+                ) from exc
+            self.skipped.append(Skipped(rel, _reason(exc)))
+            return None
+        found = 1 if image.ndim == 2 else image.shape[2]
+        if found != self.channels:
+            raise AuditError(
+                f"{self.base / rel}: image has {found} channel(s) but the model takes "
+                f"{self.channels}; convert the images to {self.channels} channel(s) "
+                f"(e.g. greyscale <-> RGB) or audit a model that takes {found}"
+            )
+        shape = image.shape[:2]
+        image = image.reshape(*shape, found)
+        if shape != self.size:
+            image = np.clip(resize(image, (*self.size, found), order=1, anti_aliasing=True), 0, 1)
+        return image.astype(np.float32), shape
+
+    def _mask(self, folder: Path | None, rel: str, image_shape: tuple[int, int]) -> np.ndarray | None:
+        """The mask for image ``rel`` at the model size, or None when there is none (or unreadable)."""
+        if folder is None:
+            return None
+        stem = (folder / rel).with_suffix("")
+        found = [p for ext in sorted(self._readers) if (p := stem.with_name(stem.name + ext)).is_file()]
+        if not found:
+            return None
+        try:
+            if len(found) > 1:
+                names = ", ".join(p.name for p in found)
+                raise AuditError(f"several mask files for one image ({names}); keep one")
+            mask = binarise(self._read(found[0]))
+        except Exception as exc:  # as for images: a bad mask must not stop the audit
+            self.mask_report.unreadable.append(Skipped(str(found[0]), _reason(exc)))
+            return None
+        if mask.shape != image_shape:
+            self.mask_report.resized += 1
+        mask = resize_mask(mask, self.size)
+        return blur_mask(dilate_mask(mask, self.mask_dilate), self.mask_blur)
+
+    def _load(self, rel: str, label: int) -> _Item | None:
+        loaded = self._image(rel)
+        if loaded is None:
+            return None
+        image, shape = loaded
+        artefact = self._mask(self.masks, rel, shape)
+        region = self._mask(self.regions, rel, shape)
+        self.mask_report.with_artefact += artefact is not None
+        self.mask_report.with_region += region is not None
+        return _Item(rel, label, image, artefact, region)
+
+    def _stack(self, items: list[_Item]) -> Batch:
+        empty = np.zeros(self.size, dtype=bool)
+
+        def masks(name: str) -> tuple[np.ndarray, np.ndarray]:
+            found = [getattr(item, name) for item in items]
+            return (
+                np.stack([empty if m is None else m for m in found]),
+                np.array([m is not None for m in found], dtype=bool),
+            )
+
+        artefact, has_artefact = masks("artefact")
+        region, has_region = masks("region")
+        return Batch(
+            paths=[item.path for item in items],
+            labels=np.array([item.label for item in items], dtype=np.int64),
+            images=np.stack([item.image for item in items]),
+            artefact=artefact,
+            region=region,
+            has_artefact=has_artefact,
+            has_region=has_region,
+        )
+
+    def batches(self, batch_size: int) -> Iterator[Batch]:
+        """Stream full batches of ``batch_size`` readable images (the last may be smaller)."""
+        if batch_size < 1:
+            raise AuditError(f"batch size {batch_size} must be at least 1")
+        self.skipped = []
+        self.mask_report = MaskReport()
+        pending: list[_Item] = []
+        yielded = False
+        for rel, label in self.entries:
+            item = self._load(rel, label)
+            if item is None:
+                continue
+            pending.append(item)
+            if len(pending) == batch_size:
+                yield self._stack(pending)
+                pending, yielded = [], True
+        if pending:
+            yield self._stack(pending)
+        elif not yielded:
+            first = self.skipped[0]
+            raise AuditError(
+                f"{self.base}: all {len(self.entries)} images were skipped (first: {first.path}: "
+                f"{first.reason}); supported extensions: {self._supported()}"
+            )
+
+
+def _existing_folder(path: Path | None, what: str) -> Path | None:
+    if path is not None and not path.is_dir():
+        raise AuditError(f"{path}: {what} folder not found; give the folder that mirrors the image tree")
+    return path
+
+
+def open_dataset(
+    root: Path,
+    *,
+    size: tuple[int, int],
+    channels: int,
+    masks: Path | None = None,
+    regions: Path | None = None,
+    mask_blur: float = 0.0,
+    mask_dilate: int = 0,
+    strict: bool = False,
+) -> Dataset:
+    """Index an image folder (one sub-folder per class) or a CSV manifest; nothing is read yet.
+
+    ``size`` is the model's (height, width), ``channels`` its channel count. Masks and regions
+    are folders mirroring the image tree (see the module docstring).
+    """
+    size = (int(size[0]), int(size[1]))
+    if min(size) < 1 or channels < 1:
+        raise AuditError(f"model input {channels}x{size[0]}x{size[1]} must be positive in every dimension")
+    if mask_blur < 0 or mask_dilate < 0:
+        raise AuditError(f"mask blur ({mask_blur}) and dilation ({mask_dilate}) must be >= 0")
+    extensions = readers_by_extension()
+    if root.is_dir():
+        base = root
+        classes, entries = scan_folder(root, set(extensions))
+    elif root.is_file() and root.suffix.lower() == ".csv":
+        base = root.parent
+        classes, entries = read_manifest(root)
+    else:
+        raise AuditError(f"{root}: not an image folder or a .csv manifest; give one of these")
+    if not entries:
+        raise AuditError(
+            f"{root}: no images found; supported extensions: {', '.join(sorted(extensions))} "
+            f"(one sub-folder per class, or a CSV manifest with a path column)"
+        )
+    return Dataset(
+        base=base,
+        classes=classes,
+        entries=entries,
+        size=size,
+        channels=channels,
+        masks=_existing_folder(masks, "mask"),
+        regions=_existing_folder(regions, "region"),
+        mask_blur=mask_blur,
+        mask_dilate=mask_dilate,
+        strict=strict,
+        _readers=extensions,
+    )
