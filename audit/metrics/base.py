@@ -1,0 +1,108 @@
+"""The streaming metric interface: ``update`` per batch of maps, ``compute`` once at the end.
+
+Metrics keep per-image scalars (and O(1) running sums) only, never the maps, so memory grows
+with the number of images, not with images × pixels.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from audit.errors import AuditError
+
+
+@dataclass
+class MapBatch:
+    """One batch of saliency maps for one method, with everything the metrics need.
+
+    paths: image ids (N). labels: (N,) int, -1 where unknown. predictions: (N,) int.
+    probabilities: (N,) probability of the predicted class.
+    correct: (N,) bool, prediction == label; False where the label is unknown.
+    labelled: (N,) bool, label known (label >= 0).
+    maps: (N, H, W) float32 saliency for the predicted class, possibly signed.
+    artefact / region: (N, H, W) bool masks; has_artefact / has_region: (N,) bool, whether the
+    image has a mask file at all (an image without one has an all-False mask).
+    """
+
+    paths: list[str]
+    labels: np.ndarray
+    predictions: np.ndarray
+    probabilities: np.ndarray
+    correct: np.ndarray
+    labelled: np.ndarray
+    maps: np.ndarray
+    artefact: np.ndarray
+    region: np.ndarray
+    has_artefact: np.ndarray
+    has_region: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.paths)
+        if self.maps.ndim != 3 or self.maps.shape[0] != n:
+            raise AuditError(f"saliency maps have shape {self.maps.shape}; expected ({n}, H, W)")
+        for name in ("artefact", "region"):
+            if getattr(self, name).shape != self.maps.shape:
+                raise AuditError(
+                    f"{name} masks have shape {getattr(self, name).shape}; expected {self.maps.shape}"
+                )
+        for name in ("labels", "predictions", "probabilities", "correct", "labelled",
+                     "has_artefact", "has_region"):
+            if np.shape(getattr(self, name)) != (n,):
+                raise AuditError(f"{name} has shape {np.shape(getattr(self, name))}; expected ({n},)")
+        if np.any(self.correct & ~self.labelled):
+            raise AuditError("correct is True for an image whose label is unknown; set it False")
+
+    @classmethod
+    def from_predictions(
+        cls,
+        paths: list[str],
+        labels: np.ndarray,
+        predictions: np.ndarray,
+        probabilities: np.ndarray,
+        maps: np.ndarray,
+        artefact: np.ndarray,
+        region: np.ndarray,
+        has_artefact: np.ndarray,
+        has_region: np.ndarray,
+    ) -> MapBatch:
+        """Build a batch, deriving ``labelled`` (label >= 0) and ``correct`` from the labels."""
+        labels = np.asarray(labels)
+        predictions = np.asarray(predictions)
+        labelled = labels >= 0
+        return cls(
+            paths=list(paths),
+            labels=labels,
+            predictions=predictions,
+            probabilities=np.asarray(probabilities),
+            correct=labelled & (labels == predictions),
+            labelled=labelled,
+            maps=np.asarray(maps),
+            artefact=np.asarray(artefact, dtype=bool),
+            region=np.asarray(region, dtype=bool),
+            has_artefact=np.asarray(has_artefact, dtype=bool),
+            has_region=np.asarray(has_region, dtype=bool),
+        )
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+class Metric(ABC):
+    """A streaming metric over the saliency maps of one method (and one model)."""
+
+    name: str
+
+    @abstractmethod
+    def update(self, batch: MapBatch) -> None:
+        """Reduce the batch to per-image numbers (and running sums); never keep the maps."""
+
+    @abstractmethod
+    def compute(self) -> dict:
+        """JSON-ready results; a value that cannot be computed is None with a "reason"."""
+
+    @abstractmethod
+    def per_image(self) -> dict[str, list]:
+        """Columns for per_image.csv, aligned with the order of the paths seen; NaN if undefined."""
