@@ -35,7 +35,7 @@ test: install
 	$(PY) -m pytest -n 2 -q
 
 bench: install
-	$(PY) -m benchmarks.run
+	$(PY) tests/bench/run.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) bench-out

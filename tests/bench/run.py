@@ -1,0 +1,136 @@
+"""``make bench``: speed and memory of ``audit run``, as ratios against baselines in the same process.
+
+1. Throughput of ``audit run --method gradient`` (loading, masks, forward, gradient, metrics,
+   CSV) against the bare forward+backward of the same differentiable model on the same
+   batches (already in memory). Goal: ratio >= 0.9.
+2. Peak resident memory of the same run at two dataset sizes ten times apart, each in a fresh
+   process. Goal: flat (ratio close to 1).
+
+Usage: python tests/bench/run.py [--images 3000] [--model sample_models/biased.onnx]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+
+def dataset_with(images: int, cache: Path) -> Path:
+    """A synthetic dataset with ``images`` training images (written once, reused)."""
+    from audit.data.synthetic import make_synthetic
+
+    root = cache / f"synthetic-{images}"
+    if not (root / "train").exists():
+        make_synthetic(root, seed=1, n_train=images, n_valid=2, n_test=2)
+    return root / "train"
+
+
+def open_data(classifier, root: Path):
+    from audit.data.dataset import open_dataset
+
+    return open_dataset(
+        root / "images",
+        size=(classifier.spec.height, classifier.spec.width),
+        channels=classifier.spec.channels,
+        masks=root / "artefacts",
+        regions=root / "regions",
+    )
+
+
+def bare_forward_backward(module: torch.nn.Module, batches: list[torch.Tensor]) -> float:
+    start = time.perf_counter()
+    for x in batches:
+        x = x.clone().requires_grad_(True)
+        logits = module(x)
+        chosen = logits.gather(1, logits.argmax(dim=1, keepdim=True)).sum()
+        torch.autograd.grad(chosen, x)
+    return time.perf_counter() - start
+
+
+def audit_run(classifier, root: Path, out: Path, methods: list[str], batch_size: int) -> float:
+    from audit.pipeline import RunConfig, run_audit
+
+    dataset = open_data(classifier, root)
+    start = time.perf_counter()
+    run_audit(classifier, dataset, RunConfig(methods=methods, batch_size=batch_size), out)
+    return time.perf_counter() - start
+
+
+def throughput(args: argparse.Namespace) -> dict:
+    from audit.models.loader import load_classifier
+
+    classifier = load_classifier(args.model)
+    root = dataset_with(args.images, args.cache)
+    dataset = open_data(classifier, root)
+    batches = [classifier.spec.to_tensor(b.images) for b in dataset.batches(args.batch_size)]
+    module = classifier.differentiable
+    bare_forward_backward(module, batches[:3])  # warm-up
+    audit_run(classifier, root, args.cache / "warmup", ["gradient"], args.batch_size)
+    bare, audited = [], []
+    for _ in range(args.repeats):  # interleaved, best of each
+        bare.append(bare_forward_backward(module, batches))
+        audited.append(audit_run(classifier, root, args.cache / "run", ["gradient"], args.batch_size))
+    images = sum(len(b) for b in batches)
+    return {
+        "images": images,
+        "bare_images_per_s": images / min(bare),
+        "audit_images_per_s": images / min(audited),
+        "ratio": min(bare) / min(audited),
+        "goal": ">= 0.9",
+    }
+
+
+def peak_memory_child(args: argparse.Namespace) -> None:
+    from audit.models.loader import load_classifier
+
+    classifier = load_classifier(args.model)
+    audit_run(classifier, dataset_with(args.images, args.cache), args.cache / f"mem-{args.images}", ["gradient"], args.batch_size)
+    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def peak_memory(args: argparse.Namespace, images: int) -> float:
+    dataset_with(images, args.cache)
+    command = [sys.executable, __file__, "--child-memory", "--images", str(images), "--model", str(args.model), "--cache", str(args.cache)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])["peak_rss_mb"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=3000)
+    parser.add_argument("--model", type=Path, default=ROOT / "sample_models" / "biased.onnx")
+    parser.add_argument("--cache", type=Path, default=ROOT / "bench-out")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--child-memory", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.child_memory:
+        peak_memory_child(args)
+        return
+    args.cache.mkdir(parents=True, exist_ok=True)
+    report = {"gradient_throughput": throughput(args)}
+    small, large = max(50, args.images // 10), max(500, args.images)
+    memory_small, memory_large = peak_memory(args, small), peak_memory(args, large)
+    report["peak_memory"] = {
+        f"{small}_images_mb": round(memory_small, 1),
+        f"{large}_images_mb": round(memory_large, 1),
+        "ratio": round(memory_large / memory_small, 3),
+        "goal": "flat (ratio close to 1)",
+    }
+    print(json.dumps(report, indent=2))
+    (args.cache / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
