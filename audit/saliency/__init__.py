@@ -1,0 +1,17 @@
+"""Saliency methods. Importing this package registers every built-in method in ``methods``."""
+
+from audit.saliency import (  # noqa: F401  (imported to register)
+    competitive_gxi,
+    grad_cam,
+    gradient,
+    guided_backprop,
+    guided_grad_cam,
+    input_x_gradient,
+    integrated_gradients,
+    occlusion,
+    smoothgrad,
+    smoothgrad_ig,
+)
+from audit.saliency.base import SaliencyMethod, methods
+
+__all__ = ["SaliencyMethod", "methods"]

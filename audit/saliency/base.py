@@ -39,3 +39,8 @@ class SaliencyMethod(ABC):
 
 
 methods: Registry[type[SaliencyMethod]] = Registry("saliency method", "audit.methods")
+
+
+def leaf_input(x: torch.Tensor) -> torch.Tensor:
+    """A detached copy of ``x`` that requires grad: the input gradient methods differentiate."""
+    return x.detach().clone().requires_grad_(True)

@@ -1,0 +1,23 @@
+"""Vanilla gradient saliency (Simonyan, Vedaldi & Zisserman 2014, "Deep inside convolutional
+networks: visualising image classification models and saliency maps")."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from captum.attr import Saliency
+
+from audit.models.classifier import Classifier
+from audit.saliency.base import SaliencyMethod, leaf_input, methods
+from audit.saliency.reduce import max_abs_over_channels
+
+
+@methods.register("gradient")
+class Gradient(SaliencyMethod):
+    """M(x)_ij = max_c |∂y_t/∂x_cij|: absolute gradient of the target logit, max over channels."""
+
+    def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+        gradient = Saliency(model.differentiable).attribute(
+            leaf_input(x), target=target, abs=True
+        )
+        return max_abs_over_channels(gradient)
