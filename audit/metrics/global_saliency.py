@@ -1,0 +1,167 @@
+"""Global saliency on an artefact (Pfau et al. 2019, "Global Saliency: Aggregating Saliency
+Maps to Assess Dataset Artefact Bias", Sec. 3, Fig. 1, Appendix C).
+
+Per image X with artefact pixels A(X) and saliency map g = g_f(X) for the predicted class:
+
+    mean saliency on the artefact   m(X) = (1/|A(X)|) Σ_{(i,j) ∈ A(X)} g_ij          (Eq. 2)
+    peak saliency share             n(X) = |P_n(g) ∩ A(X)| / |P_n(g)|                (Eq. 3)
+
+P_n(g) = pixels at or above the n-th percentile of g (n = 98 in the paper); the percentile is
+numpy's default (linear interpolation), so with ties at the threshold P_n keeps them all and
+can hold more than (100 − n)% of the pixels (a constant map gives n(X) = |A|/HW).
+
+Normalisation (paper, Fig. 1): z-score per model with the mean μ and standard deviation σ
+over all pixels of all images. m is a mean over pixels, so z-scoring commutes with it:
+m_z(X) = (m(X) − μ)/σ. μ and σ accumulate as running moments over every image seen (with or
+without an artefact mask, labelled or not); σ is the population standard deviation.
+n(X) is invariant to positive scaling and shifts, so it needs no normalisation.
+
+Which map: the paper aggregates g as is (signed: competitive gradient ⊙ input has negative
+values; its completeness argument, Eq. 1, needs the signed sum), so ``absolute=False`` is the
+default; ``absolute=True`` uses |g| for m, n, μ and σ alike.
+
+Images without an artefact mask, or with an empty one, have no m or n: they are excluded from
+the summaries and counted. Summaries are per image → overall, per class by label and by
+prediction, with 95% t-intervals (see ``intervals``), and the inter-class variance of the
+per-label class means (``grouping.inter_class_variance``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+from audit.errors import AuditError
+from audit.metrics.base import MapBatch, Metric
+from audit.metrics.grouping import summarise
+from audit.metrics.intervals import CI_METHOD, json_number
+from audit.metrics.running import RunningMoments
+
+
+def mean_on_mask(saliency: np.ndarray, mask: np.ndarray) -> float:
+    """m = mean of the saliency over the mask's pixels (Pfau Eq. 2); NaN for an empty mask."""
+    if not mask.any():
+        return math.nan
+    return float(np.asarray(saliency, dtype=np.float64)[mask].mean())
+
+
+def peak_share(saliency: np.ndarray, mask: np.ndarray, percentile: float = 98.0) -> float:
+    """n = |P_n(g) ∩ A| / |P_n(g)|, P_n = pixels >= the n-th percentile (Pfau Eq. 3)."""
+    saliency = np.asarray(saliency, dtype=np.float64)
+    peak = saliency >= np.percentile(saliency, percentile)
+    return float(np.count_nonzero(peak & mask) / np.count_nonzero(peak))
+
+
+def artefact_exclusion(has_mask: bool, mask: np.ndarray) -> str | None:
+    """Why an image has no artefact score: "no_artefact_mask", "empty_artefact_mask" or None."""
+    if not has_mask:
+        return "no_artefact_mask"
+    if not mask.any():
+        return "empty_artefact_mask"
+    return None
+
+
+def levene_between_models(
+    values_a: np.ndarray, values_b: np.ndarray, center: str = "median"
+) -> dict:
+    """Levene's test for equal variance of two models' values (scipy.stats.levene).
+
+    Pfau et al. (Sec. 4) compare inter-class variance between two models with Levene's test
+    (W = 1.04, P = 0.33, which matches F(1, 12), i.e. the 7 per-class means of each model);
+    pass per-class means to reproduce that, or per-image values for a test with more power.
+    ``center="median"`` (scipy's default, Brown–Forsythe) is robust; "mean" is Levene's original.
+    NaN values are dropped.
+    """
+    a = np.asarray(values_a, dtype=np.float64)
+    b = np.asarray(values_b, dtype=np.float64)
+    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+    result: dict = {"statistic": None, "p_value": None, "n_a": int(a.size), "n_b": int(b.size),
+                    "center": center}
+    if a.size < 2 or b.size < 2:
+        result["reason"] = "Levene's test needs at least two values per model"
+        return result
+    statistic, p_value = stats.levene(a, b, center=center)
+    result.update(statistic=json_number(statistic), p_value=json_number(p_value))
+    return result
+
+
+class GlobalSaliency(Metric):
+    """Pfau et al.'s m(X) (z-scored and raw) and n(X), per image, per class and overall."""
+
+    name = "global_saliency"
+
+    def __init__(self, percentile: float = 98.0, absolute: bool = False,
+                 confidence: float = 0.95) -> None:
+        if not 0.0 < percentile < 100.0:
+            raise AuditError(f"peak percentile {percentile} is outside (0, 100); use e.g. 98")
+        self.percentile = percentile
+        self.absolute = absolute
+        self.confidence = confidence
+        self._pixels = RunningMoments()
+        self._labels: list[int] = []
+        self._predictions: list[int] = []
+        self._mean: list[float] = []
+        self._peak: list[float] = []
+        self._excluded = {"no_artefact_mask": 0, "empty_artefact_mask": 0}
+
+    def update(self, batch: MapBatch) -> None:
+        for i in range(len(batch)):
+            saliency = batch.maps[i].astype(np.float64)
+            if self.absolute:
+                saliency = np.abs(saliency)
+            self._pixels.add(saliency)
+            self._labels.append(int(batch.labels[i]))
+            self._predictions.append(int(batch.predictions[i]))
+            mask = batch.artefact[i]
+            reason = artefact_exclusion(bool(batch.has_artefact[i]), mask)
+            if reason is not None:
+                self._excluded[reason] += 1
+                self._mean.append(math.nan)
+                self._peak.append(math.nan)
+                continue
+            self._mean.append(mean_on_mask(saliency, mask))
+            self._peak.append(peak_share(saliency, mask, self.percentile))
+
+    def _z_scored_mean(self) -> np.ndarray:
+        std = self._pixels.std
+        if not std > 0:
+            return np.full(len(self._mean), math.nan)
+        return (np.asarray(self._mean) - self._pixels.mean) / std
+
+    def _normalisation(self) -> dict:
+        result: dict = {"pixel_mean": json_number(self._pixels.mean) if self._pixels.count else None,
+                        "pixel_std": json_number(self._pixels.std), "pixels": self._pixels.count}
+        if not self._pixels.std > 0:
+            result["reason"] = "no saliency seen, or every pixel of every map has the same value"
+        return result
+
+    def compute(self) -> dict:
+        labels, predictions = np.asarray(self._labels), np.asarray(self._predictions)
+        normalisation = self._normalisation()
+        if "reason" in normalisation:
+            mean_z: dict = {"overall": None, "by_label": None, "by_prediction": None,
+                            "inter_class_variance": None, "reason": normalisation["reason"]}
+        else:
+            mean_z = summarise(self._z_scored_mean(), labels, predictions, self.confidence)
+        return {
+            "name": self.name,
+            "map": "absolute value |g|" if self.absolute else "as given (signed)",
+            "percentile": self.percentile,
+            "interval": CI_METHOD,
+            "n_images": len(self._mean),
+            "n_scored": int(np.count_nonzero(~np.isnan(np.asarray(self._mean, dtype=float)))),
+            "excluded": dict(self._excluded),
+            "normalisation": normalisation,
+            "mean_saliency_z": mean_z,
+            "mean_saliency": summarise(np.asarray(self._mean), labels, predictions, self.confidence),
+            "peak_share": summarise(np.asarray(self._peak), labels, predictions, self.confidence),
+        }
+
+    def per_image(self) -> dict[str, list]:
+        return {
+            "artefact_mean_saliency": list(self._mean),
+            "artefact_mean_saliency_z": self._z_scored_mean().tolist(),
+            "artefact_peak_share": list(self._peak),
+        }
