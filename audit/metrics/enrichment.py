@@ -1,0 +1,97 @@
+"""Artefact enrichment: how much more saliency sits on the artefact than its area predicts.
+
+Ours (the release-gate number), not from a paper. Per image, with |g| the absolute map and A
+the artefact mask:
+
+    E(X) = (Σ_{A} |g| / Σ |g|) / (|A| / HW)
+
+1.0 is chance (saliency spread evenly), above 1 the map concentrates on the artefact, and a
+mask covering the whole image gives exactly 1. |g| is used for every method: saliency of
+either sign on the artefact counts as attention to it. E is invariant to scaling the map.
+
+Undefined (NaN, excluded and counted): no artefact mask, an empty mask, an all-zero map.
+``overall`` is the mean of the per-image E over the images where it is defined, with a 95%
+t-interval; ``pooled`` is the ratio of means, mean(saliency share) / mean(area share), which
+weighs images equally and damps images with tiny artefacts (whose E can be very large).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from audit.metrics.base import MapBatch, Metric
+from audit.metrics.global_saliency import artefact_exclusion
+from audit.metrics.grouping import by_group
+from audit.metrics.intervals import CI_METHOD, json_number, mean_interval
+
+
+def saliency_share(saliency: np.ndarray, mask: np.ndarray) -> float:
+    """Σ_{mask} |g| / Σ |g|; NaN for an all-zero map."""
+    magnitude = np.abs(np.asarray(saliency, dtype=np.float64))
+    total = magnitude.sum()
+    return float(magnitude[mask].sum() / total) if total > 0 else math.nan
+
+
+class ArtefactEnrichment(Metric):
+    """Per-image E(X), summarised overall (mean with CI, and pooled) and per class."""
+
+    name = "enrichment"
+
+    def __init__(self, confidence: float = 0.95) -> None:
+        self.confidence = confidence
+        self._labels: list[int] = []
+        self._predictions: list[int] = []
+        self._saliency_share: list[float] = []
+        self._area_share: list[float] = []
+        self._excluded = {"no_artefact_mask": 0, "empty_artefact_mask": 0, "zero_map": 0}
+
+    def update(self, batch: MapBatch) -> None:
+        for i in range(len(batch)):
+            self._labels.append(int(batch.labels[i]))
+            self._predictions.append(int(batch.predictions[i]))
+            mask = batch.artefact[i]
+            reason = artefact_exclusion(bool(batch.has_artefact[i]), mask)
+            if reason is None and not np.any(batch.maps[i]):
+                reason = "zero_map"
+            if reason is not None:
+                self._excluded[reason] += 1
+                self._saliency_share.append(math.nan)
+                self._area_share.append(math.nan)
+                continue
+            self._saliency_share.append(saliency_share(batch.maps[i], mask))
+            self._area_share.append(np.count_nonzero(mask) / mask.size)
+
+    def _values(self) -> np.ndarray:
+        return np.asarray(self._saliency_share, dtype=np.float64) / np.asarray(
+            self._area_share, dtype=np.float64)
+
+    def _pooled(self) -> dict:
+        shares = np.asarray(self._saliency_share, dtype=np.float64)
+        areas = np.asarray(self._area_share, dtype=np.float64)
+        defined = ~np.isnan(shares)
+        if not defined.any():
+            return {"value": None, "reason": "no image with a defined enrichment"}
+        return {"value": json_number(shares[defined].mean() / areas[defined].mean())}
+
+    def compute(self) -> dict:
+        values = self._values()
+        return {
+            "name": self.name,
+            "formula": "(sum_A |g| / sum |g|) / (|A| / HW); 1.0 = chance",
+            "interval": CI_METHOD,
+            "n_images": len(self._labels),
+            "excluded": dict(self._excluded),
+            "overall": mean_interval(values, self.confidence),
+            "pooled": self._pooled(),
+            "by_label": by_group(values, np.asarray(self._labels), self.confidence),
+            "by_prediction": by_group(values, np.asarray(self._predictions), self.confidence),
+        }
+
+    def per_image(self) -> dict[str, list]:
+        return {
+            "artefact_enrichment": self._values().tolist(),
+            "artefact_saliency_share": list(self._saliency_share),
+            "artefact_area_share": list(self._area_share),
+        }
