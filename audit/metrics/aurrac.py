@@ -1,0 +1,155 @@
+"""Area under the response rate accuracy curve (Pfau et al. 2019, Appendix B and Figure 2).
+
+Sort the N labelled images that have an artefact mask by their artefact saliency s (m(X) or
+n(X), see ``global_saliency``), least salient first. For response rate r_k = k/N keep the k
+least artefact-salient images; acc(k) is the accuracy on them (c_i ∈ {0, 1}, correctness of
+the i-th image in that order):
+
+    acc(k) = (1/k) Σ_{i ≤ k} c_i,     AURRAC = ∫_0^1 acc(⌈rN⌉) dr = (1/N) Σ_{k=1}^{N} acc(k).
+
+The curve is a step function of r (keeping ⌈rN⌉ images), so its area on (0, 1] is exactly the
+mean of the N accuracies; no trapezoid (which would also leave (0, 1/N] out).
+
+The paper calls AURRAC "equivalent to weighing the model's 1/0 loss on a given image by its
+percentile rank saliency on ink". Exchanging the sums makes that precise:
+
+    AURRAC = (1/N) Σ_i c_i · w_i,   w_i = Σ_{k=i}^{N} 1/k = H_N − H_{i−1}   (H harmonic numbers),
+
+a weight that depends only on the rank and decreases with it (≈ −ln((i − ½)/N)); Σ_i w_i = N,
+so AURRAC = accuracy when correctness is unrelated to the ranking (a flat curve) and above it
+when the failures are the most artefact-salient images (the map predicts failure).
+
+Ties (our choice): images with equal s have no order, so acc(k) is averaged over every order
+of each tied block. That average is exact and cheap: within a tied block of size b holding c
+correct images, the first j of a random order hold j·c/b correct images in expectation. So the
+result does not depend on path order or batching, and a constant score gives a flat curve.
+
+Kendall's τ (τ-b, scipy.stats.kendalltau) between r and acc over the N curve points, as the
+paper reports for Figure 2; its p-value treats the points as independent, which they are not
+(each acc(k) shares images with its neighbours): read it as descriptive.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+from audit.errors import AuditError
+from audit.metrics.base import MapBatch, Metric
+from audit.metrics.global_saliency import artefact_exclusion, mean_on_mask, peak_share
+from audit.metrics.intervals import json_number
+
+MAX_CURVE_POINTS = 101
+
+
+def response_rate_curve(scores: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(r, acc): r_k = k/N and acc(k) for k = 1..N, least score first, ties averaged."""
+    scores = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(scores, kind="stable")
+    sorted_scores = scores[order]
+    sorted_correct = np.asarray(correct, dtype=np.float64)[order]
+    n = sorted_scores.size
+    block_starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    block_sizes = np.diff(np.r_[block_starts, n])
+    block_correct = np.add.reduceat(sorted_correct, block_starts)
+    correct_before_block = np.r_[0.0, np.cumsum(block_correct)[:-1]]
+    block_of = np.repeat(np.arange(block_starts.size), block_sizes)
+    k = np.arange(1, n + 1)
+    expected_correct = correct_before_block[block_of] + (k - block_starts[block_of]) * (
+        block_correct / block_sizes)[block_of]
+    return k / n, expected_correct / k
+
+
+def downsample_curve(r: np.ndarray, accuracy: np.ndarray, max_points: int = MAX_CURVE_POINTS
+                     ) -> dict[str, list]:
+    """At most ``max_points`` curve points at r ≈ 0, 1/(m−1), …, 1 (always k = 1 and k = N)."""
+    n = r.size
+    if n <= max_points:
+        keep = np.arange(n)
+    else:
+        steps = np.arange(max_points) * n / (max_points - 1)
+        keep = np.unique(np.maximum(1, np.ceil(steps).astype(int))) - 1
+    return {"r": r[keep].tolist(), "accuracy": accuracy[keep].tolist()}
+
+
+class Aurrac(Metric):
+    """AURRAC, plain accuracy, their difference, Kendall's τ and the curve."""
+
+    name = "aurrac"
+
+    def __init__(self, score: str = "mean", percentile: float = 98.0, absolute: bool = False
+                 ) -> None:
+        """score: "mean" orders by m(X), "peak" by n(X) at ``percentile``; ``absolute`` uses |g|."""
+        if score not in ("mean", "peak"):
+            raise AuditError(f"AURRAC score {score!r} is unknown; use 'mean' or 'peak'")
+        if not 0.0 < percentile < 100.0:
+            raise AuditError(f"peak percentile {percentile} is outside (0, 100); use e.g. 98")
+        self.score = score
+        self.percentile = percentile
+        self.absolute = absolute
+        self._scores: list[float] = []
+        self._correct: list[bool] = []
+        self._excluded = {"no_artefact_mask": 0, "empty_artefact_mask": 0, "unlabelled": 0}
+
+    def _artefact_score(self, saliency: np.ndarray, mask: np.ndarray) -> float:
+        if self.absolute:
+            saliency = np.abs(saliency)
+        if self.score == "mean":
+            return mean_on_mask(saliency, mask)
+        return peak_share(saliency, mask, self.percentile)
+
+    def update(self, batch: MapBatch) -> None:
+        for i in range(len(batch)):
+            mask = batch.artefact[i]
+            reason = artefact_exclusion(bool(batch.has_artefact[i]), mask)
+            if reason is None and not batch.labelled[i]:
+                reason = "unlabelled"
+            if reason is not None:
+                self._excluded[reason] += 1
+                self._scores.append(math.nan)
+                self._correct.append(False)
+                continue
+            self._scores.append(self._artefact_score(batch.maps[i], mask))
+            self._correct.append(bool(batch.correct[i]))
+
+    def _eligible(self) -> tuple[np.ndarray, np.ndarray]:
+        scores = np.asarray(self._scores, dtype=np.float64)
+        defined = ~np.isnan(scores)
+        return scores[defined], np.asarray(self._correct, dtype=bool)[defined]
+
+    def compute(self) -> dict:
+        scores, correct = self._eligible()
+        result: dict = {
+            "name": self.name,
+            "score": "mean saliency m(X)" if self.score == "mean"
+            else f"peak share n(X) at percentile {self.percentile}",
+            "map": "absolute value |g|" if self.absolute else "as given (signed)",
+            "ties": "accuracy averaged over all orders of tied images",
+            "n": int(scores.size),
+            "excluded": dict(self._excluded),
+            "value": None, "accuracy": None, "difference": None,
+            "kendall_tau": None, "kendall_p_value": None, "curve": {"r": [], "accuracy": []},
+        }
+        if scores.size == 0:
+            result["reason"] = "no labelled image with a non-empty artefact mask"
+            return result
+        r, accuracy = response_rate_curve(scores, correct)
+        value, plain = float(accuracy.mean()), float(correct.mean())
+        result.update(value=value, accuracy=plain, difference=value - plain,
+                      curve=downsample_curve(r, accuracy))
+        tau, p_value = stats.kendalltau(r, accuracy) if scores.size > 1 else (math.nan, math.nan)
+        result.update(kendall_tau=json_number(tau), kendall_p_value=json_number(p_value))
+        if result["kendall_tau"] is None:
+            result["kendall_reason"] = "the curve is flat or has a single point"
+        return result
+
+    def per_image(self) -> dict[str, list]:
+        """Percentile rank of each image's artefact saliency (mid-rank / N; ties share it)."""
+        scores = np.asarray(self._scores, dtype=np.float64)
+        ranks = np.full(scores.size, math.nan)
+        defined = ~np.isnan(scores)
+        if defined.any():
+            ranks[defined] = stats.rankdata(scores[defined]) / np.count_nonzero(defined)
+        return {"aurrac_percentile_rank": ranks.tolist()}
