@@ -44,14 +44,14 @@ class MapBatch:
         if self.maps.ndim != 3 or self.maps.shape[0] != n:
             raise AuditError(f"saliency maps have shape {self.maps.shape}; expected ({n}, H, W)")
         for name in ("artefact", "region"):
-            if getattr(self, name).shape != self.maps.shape:
-                raise AuditError(
-                    f"{name} masks have shape {getattr(self, name).shape}; expected {self.maps.shape}"
-                )
+            shape = np.shape(getattr(self, name))
+            if shape != self.maps.shape:
+                raise AuditError(f"{name} masks have shape {shape}; expected {self.maps.shape}")
         for name in ("labels", "predictions", "probabilities", "correct", "labelled",
                      "has_artefact", "has_region"):
-            if np.shape(getattr(self, name)) != (n,):
-                raise AuditError(f"{name} has shape {np.shape(getattr(self, name))}; expected ({n},)")
+            shape = np.shape(getattr(self, name))
+            if shape != (n,):
+                raise AuditError(f"{name} has shape {shape}; expected ({n},)")
         if np.any(self.correct & ~self.labelled):
             raise AuditError("correct is True for an image whose label is unknown; set it False")
 

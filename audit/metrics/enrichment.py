@@ -35,7 +35,10 @@ def saliency_share(saliency: np.ndarray, mask: np.ndarray) -> float:
 
 
 class ArtefactEnrichment(Metric):
-    """Per-image E(X), summarised overall (mean with CI, and pooled) and per class."""
+    """Per-image E(X), summarised overall (mean with CI, and pooled) and per class.
+
+    confidence: level of the t-intervals.
+    """
 
     name = "enrichment"
 

@@ -88,7 +88,11 @@ def levene_between_models(
 
 
 class GlobalSaliency(Metric):
-    """Pfau et al.'s m(X) (z-scored and raw) and n(X), per image, per class and overall."""
+    """Pfau et al.'s m(X) (z-scored and raw) and n(X), per image, per class and overall.
+
+    percentile: n of the peak share (paper: 98). absolute: use |g| instead of g as given.
+    confidence: level of the t-intervals.
+    """
 
     name = "global_saliency"
 
@@ -131,9 +135,10 @@ class GlobalSaliency(Metric):
         return (np.asarray(self._mean) - self._pixels.mean) / std
 
     def _normalisation(self) -> dict:
-        result: dict = {"pixel_mean": json_number(self._pixels.mean) if self._pixels.count else None,
-                        "pixel_std": json_number(self._pixels.std), "pixels": self._pixels.count}
-        if not self._pixels.std > 0:
+        pixels = self._pixels
+        result: dict = {"pixel_mean": json_number(pixels.mean) if pixels.count else None,
+                        "pixel_std": json_number(pixels.std), "pixels": pixels.count}
+        if not pixels.std > 0:
             result["reason"] = "no saliency seen, or every pixel of every map has the same value"
         return result
 
@@ -155,7 +160,8 @@ class GlobalSaliency(Metric):
             "excluded": dict(self._excluded),
             "normalisation": normalisation,
             "mean_saliency_z": mean_z,
-            "mean_saliency": summarise(np.asarray(self._mean), labels, predictions, self.confidence),
+            "mean_saliency": summarise(np.asarray(self._mean), labels, predictions,
+                                       self.confidence),
             "peak_share": summarise(np.asarray(self._peak), labels, predictions, self.confidence),
         }
 

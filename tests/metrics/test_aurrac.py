@@ -27,7 +27,8 @@ def aurrac_of(scores, correct, **kwargs):
 
 def test_curve_and_area_by_hand():
     result = aurrac_of([1, 2, 3, 4], [1, 1, 0, 0]).compute()
-    assert result["curve"] == {"r": [0.25, 0.5, 0.75, 1.0], "accuracy": [1, 1, pytest.approx(2 / 3), 0.5]}
+    assert result["curve"] == {"r": [0.25, 0.5, 0.75, 1.0],
+                               "accuracy": [1, 1, pytest.approx(2 / 3), 0.5]}
     assert result["value"] == pytest.approx((1 + 1 + 2 / 3 + 1 / 2) / 4)
     assert result["accuracy"] == 0.5
     assert result["difference"] == pytest.approx(result["value"] - 0.5)
@@ -111,6 +112,13 @@ def test_peak_score_orders_by_peak_share():
     metric.update(build_batch(maps, artefact, labels=np.array([1, 0])))
     assert metric.per_image()["aurrac_percentile_rank"] == [1.0, 0.5]
     assert metric.compute()["curve"]["accuracy"] == [1.0, 0.5]
+
+
+def test_absolute_option_orders_by_magnitude():
+    signed, absolute = aurrac_of([-3, 1], [True, False]), aurrac_of([-3, 1], [True, False],
+                                                                   absolute=True)
+    assert signed.compute()["curve"]["accuracy"] == [1.0, 0.5]
+    assert absolute.compute()["curve"]["accuracy"] == [0.0, 0.5]
 
 
 def test_curve_is_downsampled_to_at_most_101_points_keeping_the_ends():
