@@ -118,7 +118,8 @@ def run_audit(
             writer.append(_rows(batch, predictions, probabilities))
             on_batch(len(batch))
         if len(performance.arrays()[0]) == 0:
-            raise AuditError(f"{dataset.root}: no image could be read; see the skipped list with --debug")
+            reasons = "; ".join(f"{s.path}: {s.reason}" for s in dataset.skipped[:3])
+            raise AuditError(f"{dataset.base}: no image could be read ({reasons}); fix the images or point --data elsewhere")
         writer.finish({})
     finally:
         writer.close()
@@ -176,13 +177,13 @@ def _results(
             },
         },
         "data": {
-            "root": str(dataset.root),
+            "root": str(dataset.base),
             "classes": dataset.classes,
             "images": int(len(has_artefact)),
             "with_artefact": report.with_artefact,
             "with_region": report.with_region,
             "masks_resized": report.resized,
-            "masks_unreadable": [{"path": p, "reason": r} for p, r in report.unreadable],
+            "masks_unreadable": [{"path": s.path, "reason": s.reason} for s in report.unreadable],
             "skipped": [{"path": s.path, "reason": s.reason} for s in dataset.skipped],
         },
         "performance": {

@@ -12,11 +12,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from audit.cli.options import float_list, method_options, value_range
-from audit.cli.summary import print_summary
-from audit.data.dataset import open_dataset
-from audit.models.loader import ModelOptions, load_classifier
-from audit.pipeline import RunConfig, run_audit
-from audit.report.results_file import dumps
 
 
 def run(
@@ -44,6 +39,12 @@ def run(
     json_out: bool = typer.Option(False, "--json", help="Print results.json to stdout, everything else to stderr."),
 ) -> None:
     """Audit a classifier on a dataset: predictions, saliency maps and their metrics."""
+    from audit.cli.summary import print_summary
+    from audit.data.dataset import open_dataset
+    from audit.models.loader import ModelOptions, load_classifier
+    from audit.pipeline import RunConfig, run_audit
+    from audit.report.results_file import dumps
+
     err = Console(stderr=True)
     shown = Console(stderr=json_out)
     names = tuple(n.strip() for n in class_names.split(",")) if class_names else None

@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from audit.data.synthetic import make_synthetic
 
 
 def make_synthetic_command(
@@ -19,6 +18,7 @@ def make_synthetic_command(
     n_test: int = typer.Option(128, "--n-test", min=2),
 ) -> None:
     """Write the synthetic dataset with region masks (crosses) and artefact masks (the box)."""
+    from audit.data.synthetic import make_synthetic
     from audit.errors import AuditError
 
     if box not in ("biased", "random"):

@@ -1,0 +1,49 @@
+"""Shared fixtures: small real model files and a small synthetic dataset written to disk."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+
+class TinyCNN(nn.Module):
+    """Conv-BN-ReLU-Conv-ReLU-pool-Linear, 1×28×28 → 2 logits."""
+
+    def __init__(self, channels: int = 1, classes: int = 2) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1), nn.ReLU()
+        )
+        self.head = nn.Linear(8, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def export_onnx(module: nn.Module, path: Path, shape: tuple[int, ...] = (1, 28, 28)) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module.eval(), (torch.rand(2, *shape),), str(path), dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "n"}}
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("tiny-models")
+    module = TinyCNN().eval()
+    torch.jit.script(module).save(str(root / "tiny.pt"))
+    return {"module": module, "onnx": export_onnx(module, root / "tiny.onnx"), "torchscript": root / "tiny.pt"}
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from audit.data.synthetic import make_synthetic
+
+    return make_synthetic(tmp_path_factory.mktemp("synthetic") / "data", seed=3, n_train=8, n_valid=24, n_test=8)
