@@ -1,0 +1,195 @@
+"""``OnnxGraphModule``: an ONNX graph as a differentiable torch module.
+
+At construction the graph is converted once: nodes are sorted topologically, each becomes a
+module (see ``ops``), nodes whose inputs are all constant are evaluated right away (constant
+folding: ``Constant``, ``Identity`` of initializers, shape arithmetic on weights), and the rest
+form an execution plan of ``(module name, input slots, output slots)``. ``forward`` only walks
+that plan over a list of value slots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+import torch
+from torch import nn
+
+from audit.errors import AuditError
+from audit.models.onnx_graph.errors import Unsupported, UnsupportedOperatorError
+from audit.models.onnx_graph.naming import assign_names, sanitize
+from audit.models.onnx_graph.ops import CONVERTERS, NodeSpec
+from audit.models.onnx_graph.ops.base import tensor_from_proto
+
+DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+@dataclass(frozen=True)
+class OnnxSource:
+    """Where a twin parameter or buffer came from in the ONNX graph.
+
+    ``value``: the node input it was read from; ``initializer``: the initializer holding it
+    (through ``Identity`` chains), None if it was computed; ``transposed``: stored transposed
+    (Gemm/MatMul weights in torch's (out, in) layout)."""
+
+    node: str
+    value: str
+    initializer: str | None
+    transposed: bool = False
+
+
+class _Constants(nn.Module):
+    """Holds graph constants needed at runtime as buffers (they follow ``.to(device)``)."""
+
+
+def _opsets(model: onnx.ModelProto) -> dict[str, int]:
+    opsets = {imp.domain: imp.version for imp in model.opset_import}
+    if "ai.onnx" in opsets:
+        opsets.setdefault("", opsets["ai.onnx"])
+    return opsets
+
+
+def check_supported(model: onnx.ModelProto) -> None:
+    """Raise UnsupportedOperatorError naming every operator the twin has no converter for."""
+    opsets = _opsets(model)
+    missing: dict[str, None] = {}
+    for node in model.graph.node:
+        if node.domain not in DEFAULT_DOMAINS or node.op_type not in CONVERTERS:
+            domain = node.domain or "ai.onnx"
+            missing[f"{node.op_type} (domain '{domain}', opset {opsets.get(node.domain, '?')})"] = None
+    if missing:
+        raise UnsupportedOperatorError(list(missing))
+
+
+def topo_sort(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:
+    """Nodes in an order where each input is produced before use (ONNX graphs usually are)."""
+    order: list[onnx.NodeProto] = []
+    known = set(available) | {""}
+    pending = list(nodes)
+    while pending:
+        rest = []
+        for node in pending:
+            if all(i in known for i in node.input):
+                order.append(node)
+                known.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):
+            missing = sorted({i for n in rest for i in n.input if i not in known})
+            raise AuditError(f"ONNX graph: inputs {missing[:5]} are never produced (cycle or broken graph); "
+                             f"re-export the model")
+        pending = rest
+    return order
+
+
+class OnnxGraphModule(nn.Module):
+    """The differentiable twin of an ONNX graph; ``forward(*inputs)`` returns the first graph
+    output, or a tuple if there are several.
+
+    Attributes: ``input_names``/``output_names`` (graph I/O), ``onnx_sources`` (twin
+    parameter/buffer name → :class:`OnnxSource`), ``onnx_nodes`` (module name → ONNX node name).
+    """
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        super().__init__()
+        if model.functions:
+            model = onnx.inliner.inline_local_functions(model)
+        check_supported(model)
+        graph = model.graph
+        opset = _opsets(model).get("", 1)
+        consts: dict[str, torch.Tensor] = {}
+        problems: list[str] = []
+        for init in graph.initializer:
+            try:
+                consts[init.name] = tensor_from_proto(init)
+            except Unsupported as exc:
+                problems.append(f"initializer {init.name!r}: {exc}")
+        self.input_names = [i.name for i in graph.input if i.name not in consts]
+        self.output_names = [o.name for o in graph.output]
+
+        kept: list[tuple[onnx.NodeProto, nn.Module, list[str], NodeSpec]] = []
+        for node in topo_sort(list(graph.node), set(consts) | set(self.input_names)):
+            spec = NodeSpec(node, opset, consts)
+            try:
+                module, positions = CONVERTERS[node.op_type](spec)
+            except Unsupported as exc:
+                problems.append(f"{node.op_type} (domain 'ai.onnx', opset {opset}) node {node.name!r}: {exc}")
+                continue
+            inputs = [spec.inputs[p] if p is not None and spec.has(p) else "" for p in positions]
+            if not spec.params and all(not n or n in consts for n in inputs):
+                with torch.no_grad():
+                    out = module(*[consts[n] if n else None for n in inputs])
+                for name, value in zip(node.output, out if type(out) is tuple else (out,)):
+                    if name:
+                        consts[name] = value
+                continue
+            kept.append((node, module, inputs, spec))
+        if problems:
+            raise UnsupportedOperatorError(problems)
+
+        names = assign_names([k[0] for k in kept], [bool(k[3].params) for k in kept])
+        identity_of = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity"}
+        initializers = {i.name for i in graph.initializer}
+        self.onnx_sources: dict[str, OnnxSource] = {}
+        self.onnx_nodes: dict[str, str] = {}
+
+        slots: dict[str, int] = {"": 0}  # slot 0 is always None; the last slot takes unused outputs
+
+        def slot(value: str) -> int:
+            return slots.setdefault(value, len(slots))
+
+        self._input_slots = [slot(n) for n in self.input_names]
+        self.constants = _Constants()
+        self._const_slots: list[tuple[int, str]] = []
+        const_buffers: dict[str, str] = {}
+
+        def read(value: str) -> int:
+            if value in consts and value not in const_buffers:
+                buffer = sanitize(value)
+                while buffer in self.constants._buffers:
+                    buffer += "_"
+                self.constants.register_buffer(buffer, consts[value])
+                const_buffers[value] = buffer
+                self._const_slots.append((slot(value), buffer))
+            return slot(value)
+
+        plan = []
+        for (node, module, inputs, spec), name in zip(kept, names):
+            self.add_module(name, module)
+            self.onnx_nodes[name] = node.name
+            for attr, value in spec.params.items():
+                source = value
+                while source not in initializers and source in identity_of:
+                    source = identity_of[source]
+                self.onnx_sources[f"{name}.{attr}"] = OnnxSource(
+                    node.name, value, source if source in initializers else None, attr in spec.transposed)
+            plan.append((name, [read(v) if v else 0 for v in inputs], [slot(o) if o else -1 for o in node.output]))
+        self._output_slots = [read(o) for o in self.output_names]
+        self._n_slots = len(slots) + 1
+        self._plan = [(name, ins, [o if o >= 0 else self._n_slots - 1 for o in outs]) for name, ins, outs in plan]
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        if len(inputs) != len(self._input_slots):
+            raise TypeError(f"expected {len(self._input_slots)} input(s) {self.input_names}, got {len(inputs)}")
+        env: list = [None] * self._n_slots
+        for s, x in zip(self._input_slots, inputs):
+            env[s] = x
+        buffers = self.constants._buffers
+        for s, name in self._const_slots:
+            env[s] = buffers[name]
+        modules = self._modules
+        for name, ins, outs in self._plan:
+            y = modules[name](*[env[i] for i in ins])
+            if type(y) is tuple:
+                for o, v in zip(outs, y):
+                    env[o] = v
+            else:
+                env[outs[0]] = y
+        if len(self._output_slots) == 1:
+            return env[self._output_slots[0]]
+        return tuple(env[s] for s in self._output_slots)
+
+
+def build_torch_twin(model: onnx.ModelProto) -> OnnxGraphModule:
+    """The differentiable twin of ``model``, in eval mode (raises UnsupportedOperatorError)."""
+    return OnnxGraphModule(model).eval()

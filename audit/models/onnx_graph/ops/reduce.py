@@ -1,0 +1,98 @@
+"""Reductions (``Reduce*``, axes as attribute before opset 18 — ReduceSum before 13 — and as
+an optional input after) and ``Softmax``/``LogSoftmax``."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from audit.models.onnx_graph.ops.base import Converted, NodeSpec, register
+
+_EMPTY_FILL = {"Sum": 0.0, "SumSquare": 0.0, "L1": 0.0, "L2": 0.0, "Prod": 1.0, "Max": -math.inf,
+               "Min": math.inf, "LogSum": -math.inf, "LogSumExp": -math.inf, "Mean": math.nan}
+
+
+def _prod(x: torch.Tensor, dims: tuple[int, ...], keepdim: bool) -> torch.Tensor:
+    for d in sorted(dims, reverse=True):
+        x = torch.prod(x, d, keepdim=keepdim)
+    return x
+
+
+_REDUCE = {
+    "Sum": lambda x, d, k: torch.sum(x, d, keepdim=k),
+    "Mean": lambda x, d, k: torch.mean(x, d, keepdim=k),
+    "Max": lambda x, d, k: torch.amax(x, d, keepdim=k),
+    "Min": lambda x, d, k: torch.amin(x, d, keepdim=k),
+    "Prod": _prod,
+    "L1": lambda x, d, k: torch.sum(torch.abs(x), d, keepdim=k),
+    "L2": lambda x, d, k: torch.sqrt(torch.sum(x * x, d, keepdim=k)),
+    "SumSquare": lambda x, d, k: torch.sum(x * x, d, keepdim=k),
+    "LogSum": lambda x, d, k: torch.log(torch.sum(x, d, keepdim=k)),
+    "LogSumExp": lambda x, d, k: torch.logsumexp(x, d, keepdim=k),
+}
+
+
+class Reduce(nn.Module):
+    """``Reduce<kind>``; empty axes reduce everything unless ``noop_with_empty_axes``; an empty
+    reduction yields the identity element (ONNX Reduce-18 spec)."""
+
+    def __init__(self, kind: str, axes: list[int] | None, keepdims: bool, noop: bool) -> None:
+        super().__init__()
+        self.kind, self.axes, self.keepdims, self.noop = kind, axes, keepdims, noop
+
+    def forward(self, x: torch.Tensor, axes: torch.Tensor | None = None) -> torch.Tensor:
+        dims = self.axes if axes is None else [int(a) for a in axes.reshape(-1).tolist()]
+        if not dims:
+            if self.noop:
+                return x
+            dims = list(range(x.dim()))
+        if x.dim() == 0:
+            return _REDUCE[self.kind](x.reshape(1), (0,), False).reshape(())
+        norm = tuple(sorted(d % x.dim() for d in dims))
+        if x.numel() == 0:
+            shape = [1 if i in norm else s for i, s in enumerate(x.shape) if self.keepdims or i not in norm]
+            fill = _EMPTY_FILL[self.kind]
+            if x.dtype == torch.bool:
+                fill = self.kind == "Min"
+            return torch.full(shape, fill, dtype=x.dtype, device=x.device)
+        return _REDUCE[self.kind](x, norm, self.keepdims)
+
+    def extra_repr(self) -> str:
+        return f"{self.kind}, axes={self.axes}, keepdims={self.keepdims}"
+
+
+@register(*(f"Reduce{k}" for k in _REDUCE))
+def reduce(node: NodeSpec) -> Converted:
+    kind = node.op_type[len("Reduce"):]
+    keepdims = bool(node.attr("keepdims", 1))
+    noop = bool(node.attr("noop_with_empty_axes", 0))
+    if "axes" in node.attrs:
+        return Reduce(kind, list(node.attrs["axes"]), keepdims, noop), (0,)
+    if node.has(1) and not node.is_const(1):
+        return Reduce(kind, None, keepdims, noop), (0, 1)
+    return Reduce(kind, node.ints(1) if node.has(1) else None, keepdims, noop), (0,)
+
+
+class Softmax(nn.Module):
+    """Softmax/LogSoftmax along ``axis``; before opset 13 the input is coerced to 2-D at
+    ``axis`` (default 1) and normalised over the flattened trailing part."""
+
+    def __init__(self, log: bool, axis: int, legacy: bool) -> None:
+        super().__init__()
+        self.fn = torch.log_softmax if log else torch.softmax
+        self.axis, self.legacy = axis, legacy
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.legacy:
+            return self.fn(x, self.axis)
+        axis = self.axis % x.dim() if x.dim() else 0
+        flat = x.reshape(math.prod(x.shape[:axis]), -1)
+        return self.fn(flat, 1).reshape(x.shape)
+
+
+@register("Softmax", "LogSoftmax")
+def softmax(node: NodeSpec) -> Converted:
+    legacy = node.opset < 13
+    return Softmax(node.op_type == "LogSoftmax", node.attr("axis", 1 if legacy else -1), legacy), (0,)
