@@ -31,6 +31,8 @@ class Occlusion(SaliencyMethod):
     """
 
     forward_only: ClassVar[bool] = True
+    #: Occluding a window can raise the target logit, so maps have both signs.
+    signed: ClassVar[bool] = True
 
     def __init__(
         self,
