@@ -18,9 +18,14 @@ import torch
 
 import audit
 from audit.data.batch import Batch
+from audit.data.prefetch import prefetch
 from audit.errors import AuditError
 from audit.metrics.performance import Performance
 from audit.models.classifier import Classifier
+from audit.metrics.base import MapBatch
+from audit.metrics.enrichment import saliency_share
+from audit.metrics.suite import MethodMetrics
+from audit.report.examples import ExampleKeeper
 from audit.report.per_image import PerImageWriter
 from audit.report.results_file import SCHEMA, write_results
 from audit.saliency import methods
@@ -35,6 +40,7 @@ class RunConfig:
     batch_size: int = 32
     seed: int = 0
     command: str = ""
+    examples: int = 8  # example maps kept per group and method for the report
 
 
 def seed_everything(seed: int) -> None:
@@ -94,9 +100,12 @@ def run_audit(
     out_dir.mkdir(parents=True, exist_ok=True)
     performance = Performance()
     has_artefact: list[np.ndarray] = []
+    spec = classifier.spec
+    suites = {name: MethodMetrics(classifier.class_names) for name in built}
+    keepers = {name: ExampleKeeper(classifier.num_classes, (spec.height, spec.width), config.examples) for name in built}
     writer = PerImageWriter(out_dir)
     try:
-        for batch in dataset.batches(config.batch_size):
+        for batch in prefetch(dataset.batches(config.batch_size)):
             x = classifier.spec.to_tensor(batch.images)
             logits = classifier.logits(x)
             bad = ~torch.isfinite(logits).all(dim=1)
@@ -113,6 +122,8 @@ def run_audit(
                 maps = method.attribute(classifier, x, target)
                 if not np.isfinite(maps).all():
                     raise AuditError(f"method {name!r} produced NaN maps for a batch starting at {batch.paths[0]}")
+                suites[name].update(_map_batch(batch, predictions, probabilities, maps))
+                keepers[name].update(batch, maps, predictions, artefact_scores(batch, maps))
             performance.update(batch.labels, probabilities)
             has_artefact.append(batch.has_artefact)
             writer.append(_rows(batch, predictions, probabilities))
@@ -120,12 +131,38 @@ def run_audit(
         if len(performance.arrays()[0]) == 0:
             reasons = "; ".join(f"{s.path}: {s.reason}" for s in dataset.skipped[:3])
             raise AuditError(f"{dataset.base}: no image could be read ({reasons}); fix the images or point --data elsewhere")
-        writer.finish({})
+        writer.finish({f"{name}.{column}": values for name, suite in suites.items() for column, values in suite.per_image().items()})
     finally:
         writer.close()
-    results = _results(classifier, dataset, config, performance, np.concatenate(has_artefact), built)
+    for name, keeper in keepers.items():
+        keeper.save(out_dir / "maps" / f"{name}.npz")
+    results = _results(classifier, dataset, config, performance, np.concatenate(has_artefact), built, suites)
     write_results(results, out_dir / "results.json")
     return results
+
+
+def artefact_scores(batch: Batch, maps: np.ndarray) -> np.ndarray:
+    """Per image: share of |map| on the artefact over the artefact's area share (NaN without one)."""
+    scores = np.full(len(batch), np.nan)
+    for i in np.flatnonzero(batch.has_artefact):
+        area = batch.artefact[i].mean()
+        if area > 0:
+            scores[i] = saliency_share(maps[i], batch.artefact[i]) / area
+    return scores
+
+
+def _map_batch(batch: Batch, predictions: np.ndarray, probabilities: np.ndarray, maps: np.ndarray) -> MapBatch:
+    return MapBatch.from_predictions(
+        paths=batch.paths,
+        labels=batch.labels,
+        predictions=predictions,
+        probabilities=probabilities[np.arange(len(batch)), predictions],
+        maps=maps,
+        artefact=batch.artefact,
+        region=batch.region,
+        has_artefact=batch.has_artefact,
+        has_region=batch.has_region,
+    )
 
 
 def _rows(batch: Batch, predictions: np.ndarray, probabilities: np.ndarray):
@@ -149,6 +186,7 @@ def _results(
     performance: Performance,
     has_artefact: np.ndarray,
     built: dict[str, SaliencyMethod],
+    suites: dict[str, MethodMetrics],
 ) -> dict[str, Any]:
     overall = performance.compute()
     spec = classifier.spec
@@ -193,7 +231,7 @@ def _results(
             **({"reason": overall["auc_reason"]} if "auc_reason" in overall else {}),
         },
         "methods": {
-            name: {"options": config.method_options.get(name, {}), "signed": method.signed}
+            name: {"options": config.method_options.get(name, {}), "signed": method.signed, **suites[name].compute()}
             for name, method in built.items()
         },
     }

@@ -13,6 +13,38 @@ def _number(value: Any) -> str:
     return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def _get(entry: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(entry, dict):
+            return None
+        entry = entry.get(key)
+    return entry
+
+
+HEADLINES = (
+    ("enrichment", ("artefact", "enrichment", "overall")),
+    ("peak share", ("artefact", "peak_share", "overall")),
+    ("AURRAC", ("aurrac", "value")),
+    ("AURRAC − acc.", ("aurrac", "difference")),
+    ("IoU", ("region", "iou", "mean")),
+    ("pointing", ("region", "pointing_game", "mean")),
+)
+CAPTION = (
+    "enrichment: share of |saliency| on the artefact over its share of the area (1 = chance); "
+    "peak share: share of the top 2% pixels on the artefact; IoU and pointing game against the region masks"
+)
+
+
+def _methods_table(methods: dict[str, Any]) -> Table:
+    table = Table(title="saliency metrics per method", title_justify="left", caption=CAPTION, caption_justify="left")
+    table.add_column("method", style="bold")
+    for title, _ in HEADLINES:
+        table.add_column(title, justify="right")
+    for name, entry in methods.items():
+        table.add_row(name, *(_number(_get(entry, *keys)) for _, keys in HEADLINES))
+    return table
+
+
 def print_summary(console: Console, results: dict[str, Any], out: Path) -> None:
     model, data, performance = results["model"], results["data"], results["performance"]
     table = Table(title=f"audit: {model['path']} ({model['format']})", show_header=False, title_justify="left")
@@ -23,6 +55,7 @@ def print_summary(console: Console, results: dict[str, Any], out: Path) -> None:
     table.add_row("with region mask", str(data["with_region"]))
     table.add_row("accuracy", _number(performance["accuracy"]))
     table.add_row("AUROC", _number(performance["auc"]))
-    table.add_row("methods", ", ".join(results["methods"]) or "none")
     console.print(table)
+    if results["methods"]:
+        console.print(_methods_table(results["methods"]))
     console.print(f"results: {out / 'results.json'}, {out / 'per_image.csv'}", highlight=False)
