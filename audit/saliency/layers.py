@@ -19,6 +19,7 @@ def find_layer(model: Classifier, name: str | None, method: str) -> nn.Module:
                 f"use --method gradient"
             )
         return convolutions[-1]
+    name = str(name)  # ``--option grad-cam.layer=0`` arrives as the int 0
     if not name or name not in modules:
         valid = ", ".join(key for key in modules if key)
         raise AuditError(f"{method}: model {model.path} has no layer {name!r}; valid: {valid}")

@@ -31,8 +31,9 @@ def smooth(
 
     The noise is drawn from a ``torch.Generator`` seeded with ``seed`` (the global RNG is left
     alone). Every image in the batch gets the same standard-normal draws z_k, scaled by its own
-    σ, so a map does not depend on the batch it was computed in. The draws follow the order of
-    captum's ``NoiseTunnel`` for one image, so both agree under the same seed.
+    σ, so a map does not depend on the batch it was computed in. For one image whose C·H·W is a
+    multiple of 16 the draws equal those of captum's ``NoiseTunnel`` after ``torch.manual_seed``
+    (torch fills normals in blocks of 16), which the tests use to compare the two.
     """
     generator = torch.Generator(device="cpu").manual_seed(seed)
     flat = x.detach().flatten(1)

@@ -41,6 +41,15 @@ def test_unknown_layer_lists_valid_layers(case):
         methods.get("grad-cam")(layer="conv9").attribute(case.model, case.x, case.target)
 
 
+def test_numeric_layer_name_from_the_command_line():
+    module = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32, 2))
+    model = from_module(module, InputSpec(1, 4, 4), ["a", "b"])
+    x, target = torch.randn(2, 1, 4, 4), torch.tensor([0, 1])
+    expected = captum_grad_cam(module, module[0], x, target)
+    maps = methods.get("grad-cam")(layer=0).attribute(model, x, target)
+    np.testing.assert_allclose(maps, expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_layer_without_spatial_output_is_refused(case):
     with pytest.raises(AuditError, match="'fc'.*2-D output"):
         methods.get("grad-cam")(layer="fc").attribute(case.model, case.x, case.target)
