@@ -9,9 +9,12 @@
      ``layer1``, ``layer1.0``, ``conv1`` joined into ``layer1.0.conv1`` (a scope that already
      starts with the path so far replaces it).
 2. A leaf path (no other node's path lies below it) names its node directly when that node is
-   the only one with this path, or the only one holding weights; other nodes get
+   the only one with this path, the only one holding weights, or all of the path's nodes
+   have its op type (a module called several times: ``relu``, ``relu_1``); other nodes get
    ``<path>.<op>`` (``layer1.0.add``) or, at the root, just ``<op>`` (``flatten``), with the
    op type in snake case.
+   A Conv into which the dynamo exporter's optimizer fused a BatchNorm carries the BatchNorm's
+   path (``layer1.0.bn1``): that is all the exporter keeps.
 3. Without a recorded path: the ONNX node name, else the op type.
 4. Sanitised into an attribute name: every character outside ``[A-Za-z0-9_]`` becomes ``_``
    (``layer1.0.conv1`` → ``layer1_0_conv1``); a leading digit gets an ``n_`` prefix; names that
@@ -77,6 +80,9 @@ def assign_names(nodes: list[onnx.NodeProto], weighted: list[bool]) -> list[str]
     known = {p for p in paths if p}
     per_path = Counter(paths)
     weighted_per_path = Counter(p for p, w in zip(paths, weighted) if w)
+    ops_per_path: dict[str | None, set[str]] = {}
+    for node, path in zip(nodes, paths):
+        ops_per_path.setdefault(path, set()).add(node.op_type)
     raw = []
     for node, path, has_weights in zip(nodes, paths, weighted):
         op = op_snake(node.op_type)
@@ -84,7 +90,8 @@ def assign_names(nodes: list[onnx.NodeProto], weighted: list[bool]) -> list[str]
             raw.append(node.name or op)
             continue
         leaf = path != "" and not any(k.startswith(path + ".") for k in known)
-        direct = leaf and (per_path[path] == 1 or (has_weights and weighted_per_path[path] == 1))
+        direct = leaf and (per_path[path] == 1 or len(ops_per_path[path]) == 1
+                           or (has_weights and weighted_per_path[path] == 1))
         raw.append(path if direct else (f"{path}.{op}" if path else op))
     names: list[str] = []
     used: set[str] = set()
