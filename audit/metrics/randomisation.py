@@ -1,0 +1,249 @@
+"""Model-parameter randomisation sanity check (Adebayo et al. 2018, "Sanity checks for
+saliency maps", the cascading and independent randomisation tests; as run by Cohen et al.
+2021, "Gifsplanation via Latent Shift", Sec. 4.5 and Appendix H).
+
+Layers: the sub-modules with parameters of their own, or BatchNorm running statistics of their
+own, of ``classifier.differentiable``, in forward execution order. The order is taken from one
+forward pass of one image with a forward hook on each such module (the order in which their
+outputs are produced; a module called twice counts at its first call), not from the
+registration order; modules the forward pass never calls are left out and listed.
+
+Steps, for layers L_1 … L_m in execution order:
+
+    cascading step k (k = 1 … m):   L_m, L_{m−1}, …, L_{m−k+1} re-initialised (output → input)
+    independent step for L_j:        only L_j re-initialised, all else as trained
+
+Each step re-initialises a fresh deep copy of the twin, so the caller's model is never touched
+and nothing is restored by hand. Layer L_j is always re-initialised under
+``torch.manual_seed(seed + j)`` (j = execution index from 0), so its random weights are the
+same in the cascading and the independent runs: ``module.reset_parameters()`` where the module
+has it (PyTorch's default init; for BatchNorm: weight 1, bias 0, running mean 0, running
+variance 1, i.e. statistics and affine parameters reset), otherwise (our choice) every own
+parameter ~ N(0, 0.01²) and own running statistics reset to mean 0, variance 1. The global RNG
+state is restored afterwards.
+
+The randomised copy goes through the same method object via a ``Classifier`` whose
+``forward_fn``, ``build_differentiable`` and ``_differentiable`` are all the copy, so
+forward-only methods (occlusion) see the randomised model too; the original maps are also
+taken through the twin (for ONNX models, not onnxruntime), so that only the randomisation
+differs between the maps compared. Maps are always taken for the caller's targets (normally
+the original model's predictions), and every map computation runs under
+``torch.manual_seed(seed)``, so methods with noise (SmoothGrad) draw the same noise for the
+original and the randomised models and a drop in correlation is not noise.
+
+Per image and step: ρ = Spearman rank correlation (``scipy.stats.spearmanr``, average ranks
+for ties) between |original map| and |randomised map|, flattened. A constant map (either one)
+has no ranking: NaN, excluded from that step's mean and counted as "constant_maps". Per step:
+the mean over images with a 95% t-interval (``intervals.mean_interval``) and the standard
+deviation (Cohen's error bars). The unrandomised correlation (1 by definition) is never part
+of a list or an average (a public toolkit's average includes it). A method whose maps keep a
+high ρ after the whole network is randomised does not explain the model (guided backprop is
+Adebayo's known case).
+
+``seconds_per_layer_per_image``: the wall time of the randomised steps' map computations over
+(steps × images), for the benchmark; deep copies, re-initialisation and correlations excluded.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats
+from torch import nn
+
+from audit.errors import AuditError
+from audit.metrics.intervals import CI_METHOD, mean_interval
+from audit.models.classifier import Classifier
+from audit.saliency.base import SaliencyMethod
+
+RUNNING_STATISTICS = ("running_mean", "running_var")
+FALLBACK_STD = 0.01
+
+
+def is_parameterised(module: nn.Module) -> bool:
+    """True for a module with parameters or BatchNorm running statistics of its own."""
+    return any(True for _ in module.parameters(recurse=False)) or any(
+        name in RUNNING_STATISTICS for name, _ in module.named_buffers(recurse=False))
+
+
+def execution_order(module: nn.Module, x: torch.Tensor) -> tuple[list[str], list[str]]:
+    """(names in forward execution order, names never called) of the parameterised
+    sub-modules, from one forward pass of ``x[:1]`` with forward hooks."""
+    candidates = {name: m for name, m in module.named_modules() if name and is_parameterised(m)}
+    order: list[str] = []
+
+    def hook(name: str):
+        def record(*_: Any) -> None:
+            if name not in order:
+                order.append(name)
+        return record
+
+    handles = [m.register_forward_hook(hook(name)) for name, m in candidates.items()]
+    try:
+        with torch.no_grad():
+            module(x[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return order, [name for name in candidates if name not in order]
+
+
+@torch.no_grad()
+def reinitialise(module: nn.Module, seed: int) -> None:
+    """Re-initialise ``module``'s own parameters and running statistics in place under
+    ``torch.manual_seed(seed)`` (see the module docstring), leaving the global RNG as it was."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        if callable(getattr(module, "reset_parameters", None)):
+            module.reset_parameters()
+            return
+        for parameter in module.parameters(recurse=False):
+            nn.init.normal_(parameter, 0.0, FALLBACK_STD)
+        for name, buffer in module.named_buffers(recurse=False):
+            if name in RUNNING_STATISTICS:
+                buffer.fill_(0.0 if name == "running_mean" else 1.0)
+
+
+def randomised_copy(module: nn.Module, layers: list[str], indices: list[int], seed: int) -> nn.Module:
+    """A deep copy of ``module`` with ``layers[i]`` re-initialised under seed + i, i in indices."""
+    twin = copy.deepcopy(module)
+    named = dict(twin.named_modules())
+    for i in indices:
+        reinitialise(named[layers[i]], seed + i)
+    return twin.eval()
+
+
+def with_module(classifier: Classifier, module: nn.Module) -> Classifier:
+    """A Classifier whose forward and differentiable paths are both ``module``."""
+    return dataclasses.replace(classifier, forward_fn=module, build_differentiable=lambda: module,
+                               _differentiable=module)
+
+
+def map_spearman(original: np.ndarray, randomised: np.ndarray) -> float:
+    """Spearman ρ of |original| and |randomised| flattened; NaN if either is constant."""
+    a = np.abs(np.asarray(original, dtype=np.float64)).ravel()
+    b = np.abs(np.asarray(randomised, dtype=np.float64)).ravel()
+    if a.min() == a.max() or b.min() == b.max():
+        return math.nan
+    return float(stats.spearmanr(a, b)[0])
+
+
+def randomisation_check(
+    classifier: Classifier,
+    method: SaliencyMethod,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    name: str,
+    seed: int = 0,
+    layers: list[str] | None = None,
+    independent: bool = True,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Cascading (and independent) randomisation of ``classifier`` for ``method`` on the
+    normalised images ``x`` (n, C, H, W) and classes ``target`` (n,); see the module docstring.
+
+    ``layers`` restricts the check to these layer names (still in execution order);
+    ``batch_size`` bounds the images per ``method.attribute`` call.
+    """
+    if len(x) == 0:
+        raise AuditError("the randomisation check got no images; give it at least one")
+    target = torch.as_tensor(target, dtype=torch.int64)
+    original = classifier.differentiable
+    order, unused = execution_order(original, x)
+    if layers is not None:
+        unknown = sorted(set(layers) - set(order))
+        if unknown:
+            raise AuditError(f"randomisation layers {unknown} are not parameterised layers called "
+                             f"by the model; choose from {order}")
+        order = [layer for layer in order if layer in set(layers)]
+    if not order:
+        raise AuditError(f"{classifier.path}: the model has no layer with parameters to randomise")
+
+    def maps_of(model: Classifier) -> np.ndarray:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return np.concatenate([method.attribute(model, x[s:s + batch_size], target[s:s + batch_size])
+                                   for s in range(0, len(x), batch_size)])
+
+    reference = maps_of(with_module(classifier, original))
+    elapsed, steps = 0.0, 0
+
+    def step(layer: str, indices: list[int]) -> dict[str, Any]:
+        nonlocal elapsed, steps
+        model = with_module(classifier, randomised_copy(original, order, indices, seed))
+        start = time.perf_counter()
+        maps = maps_of(model)
+        elapsed += time.perf_counter() - start
+        steps += 1
+        rho = np.array([map_spearman(a, b) for a, b in zip(reference, maps)])
+        summary = mean_interval(rho, 0.95)
+        entry = {"layer": layer, "spearman": summary["mean"],
+                 "ci95": [summary["ci_low"], summary["ci_high"]], "std": summary["std"],
+                 "n": summary["n"], "constant_maps": int(np.count_nonzero(np.isnan(rho)))}
+        if "reason" in summary:
+            entry["reason"] = summary["reason"]
+        return entry
+
+    last = len(order) - 1
+    cascading = [step(order[j], list(range(j, last + 1))) for j in range(last, -1, -1)]
+    independents = [step(order[j], [j]) for j in range(len(order))] if independent else []
+    return {
+        "method": name,
+        "images": int(len(x)),
+        "seed": seed,
+        "layers": order,
+        "not_executed": unused,
+        "interval": CI_METHOD,
+        "cascading": cascading,
+        "independent": independents,
+        "seconds_per_layer_per_image": elapsed / (steps * len(x)),
+    }
+
+
+class RandomisationCheck:
+    """Collects the first ``images`` normalised inputs and targets while batches stream
+    (``update``), then runs ``randomisation_check`` on them (``compute``).
+
+    Options: ``images`` (32) bounds the subset; ``seed``, ``layers``, ``independent`` and
+    ``batch_size`` are passed on to ``randomisation_check``.
+    """
+
+    def __init__(
+        self,
+        method: SaliencyMethod,
+        name: str,
+        *,
+        images: int = 32,
+        seed: int = 0,
+        layers: list[str] | None = None,
+        independent: bool = True,
+        batch_size: int = 32,
+    ) -> None:
+        if images < 1:
+            raise AuditError(f"the randomisation check needs at least one image, got {images}")
+        self.method, self.name, self.images = method, name, images
+        self.options = {"seed": seed, "layers": layers, "independent": independent,
+                        "batch_size": batch_size}
+        self._x: list[torch.Tensor] = []
+        self._target: list[torch.Tensor] = []
+        self._kept = 0
+
+    def update(self, x: torch.Tensor, target: torch.Tensor) -> None:
+        take = min(self.images - self._kept, len(x))
+        if take > 0:
+            self._x.append(x[:take].detach().clone())
+            self._target.append(torch.as_tensor(target[:take], dtype=torch.int64).clone())
+            self._kept += take
+
+    def compute(self, classifier: Classifier) -> dict[str, Any]:
+        if not self._x:
+            raise AuditError("the randomisation check saw no images")
+        return randomisation_check(classifier, self.method, torch.cat(self._x),
+                                   torch.cat(self._target), name=self.name, **self.options)
