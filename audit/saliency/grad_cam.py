@@ -50,4 +50,5 @@ class GradCam(SaliencyMethod):
 
     def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
         layer = find_layer(model, self.layer, "grad-cam")
-        return single_channel(grad_cam(model, layer, self.layer or "last conv", x, target))
+        layer_name = "last conv" if self.layer is None else str(self.layer)
+        return single_channel(grad_cam(model, layer, layer_name, x, target))

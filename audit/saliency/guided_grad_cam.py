@@ -40,8 +40,9 @@ class GuidedGradCam(SaliencyMethod):
                 leaf_input(x), target=target, interpolate_mode="bilinear"
             )
         if attribution.shape != x.shape:
+            layer_name = "last conv" if self.layer is None else str(self.layer)
             raise AuditError(
-                f"guided-grad-cam: layer {self.layer or 'last conv'!r} of model {model.path} "
+                f"guided-grad-cam: layer {layer_name!r} of model {model.path} "
                 f"cannot be upsampled to the input; choose a convolutional layer"
             )
         return sum_over_channels(attribution)

@@ -53,6 +53,8 @@ def test_numeric_layer_name_from_the_command_line():
 def test_layer_without_spatial_output_is_refused(case):
     with pytest.raises(AuditError, match="'fc'.*2-D output"):
         methods.get("grad-cam")(layer="fc").attribute(case.model, case.x, case.target)
+    with pytest.raises(AuditError, match="'fc'.*cannot be upsampled"):
+        methods.get("guided-grad-cam")(layer="fc").attribute(case.model, case.x, case.target)
 
 
 @pytest.mark.parametrize("name", ["grad-cam", "guided-grad-cam"])
