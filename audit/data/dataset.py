@@ -55,6 +55,10 @@ class _Item:
     region: np.ndarray | None
 
 
+def _extension_list(table: dict[str, Reader]) -> str:
+    return ", ".join(sorted(table))
+
+
 def _reason(exc: Exception) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
@@ -80,13 +84,11 @@ class Dataset:
         """Number of listed images (some may turn out unreadable and be skipped)."""
         return len(self.entries)
 
-    def _supported(self) -> str:
-        return ", ".join(sorted(self._readers))
-
     def _read(self, path: Path) -> np.ndarray:
         reader = self._readers.get(path.suffix.lower())
         if reader is None:
-            raise AuditError(f"no reader for {path.suffix!r} files (supported: {self._supported()})")
+            supported = _extension_list(self._readers)
+            raise AuditError(f"no reader for {path.suffix!r} files (supported: {supported})")
         if not path.is_file():
             raise AuditError("file not found")
         return reader.read(path)
@@ -192,7 +194,7 @@ class Dataset:
             first = self.skipped[0]
             raise AuditError(
                 f"{self.base}: all {len(self.entries)} images were skipped (first: {first.path}: "
-                f"{first.reason}); supported extensions: {self._supported()}"
+                f"{first.reason}); supported extensions: {_extension_list(self._readers)}"
             )
 
 
@@ -234,7 +236,7 @@ def open_dataset(
         raise AuditError(f"{root}: not an image folder or a .csv manifest; give one of these")
     if not entries:
         raise AuditError(
-            f"{root}: no images found; supported extensions: {', '.join(sorted(extensions))} "
+            f"{root}: no images found; supported extensions: {_extension_list(extensions)} "
             f"(one sub-folder per class, or a CSV manifest with a path column)"
         )
     return Dataset(
