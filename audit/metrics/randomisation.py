@@ -20,7 +20,8 @@ same in the cascading and the independent runs: ``module.reset_parameters()`` wh
 has it (PyTorch's default init; for BatchNorm: weight 1, bias 0, running mean 0, running
 variance 1, i.e. statistics and affine parameters reset), otherwise (our choice) every own
 parameter ~ N(0, 0.01²) and own running statistics reset to mean 0, variance 1. The global RNG
-state is restored afterwards.
+state is restored afterwards. (An *untrained* model gets some layers back unchanged: BatchNorm
+at its init, or a layer first built under the same seed. The check is meant for trained models.)
 
 The randomised copy goes through the same method object via a ``Classifier`` whose
 ``forward_fn``, ``build_differentiable`` and ``_differentiable`` are all the copy, so
