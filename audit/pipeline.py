@@ -119,7 +119,7 @@ def run_audit(
             predictions = probabilities.argmax(axis=1)
             target = torch.from_numpy(resolve_target(config.target, classifier, batch, predictions))
             for name, method in built.items():
-                maps = method.attribute(classifier, x, target)
+                maps = attribute(method, classifier, x, target)
                 if not np.isfinite(maps).all():
                     raise AuditError(f"method {name!r} produced NaN maps for a batch starting at {batch.paths[0]}")
                 suites[name].update(_map_batch(batch, predictions, probabilities, maps))
@@ -139,6 +139,14 @@ def run_audit(
     results = _results(classifier, dataset, config, performance, np.concatenate(has_artefact), built, suites)
     write_results(results, out_dir / "results.json")
     return results
+
+
+def attribute(method: SaliencyMethod, classifier: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    """The method's maps, in chunks of ``classifier.batch_limit`` images for fixed-batch models."""
+    step = classifier.batch_limit or len(x)
+    if step >= len(x):
+        return method.attribute(classifier, x, target)
+    return np.concatenate([method.attribute(classifier, x[i : i + step], target[i : i + step]) for i in range(0, len(x), step)])
 
 
 def artefact_scores(batch: Batch, maps: np.ndarray) -> np.ndarray:

@@ -33,6 +33,8 @@ class Classifier:
     forward_fn: Callable[[torch.Tensor], torch.Tensor]
     build_differentiable: Callable[[], nn.Module]
     provider: str = "torch"
+    #: 1 for models traced with a fixed batch of one: the pipeline hands methods one image at a time.
+    batch_limit: int | None = None
     _differentiable: nn.Module | None = field(default=None, repr=False)
 
     @property

@@ -48,7 +48,7 @@ def load_classifier(path: Path, options: ModelOptions = ModelOptions()) -> Class
     path = Path(path)
     model_format = detect_format(path)
     loader = {"torchscript": _load_torchscript, "torch.export": _load_exported, "onnx": _load_onnx}[model_format]
-    forward_fn, build_twin, declared, provider = loader(path)
+    forward_fn, build_twin, declared, provider, fixed_batch = loader(path)
     spec = _input_spec(path, declared, options)
     forward_fn = _checked_forward(path, forward_fn)
     probe = forward_fn(torch.zeros((2, *spec.shape)))
@@ -72,6 +72,7 @@ def load_classifier(path: Path, options: ModelOptions = ModelOptions()) -> Class
         forward_fn=forward_fn,
         build_differentiable=lambda: _verified_twin(path, lambda: build_twin(spec), forward_fn, spec),
         provider=provider,
+        batch_limit=fixed_batch,
     )
     return classifier
 
@@ -143,6 +144,17 @@ def _verified_twin(
     return twin
 
 
+class ImageByImage(nn.Module):
+    """Runs a model traced for batch size 1 on each image of a batch (differentiable; hooks fire per image)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.model(x[i : i + 1]) for i in range(len(x))])
+
+
 # --- TorchScript -----------------------------------------------------------------------------
 
 
@@ -158,7 +170,7 @@ def _load_torchscript(path: Path):
 
         return build_torch_twin(torchscript_to_onnx(module, torch.zeros((2, *spec.shape))))
 
-    return module, build_twin, (None, None, None), "torch"
+    return module, build_twin, (None, None, None), "torch", None
 
 
 # --- torch.export ----------------------------------------------------------------------------
@@ -173,20 +185,27 @@ def _load_exported(path: Path):
     if len(user_inputs) != 1:
         raise AuditError(f"{path}: program takes {len(user_inputs)} inputs; a classifier takes one image tensor")
     declared: Declared = (None, None, None)
+    fixed_batch = None
     for node in program.graph.nodes:
         if node.op == "placeholder" and node.name == user_inputs[0]:
             shape = node.meta["val"].shape
-            if len(shape) == 4:
-                declared = tuple(int(d) if isinstance(d, int) else None for d in shape[1:])  # type: ignore[assignment]
+            if len(shape) != 4:
+                raise AuditError(f"{path}: input has shape {tuple(shape)}; expected (batch, channels, height, width)")
+            declared = tuple(int(d) if isinstance(d, int) else None for d in shape[1:])  # type: ignore[assignment]
+            fixed_batch = int(shape[0]) if isinstance(shape[0], int) else None
+    if fixed_batch not in (None, 1):
+        raise AuditError(f"{path}: the program's batch size is fixed at {fixed_batch}; re-export it with dynamic_shapes for the batch")
     module = program.module()
 
     def build_twin(spec: InputSpec) -> nn.Module:
         from audit.models.onnx_graph import build_torch_twin
         from audit.models.to_onnx import exported_program_to_onnx
 
-        return build_torch_twin(exported_program_to_onnx(program, torch.zeros((2, *spec.shape))))
+        twin = build_torch_twin(exported_program_to_onnx(program, torch.zeros((fixed_batch or 2, *spec.shape))))
+        return ImageByImage(twin) if fixed_batch == 1 else twin
 
-    return module, build_twin, declared, "torch"
+    forward = ImageByImage(module) if fixed_batch == 1 else module
+    return forward, build_twin, declared, "torch", fixed_batch
 
 
 # --- ONNX ------------------------------------------------------------------------------------
@@ -234,6 +253,7 @@ def _load_onnx(path: Path):
     def build_twin(spec: InputSpec) -> nn.Module:
         from audit.models.onnx_graph import build_torch_twin
 
-        return build_torch_twin(proto)
+        twin = build_torch_twin(proto)
+        return ImageByImage(twin) if fixed_batch == 1 else twin
 
-    return forward, build_twin, declared, session.get_providers()[0]
+    return forward, build_twin, declared, session.get_providers()[0], fixed_batch

@@ -121,3 +121,26 @@ def test_onnx_with_two_inputs_is_refused(tmp_path) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
     with pytest.raises(AuditError, match="2 inputs"):
         load_classifier(path)
+
+
+@pytest.mark.parametrize("method", ["gradient", "grad-cam", "integrated-gradients"])
+def test_models_traced_for_batch_one_run_image_by_image(tmp_path, method) -> None:
+    from audit.models.classifier import from_module
+    from audit.pipeline import attribute
+    from audit.saliency import methods
+    from tests.conftest import TinyCNN
+
+    torch.manual_seed(1)
+    module = TinyCNN().eval()
+    one = torch.rand(1, 1, 28, 28)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (one,), str(tmp_path / "one.onnx"), dynamo=False)
+        torch.export.save(torch.export.export(module, (one,)), str(tmp_path / "one.pt2"))
+    x, target = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 1, 0])
+    for name in ("one.onnx", "one.pt2"):
+        classifier = load_classifier(tmp_path / name)
+        assert classifier.batch_limit == 1
+        np.testing.assert_allclose(classifier.logits(x).numpy(), module(x).detach().numpy(), atol=1e-5)
+        expected = methods.get(method)().attribute(from_module(module, classifier.spec, ["a", "b"]), x, target)
+        np.testing.assert_allclose(attribute(methods.get(method)(), classifier, x, target), expected, atol=1e-6)
