@@ -32,7 +32,7 @@ demo: install
 		--method gradient --method grad-cam --method occlusion --out $(DEMO)/unbiased
 
 test: install
-	$(PY) -m pytest -n 2 -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 -q
 
 bench: install
 	$(PY) tests/bench/run.py

@@ -1,8 +1,15 @@
 """``audit run``: stream a dataset through model → saliency → metrics, keeping per-image numbers only.
 
-Per batch: normalise, forward (fast path), pick the target class, compute each method's maps,
-update each method's streaming metrics, append per-image rows, drop the maps. Memory is
-bounded by the batch size, the per-image scalars and a fixed number of kept example maps.
+Per batch: normalise, forward, pick the target class, compute each method's maps, update the
+streaming metrics, ablate the artefact and the region (forward passes only), append per-image
+rows, drop the maps. Memory is bounded by the batch size, per-image scalars, a fixed number of
+kept example maps and the images kept for the randomisation check (``randomization_images``).
+
+When a method's map is a function of the target logit's input gradient (gradient,
+input-x-gradient), the forward pass that gives the predictions runs on the differentiable
+model and the gradient is taken from it: one forward and one backward per batch, shared by
+those methods. Predictions then come from the differentiable twin, which matches the
+forward-only path within 1e-4 (checked when it is built).
 """
 
 from __future__ import annotations
@@ -20,11 +27,15 @@ import audit
 from audit.data.batch import Batch
 from audit.data.prefetch import prefetch
 from audit.errors import AuditError
-from audit.metrics.performance import Performance
-from audit.models.classifier import Classifier
+from audit.metrics.ablation import ArtefactAblation
 from audit.metrics.base import MapBatch
 from audit.metrics.enrichment import saliency_share
+from audit.metrics.intervention import SaliencyIntervention
+from audit.metrics.performance import Performance
+from audit.metrics.randomisation import RandomisationCheck
+from audit.metrics.subsets import PerformanceBySubset, artefact_present
 from audit.metrics.suite import MethodMetrics
+from audit.models.classifier import Classifier
 from audit.report.examples import ExampleKeeper
 from audit.report.per_image import PerImageWriter
 from audit.report.results_file import SCHEMA, write_results
@@ -41,6 +52,7 @@ class RunConfig:
     seed: int = 0
     command: str = ""
     examples: int = 8  # example maps kept per group and method for the report
+    randomization_images: int = 32  # 0 skips the randomisation check
 
 
 def seed_everything(seed: int) -> None:
@@ -55,9 +67,8 @@ def build_methods(classifier: Classifier, config: RunConfig) -> dict[str, Salien
     built: dict[str, SaliencyMethod] = {}
     for name in config.methods:
         cls = methods.get(name)
-        options = dict(config.method_options.get(name, {}))
         try:
-            built[name] = cls(**options)
+            built[name] = cls(**config.method_options.get(name, {}))
         except TypeError as exc:
             raise AuditError(f"method {name!r}: bad option ({exc}); see `audit run --help`") from exc
         if not cls.forward_only:
@@ -65,7 +76,14 @@ def build_methods(classifier: Classifier, config: RunConfig) -> dict[str, Salien
     return built
 
 
-def resolve_target(target: str, classifier: Classifier, batch: Batch, predictions: np.ndarray) -> np.ndarray:
+def check_target_option(target: str, classifier: Classifier) -> None:
+    if target in ("predicted", "label"):
+        return
+    if not target.lstrip("-").isdigit() or not 0 <= int(target) < classifier.num_classes:
+        raise AuditError(f"--target {target!r}: use predicted, label or a class index 0..{classifier.num_classes - 1}")
+
+
+def resolve_target(target: str, batch: Batch, predictions: np.ndarray) -> np.ndarray:
     if target == "predicted":
         return predictions
     if target == "label":
@@ -73,72 +91,7 @@ def resolve_target(target: str, classifier: Classifier, batch: Batch, prediction
         if unknown:
             raise AuditError(f"{unknown[0]}: --target label needs a label for every image; use --target predicted")
         return batch.labels.astype(np.int64)
-    index = int(target)
-    return np.full(len(batch), index, dtype=np.int64)
-
-
-def check_target_option(target: str, classifier: Classifier) -> None:
-    if target in ("predicted", "label"):
-        return
-    if not target.lstrip("-").isdigit() or not 0 <= int(target) < classifier.num_classes:
-        raise AuditError(
-            f"--target {target!r}: use predicted, label or a class index 0..{classifier.num_classes - 1}"
-        )
-
-
-def run_audit(
-    classifier: Classifier,
-    dataset: Any,
-    config: RunConfig,
-    out_dir: Path,
-    on_batch: Callable[[int], None] = lambda n: None,
-) -> dict[str, Any]:
-    """Run the audit and write ``out_dir/per_image.csv`` and ``out_dir/results.json``."""
-    seed_everything(config.seed)
-    check_target_option(config.target, classifier)
-    built = build_methods(classifier, config)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    performance = Performance()
-    has_artefact: list[np.ndarray] = []
-    spec = classifier.spec
-    suites = {name: MethodMetrics(classifier.class_names) for name in built}
-    keepers = {name: ExampleKeeper(classifier.num_classes, (spec.height, spec.width), config.examples) for name in built}
-    writer = PerImageWriter(out_dir)
-    try:
-        for batch in prefetch(dataset.batches(config.batch_size)):
-            x = classifier.spec.to_tensor(batch.images)
-            logits = classifier.logits(x)
-            bad = ~torch.isfinite(logits).all(dim=1)
-            if bool(bad.any()):
-                first = batch.paths[int(torch.nonzero(bad)[0])]
-                raise AuditError(
-                    f"{classifier.path}: output is NaN or infinite for image {first}; check --mean, --std "
-                    f"and --value-range, or the model itself"
-                )
-            probabilities = classifier.probabilities(logits).numpy()
-            predictions = probabilities.argmax(axis=1)
-            target = torch.from_numpy(resolve_target(config.target, classifier, batch, predictions))
-            for name, method in built.items():
-                maps = attribute(method, classifier, x, target)
-                if not np.isfinite(maps).all():
-                    raise AuditError(f"method {name!r} produced NaN maps for a batch starting at {batch.paths[0]}")
-                suites[name].update(_map_batch(batch, predictions, probabilities, maps))
-                keepers[name].update(batch, maps, predictions, artefact_scores(batch, maps))
-            performance.update(batch.labels, probabilities)
-            has_artefact.append(batch.has_artefact)
-            writer.append(_rows(batch, predictions, probabilities))
-            on_batch(len(batch))
-        if len(performance.arrays()[0]) == 0:
-            reasons = "; ".join(f"{s.path}: {s.reason}" for s in dataset.skipped[:3])
-            raise AuditError(f"{dataset.base}: no image could be read ({reasons}); fix the images or point --data elsewhere")
-        writer.finish({f"{name}.{column}": values for name, suite in suites.items() for column, values in suite.per_image().items()})
-    finally:
-        writer.close()
-    for name, keeper in keepers.items():
-        keeper.save(out_dir / "maps" / f"{name}.npz")
-    results = _results(classifier, dataset, config, performance, np.concatenate(has_artefact), built, suites)
-    write_results(results, out_dir / "results.json")
-    return results
+    return np.full(len(batch), int(target), dtype=np.int64)
 
 
 def attribute(method: SaliencyMethod, classifier: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
@@ -157,6 +110,116 @@ def artefact_scores(batch: Batch, maps: np.ndarray) -> np.ndarray:
         if area > 0:
             scores[i] = saliency_share(maps[i], batch.artefact[i]) / area
     return scores
+
+
+class SharedGradient:
+    """One forward pass on the differentiable model whose logits give the predictions and
+    whose graph gives ∂y_t/∂x for every ``uses_input_gradient`` method."""
+
+    def __init__(self, classifier: Classifier, x: torch.Tensor) -> None:
+        self.x = x.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            self._logits = classifier.differentiable(self.x)
+        self.logits = self._logits.detach()
+
+    def gradient(self, target: torch.Tensor) -> torch.Tensor:
+        chosen = self._logits.gather(1, target[:, None]).sum()
+        return torch.autograd.grad(chosen, self.x)[0]
+
+
+@dataclass
+class MethodState:
+    """Everything streamed for one saliency method."""
+
+    method: SaliencyMethod
+    metrics: MethodMetrics
+    examples: ExampleKeeper
+    intervention: SaliencyIntervention
+    randomisation: RandomisationCheck | None
+
+    def maps(self, classifier: Classifier, x: torch.Tensor, target: torch.Tensor, gradient: torch.Tensor | None) -> np.ndarray:
+        if gradient is not None and self.method.uses_input_gradient:
+            return self.method.from_input_gradient(x, gradient)
+        return attribute(self.method, classifier, x, target)
+
+
+def run_audit(
+    classifier: Classifier,
+    dataset: Any,
+    config: RunConfig,
+    out_dir: Path,
+    on_batch: Callable[[int], None] = lambda n: None,
+) -> dict[str, Any]:
+    """Run the audit and write ``out_dir/per_image.csv``, ``out_dir/maps/*.npz`` and ``out_dir/results.json``."""
+    seed_everything(config.seed)
+    check_target_option(config.target, classifier)
+    built = build_methods(classifier, config)
+    share_gradient = any(method.uses_input_gradient for method in built.values())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec = classifier.spec
+    states = {
+        name: MethodState(
+            method,
+            MethodMetrics(classifier.class_names),
+            ExampleKeeper(classifier.num_classes, (spec.height, spec.width), config.examples),
+            SaliencyIntervention(),
+            RandomisationCheck(method, name, images=config.randomization_images, seed=config.seed) if config.randomization_images else None,
+        )
+        for name, method in built.items()
+    }
+    performance, subsets, ablation = Performance(), PerformanceBySubset(), ArtefactAblation()
+    writer = PerImageWriter(out_dir)
+    images = 0
+    try:
+        for batch in prefetch(dataset.batches(config.batch_size)):
+            x = spec.to_tensor(batch.images)
+            shared = SharedGradient(classifier, x) if share_gradient else None
+            logits = shared.logits if shared else classifier.logits(x)
+            _check_finite(classifier, batch, logits)
+            probabilities = classifier.probabilities(logits).numpy()
+            predictions = probabilities.argmax(axis=1)
+            target = torch.from_numpy(resolve_target(config.target, batch, predictions))
+            gradient = shared.gradient(target) if shared else None
+            ablated = ablation.update(batch, classifier, probabilities, predictions)
+            for name, state in states.items():
+                maps = state.maps(classifier, x, target, gradient)
+                if not np.isfinite(maps).all():
+                    raise AuditError(f"method {name!r} produced NaN maps for a batch starting at {batch.paths[0]}")
+                scores = artefact_scores(batch, maps)
+                state.metrics.update(_map_batch(batch, predictions, probabilities, maps))
+                state.examples.update(batch, maps, predictions, scores)
+                state.intervention.update(scores, -ablated.artefact_delta)
+                if state.randomisation is not None:
+                    state.randomisation.update(x, target)
+            performance.update(batch.labels, probabilities)
+            subsets.update(batch.labels, probabilities, artefact_present(batch))
+            writer.append(_rows(batch, predictions, probabilities))
+            images += len(batch)
+            on_batch(len(batch))
+        if images == 0:
+            reasons = "; ".join(f"{s.path}: {s.reason}" for s in dataset.skipped[:3])
+            raise AuditError(f"{dataset.base}: no image could be read ({reasons}); fix the images or point --data elsewhere")
+        columns = dict(ablation.per_image())
+        for name, state in states.items():
+            columns.update({f"{name}.{column}": values for column, values in state.metrics.per_image().items()})
+        writer.finish(columns)
+    finally:
+        writer.close()
+    for name, state in states.items():
+        state.examples.save(out_dir / "maps" / f"{name}.npz")
+    results = _results(classifier, dataset, config, images, performance, subsets, ablation, states)
+    write_results(results, out_dir / "results.json")
+    return results
+
+
+def _check_finite(classifier: Classifier, batch: Batch, logits: torch.Tensor) -> None:
+    bad = ~torch.isfinite(logits).all(dim=1)
+    if bool(bad.any()):
+        first = batch.paths[int(torch.nonzero(bad)[0])]
+        raise AuditError(
+            f"{classifier.path}: output is NaN or infinite for image {first}; check --mean, --std "
+            f"and --value-range, or the model itself"
+        )
 
 
 def _map_batch(batch: Batch, predictions: np.ndarray, probabilities: np.ndarray, maps: np.ndarray) -> MapBatch:
@@ -187,18 +250,29 @@ def _rows(batch: Batch, predictions: np.ndarray, probabilities: np.ndarray):
         )
 
 
+def _randomization(state: MethodState, classifier: Classifier) -> dict[str, Any]:
+    if state.randomisation is None:
+        return {"cascading": None, "independent": None, "reason": "skipped (--randomization-images 0)"}
+    try:
+        return state.randomisation.compute(classifier)
+    except AuditError as exc:
+        return {"cascading": None, "independent": None, "reason": str(exc)}
+
+
 def _results(
     classifier: Classifier,
     dataset: Any,
     config: RunConfig,
+    images: int,
     performance: Performance,
-    has_artefact: np.ndarray,
-    built: dict[str, SaliencyMethod],
-    suites: dict[str, MethodMetrics],
+    subsets: PerformanceBySubset,
+    ablation: ArtefactAblation,
+    states: dict[str, MethodState],
 ) -> dict[str, Any]:
     overall = performance.compute()
     spec = classifier.spec
     report = dataset.mask_report
+    ablated = ablation.compute()
     return {
         "schema": SCHEMA,
         "tool": {"name": "audit", "version": audit.__version__},
@@ -225,7 +299,7 @@ def _results(
         "data": {
             "root": str(dataset.base),
             "classes": dataset.classes,
-            "images": int(len(has_artefact)),
+            "images": images,
             "with_artefact": report.with_artefact,
             "with_region": report.with_region,
             "masks_resized": report.resized,
@@ -237,9 +311,17 @@ def _results(
             "auc": overall["auc"],
             "n": overall["n"],
             **({"reason": overall["auc_reason"]} if "auc_reason" in overall else {}),
+            "by_artefact": subsets.compute(),
         },
+        "ablation": {"fill": ablated["fill"], "artefact": ablated["artefact"], "region": ablated["region"]},
         "methods": {
-            name: {"options": config.method_options.get(name, {}), "signed": method.signed, **suites[name].compute()}
-            for name, method in built.items()
+            name: {
+                "options": config.method_options.get(name, {}),
+                "signed": state.method.signed,
+                **state.metrics.compute(),
+                "randomization": _randomization(state, classifier),
+                "saliency_vs_ablation": state.intervention.compute(),
+            }
+            for name, state in states.items()
         },
     }

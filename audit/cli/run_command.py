@@ -32,6 +32,7 @@ def run(
     class_names: Optional[str] = typer.Option(None, "--class-names", help="Comma-separated class names."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     seed: int = typer.Option(0, "--seed"),
+    randomization_images: int = typer.Option(32, "--randomization-images", min=0, help="Images for the randomisation sanity check (0 skips it)."),
     strict: bool = typer.Option(False, "--strict", help="Fail on an unreadable image instead of skipping it."),
     mask_dilate: int = typer.Option(0, "--mask-dilate", min=0, help="Dilate masks by this many pixels."),
     mask_blur: float = typer.Option(0.0, "--mask-blur", min=0.0, help="Gaussian σ of the mask blur rule (Viviano et al.)."),
@@ -78,6 +79,7 @@ def run(
         target=target,
         batch_size=batch_size,
         seed=seed,
+        randomization_images=randomization_images,
         command=shlex.join(["audit", *sys.argv[1:]]),
     )
     with Progress(

@@ -33,6 +33,15 @@ class SaliencyMethod(ABC):
     #: True when the map is signed (otherwise non-negative).
     signed: ClassVar[bool] = False
 
+    #: True when the map is a function of x and the target logit's input gradient alone. The
+    #: pipeline then computes that gradient once per batch, in the pass that gives the predictions,
+    #: and calls ``from_input_gradient`` instead of ``attribute`` (same numbers, one pass).
+    uses_input_gradient: ClassVar[bool] = False
+
+    def from_input_gradient(self, x: torch.Tensor, gradient: torch.Tensor) -> np.ndarray:
+        """Maps from ``gradient`` = ∂y_t/∂x (N, C, H, W); only for ``uses_input_gradient`` methods."""
+        raise NotImplementedError
+
     @abstractmethod
     def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
         """Return (N, H, W) float32 saliency maps for ``target`` classes."""

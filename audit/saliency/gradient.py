@@ -3,6 +3,8 @@ networks: visualising image classification models and saliency maps")."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import torch
 from captum.attr import Saliency
@@ -15,6 +17,11 @@ from audit.saliency.reduce import max_abs_over_channels
 @methods.register("gradient")
 class Gradient(SaliencyMethod):
     """M(x)_ij = max_c |∂y_t/∂x_cij|: absolute gradient of the target logit, max over channels."""
+
+    uses_input_gradient: ClassVar[bool] = True
+
+    def from_input_gradient(self, x: torch.Tensor, gradient: torch.Tensor) -> np.ndarray:
+        return max_abs_over_channels(gradient)
 
     def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
         gradient = Saliency(model.differentiable).attribute(

@@ -18,6 +18,10 @@ class InputXGradient(SaliencyMethod):
     """M(x)_ij = Σ_c x_cij · ∂y_t/∂x_cij: signed, summed over channels."""
 
     signed: ClassVar[bool] = True
+    uses_input_gradient: ClassVar[bool] = True
+
+    def from_input_gradient(self, x: torch.Tensor, gradient: torch.Tensor) -> np.ndarray:
+        return sum_over_channels(x * gradient)
 
     def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
         attribution = CaptumInputXGradient(model.differentiable).attribute(
