@@ -28,11 +28,15 @@ INTERNAL_ERROR = 3
 
 
 def _register_commands() -> None:
-    from audit.cli import plugins_command, run_command, synthetic_command
+    """Every ``audit/cli/*_command.py`` module registers its command(s) with ``register(app)``."""
+    import importlib
+    import pkgutil
 
-    run_command.register(app)
-    synthetic_command.register(app)
-    plugins_command.register(app)
+    import audit.cli
+
+    for module in pkgutil.iter_modules(audit.cli.__path__):
+        if module.name.endswith("_command"):
+            importlib.import_module(f"audit.cli.{module.name}").register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
