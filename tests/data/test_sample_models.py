@@ -31,6 +31,17 @@ def test_retraining_biased_reads_the_box_and_unbiased_counts_crosses(data):
     assert evaluate(unbiased, data["valid"]).auc > 0.8
 
 
+def test_training_is_deterministic_and_restores_threads():
+    threads = torch.get_num_threads()
+    first, _ = train("random", n_train=64, min_epochs=2, max_epochs=2)
+    second, _ = train("random", n_train=64, min_epochs=2, max_epochs=2)
+    other_seed, _ = train("random", seed=1, n_train=64, min_epochs=2, max_epochs=2)
+    assert torch.get_num_threads() == threads
+    for name, value in first.state_dict().items():
+        assert torch.equal(value, second.state_dict()[name]), name
+    assert not torch.equal(first.fc.weight, other_seed.fc.weight)
+
+
 def test_model_is_small():
     assert sum(p.numel() for p in SmallResNet().parameters()) < 100_000
 
