@@ -15,3 +15,4 @@ from audit.saliency import (  # noqa: F401  (imported to register)
 from audit.saliency.base import SaliencyMethod, methods
 
 __all__ = ["SaliencyMethod", "methods"]
+from audit.counterfactual import method as _latentshift  # noqa: E402,F401  (registers latentshift-*)

@@ -1,0 +1,116 @@
+"""``audit train-autoencoder`` and ``audit counterfactual``: Latent Shift (Cohen et al. 2021)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from audit.cli.options import float_list, value_range
+
+
+def train_autoencoder_command(
+    data: Path = typer.Option(..., "--data", help="Image folder (one sub-folder per class) or CSV manifest."),
+    out: Path = typer.Option(..., "--out", help="Weights file to write (its config goes to the same name with .json)."),
+    epochs: int = typer.Option(30, "--epochs", min=1),
+    bottleneck: int = typer.Option(8, "--bottleneck", min=1, help="Latent channels (at 1/4 of the input size)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    lr: float = typer.Option(3e-3, "--lr", min=0.0),
+    seed: int = typer.Option(0, "--seed"),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of images held out for early stopping."),
+    patience: int = typer.Option(5, "--patience", min=1, help="Epochs without a better validation loss before stopping."),
+    size: Optional[tuple[int, int]] = typer.Option(None, "--size", help="H W to train at (default: the first image's size)."),
+    channels: Optional[int] = typer.Option(None, "--channels", help="Image channels (default: the first image's)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT's checkpoint (OUT.resume.pt)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Train a ResNet autoencoder (elastic loss) for Latent Shift counterfactuals."""
+    from audit.counterfactual.training import TrainConfig, train_autoencoder
+
+    config = TrainConfig(
+        epochs=epochs, bottleneck=bottleneck, batch_size=batch_size, lr=lr, seed=seed,
+        val_fraction=val_fraction, patience=patience, size=size, channels=channels,
+    )
+    result = train_autoencoder(data, out, config, resume=resume, progress=not quiet)
+    if not quiet:
+        stop = "stopped early" if result.stopped_early else "done"
+        Console(stderr=True).print(
+            f"{stop} after {result.epochs_run} epochs; best validation loss {result.best_val_loss:.4f} "
+            f"(epoch {result.best_epoch}) written to {out}",
+            highlight=False,
+        )
+
+
+def counterfactual_command(
+    model: Path = typer.Argument(..., help="TorchScript (.pt/.ts), torch.export (.pt2) or ONNX (.onnx) classifier."),
+    autoencoder: str = typer.Option(..., "--autoencoder", help="AE.pt (audit train-autoencoder), TorchScript with encode/decode, or ENC.onnx,DEC.onnx."),
+    data: Path = typer.Option(..., "--data", help="Image folder (one sub-folder per class) or CSV manifest."),
+    out: Path = typer.Option(..., "--out", help="Output folder."),
+    target: str = typer.Option("predicted", "--target", help="Class to explain: predicted, label or a class index."),
+    rule: str = typer.Option("paper", "--rule", help="λ search: paper (drop 0.3, rise 0.05, step 10) or public (drop 0.15, steps -1 then -10)."),
+    drop: Optional[float] = typer.Option(None, "--drop", help="Stop when the prediction fell by more than this."),
+    rise: Optional[float] = typer.Option(None, "--rise", help="Upper search: stop when it rose by more than this."),
+    floor: Optional[float] = typer.Option(None, "--floor", help="Stop when the prediction falls under this."),
+    bound: Optional[float] = typer.Option(None, "--bound", help="Stop when |λ| reaches this."),
+    step: Optional[float] = typer.Option(None, "--step", help="λ step."),
+    fine_step: Optional[float] = typer.Option(None, "--fine-step", help="λ step while |λ| < --step."),
+    max_pixel_change: Optional[float] = typer.Option(None, "--max-pixel-change", help="Stop when Σ|x0-xλ| > this · Σ|x0|."),
+    turn_tolerance: Optional[float] = typer.Option(None, "--turn-tolerance", help="A rise smaller than this does not end the search."),
+    frames: int = typer.Option(10, "--frames", min=2, help="Frames from λ_low to 0."),
+    upper_frames: int = typer.Option(3, "--upper-frames", min=0, help="Frames from 0 to λ_high (rules with an upper search)."),
+    direction: str = typer.Option("unit", "--direction", help="unit (gradient scaled to |z|/100) or gradient (the paper's raw dp/dz)."),
+    input_size: Optional[tuple[int, int]] = typer.Option(None, "--input-size", help="H W, when the model does not declare it."),
+    channels: Optional[int] = typer.Option(None, "--channels", help="Input channels, when the model does not declare them."),
+    mean: str = typer.Option("0", "--mean", help="Per-channel mean subtracted after scaling (comma-separated)."),
+    std: str = typer.Option("1", "--std", help="Per-channel std divided after scaling (comma-separated)."),
+    value_range_text: str = typer.Option("0,1", "--value-range", help="Pixel range the model expects before mean/std."),
+    multilabel: bool = typer.Option(False, "--multilabel", help="Sigmoid per output instead of softmax."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Latent Shift counterfactuals per image: GIF, PNG strip, maps, a CSV row; summary.json."""
+    from audit.counterfactual.explain import ShiftOptions
+    from audit.counterfactual.method import checked_autoencoder
+    from audit.counterfactual.outputs import run_counterfactuals
+    from audit.counterfactual.search import rule as search_rule
+    from audit.data.dataset import open_dataset
+    from audit.models.loader import ModelOptions, load_classifier
+
+    thresholds = dict(
+        drop=drop, rise=rise, floor=floor, bound=bound, step=step, fine_step=fine_step,
+        max_pixel_change=max_pixel_change, turn_tolerance=turn_tolerance,
+    )
+    options = ShiftOptions(rule=search_rule(rule, **thresholds), frames=frames, upper_frames=upper_frames, direction=direction)
+    model_options = ModelOptions(
+        input_size=input_size, channels=channels, mean=float_list(mean, "--mean"), std=float_list(std, "--std"),
+        value_range=value_range(value_range_text), multilabel=multilabel,
+    )
+    classifier = load_classifier(model, model_options)
+    ae = checked_autoencoder(autoencoder, classifier.spec.shape)
+    dataset = open_dataset(data, size=(classifier.spec.height, classifier.spec.width), channels=classifier.spec.channels)
+    if len(dataset.classes) == classifier.num_classes:
+        classifier.class_names = list(dataset.classes)
+    err = Console(stderr=True)
+    columns = (TextColumn("counterfactuals"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, disable=quiet, transient=True) as progress:
+        task = progress.add_task("counterfactuals", total=len(dataset))
+        summary = run_counterfactuals(
+            classifier, ae, dataset, out, options, target=target, batch_size=batch_size,
+            on_batch=lambda n: progress.advance(task, n),
+        )
+    if not quiet:
+        rec = summary["reconstruction"]
+        err.print(
+            f"{summary['data']['images']} images: {summary['status']}; mean f(x) {rec['mean_p_original']:.3f}, "
+            f"f(D(E(x))) {rec['mean_p_reconstruction']:.3f}; accuracy {rec['accuracy_original']} on originals, "
+            f"{rec['accuracy_reconstruction']} on reconstructions; written to {out}",
+            highlight=False,
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train-autoencoder")(train_autoencoder_command)
+    app.command("counterfactual")(counterfactual_command)
