@@ -74,7 +74,7 @@ def generate_split(split: str, n: int, *, seed: int = 0, box: str = "biased") ->
     for i, y in enumerate(labels):
         region[i] = _crosses(int(y) + 1, rng)
         left = y == 0 if box == "biased" else rng.random() < 0.5
-        artefact[i, BOX_ROWS, BOX_COLS["left" if left else "right"]] = True
+        artefact[i] = _box_mask("left" if left else "right")
     if split != "train":
         region, artefact = region[:, :, ::-1].copy(), artefact[:, :, ::-1].copy()
     images = (region | artefact).astype(np.float32)
