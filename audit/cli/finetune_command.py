@@ -1,0 +1,95 @@
+"""``audit finetune``: fine-tune with actdiff / gradmask / controls and judge whether it helped."""
+
+from __future__ import annotations
+
+import math
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from audit.cli.options import float_list, value_range
+
+
+def finetune(
+    model: Path = typer.Argument(..., help="TorchScript (.pt), torch.export (.pt2) or ONNX (.onnx) classifier."),
+    data: Path = typer.Option(..., "--data", help="Training images: folder with one sub-folder per class, or CSV manifest."),
+    valid: Path = typer.Option(..., "--valid", help="Validation images (model selection, early stopping, verdict)."),
+    regions: Optional[Path] = typer.Option(None, "--regions", help="Training region masks: keep the region, permute the rest (the paper)."),
+    masks: Optional[Path] = typer.Option(None, "--masks", help="Training artefact masks: permute the artefact pixels instead."),
+    valid_regions: Optional[Path] = typer.Option(None, "--valid-regions", help="Validation region masks (IoU of the saliency maps)."),
+    valid_masks: Optional[Path] = typer.Option(None, "--valid-masks", help="Validation artefact masks (enrichment on the artefact)."),
+    loss: str = typer.Option(..., "--loss", help="actdiff, gradmask, actdiff+gradmask, classify-masked, none, or a plugin's."),
+    epochs: int = typer.Option(30, "--epochs", min=1, help="Epochs at most (the control gets the same)."),
+    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
+    lambda_act: float = typer.Option(1.0, "--lambda-act", help="Weight of the actdiff penalty."),
+    lambda_grad: float = typer.Option(10.0, "--lambda-grad", help="Weight of the gradmask penalty."),
+    layers: str = typer.Option("features", "--layers", help="Comma-separated actdiff layers (default: the pooled features before the classifier)."),
+    blur: float = typer.Option(0.5, "--blur", min=0.0, help="σ of the mask blur rule applied to training masks."),
+    mask_fraction: float = typer.Option(1.0, "--mask-fraction", help="Use masks for only this fraction of the training images that have one."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Repeat with this many seeds (mean and spread reported)."),
+    seed: int = typer.Option(0, "--seed", help="First seed."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    patience: int = typer.Option(10, "--patience", min=1, help="Stop after this many epochs without a better validation AUC."),
+    out: Path = typer.Option(..., "--out", help="Output folder (results.json, report.pdf, model, checkpoints)."),
+    input_size: Optional[tuple[int, int]] = typer.Option(None, "--input-size", help="H W, when the model does not declare it."),
+    channels: Optional[int] = typer.Option(None, "--channels", help="Input channels, when the model does not declare them."),
+    mean: str = typer.Option("0", "--mean", help="Per-channel mean subtracted after scaling (comma-separated)."),
+    std: str = typer.Option("1", "--std", help="Per-channel std divided after scaling (comma-separated)."),
+    value_range_text: str = typer.Option("0,1", "--value-range", help="Pixel range the model expects before mean/std."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Fine-tune a classifier away from a distractor (Viviano et al. 2019) and compare with plain training."""
+    from audit.data.dataset import open_dataset
+    from audit.errors import AuditError
+    from audit.finetune.experiment import ExperimentConfig, Progress as Callbacks, run_experiment
+    from audit.finetune.training import TrainConfig
+    from audit.models.loader import ModelOptions, load_classifier
+
+    if (regions is None) == (masks is None):
+        raise AuditError("give exactly one of --regions (keep the region, permute the rest) or --masks (permute the artefact)")
+    options = ModelOptions(input_size=input_size, channels=channels, mean=float_list(mean, "--mean"),
+                           std=float_list(std, "--std"), value_range=value_range(value_range_text))
+    classifier = load_classifier(model, options)
+    size, chans = (classifier.spec.height, classifier.spec.width), classifier.spec.channels
+    train_set = open_dataset(data, size=size, channels=chans, masks=masks, regions=regions, mask_blur=blur)
+    valid_set = open_dataset(valid, size=size, channels=chans, masks=valid_masks, regions=valid_regions)
+    if len(valid_set.classes) == classifier.num_classes:
+        classifier.class_names = list(valid_set.classes)
+    config = ExperimentConfig(
+        train=TrainConfig(loss=loss, epochs=epochs, lr=lr, lambda_act=lambda_act, lambda_grad=lambda_grad,
+                          layers=tuple(n.strip() for n in layers.split(",") if n.strip()), batch_size=batch_size,
+                          seed=seed, patience=patience, mode="regions" if regions is not None else "masks"),
+        seeds=seeds, mask_fraction=mask_fraction, command=shlex.join(["audit", *sys.argv[1:]]),
+    )
+    err = Console(stderr=True)
+    steps = epochs * math.ceil(len(train_set) / batch_size)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]}  valid AUC {task.fields[auc]}"), TimeElapsedColumn(),
+                  console=err, disable=quiet) as bar:
+        current: list = []
+
+        def on_run(arm: str, run_seed: int, total_epochs: int) -> None:
+            current[:] = [bar.add_task(f"{arm} seed {run_seed}", total=steps, loss="–", auc="–")]
+
+        def on_batch(terms: dict[str, float]) -> None:
+            shown = " ".join(f"{k}={v:.3g}" for k, v in terms.items())
+            bar.update(current[0], advance=1, loss=shown)
+
+        def on_epoch(log) -> None:
+            auc = "–" if log.valid_auc is None else f"{log.valid_auc:.3f}"
+            bar.update(current[0], auc=f"{auc} (epoch {log.epoch})")
+
+        results = run_experiment(classifier, options, train_set, valid_set, config, out,
+                                 Callbacks(on_run=on_run, on_batch=on_batch, on_epoch=on_epoch))
+    Console(highlight=False).print(results["verdict"]["sentence"])
+    if not quiet:
+        err.print(f"wrote {out / 'results.json'}, {out / 'report.pdf'} and {results['model']['fine_tuned']}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("finetune")(finetune)

@@ -1,0 +1,82 @@
+"""Write a fine-tuned differentiable model back in the format its original came in.
+
+- ONNX: ``audit.models.onnx_graph.write_back`` copies the twin's parameters into the original
+  graph (same operators, names and opset).
+- TorchScript: ``torch.jit.trace`` of the twin (the interpreter's plan becomes a static graph).
+- torch.export: ``torch.export.export`` of the twin with a dynamic batch dimension, then
+  ``torch.export.save``.
+
+``check_writable`` does all of this once on the untrained model, before any training, and
+reloads the file with ``load_classifier``: a model that cannot be written back fails early.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from audit.errors import AuditError
+from audit.models.classifier import Classifier
+from audit.models.loader import ImageByImage, ModelOptions, load_classifier
+
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "torch.export": ".pt2"}
+TOLERANCE = 1e-4
+
+
+def _graph(model: nn.Module) -> nn.Module:
+    """The interpreter module itself (a model traced for a batch of one is wrapped per image)."""
+    return model.model if isinstance(model, ImageByImage) else model
+
+
+def _example(classifier: Classifier, batch: int) -> torch.Tensor:
+    return torch.rand((batch, *classifier.spec.shape), generator=torch.Generator().manual_seed(0))
+
+
+def write_model(classifier: Classifier, model: nn.Module, path: Path) -> Path:
+    """Save ``model`` (the fine-tuned ``classifier.differentiable``) to ``path`` in ``classifier.format``."""
+    graph = _graph(model).eval()
+    fixed = classifier.batch_limit == 1
+    if classifier.format == "onnx":
+        from audit.models.onnx_graph import write_back
+
+        onnx.save(write_back(graph, onnx.load(str(classifier.path))), str(path))
+    elif classifier.format == "torchscript":
+        with torch.no_grad():
+            traced = torch.jit.trace(graph, (_example(classifier, 1 if fixed else 2),), check_trace=False)
+        traced.save(str(path))
+    elif classifier.format == "torch.export":
+        example = (_example(classifier, 1 if fixed else 2),)
+        dynamic = None if fixed else ({0: torch.export.Dim("batch", min=1, max=4096)},)
+        torch.export.save(torch.export.export(graph, example, dynamic_shapes=dynamic), str(path))
+    else:
+        raise AuditError(f"{classifier.path}: format {classifier.format!r} cannot be written back; "
+                         f"use one of {', '.join(SUFFIXES)}")
+    return path
+
+
+def check_writable(classifier: Classifier, options: ModelOptions) -> None:
+    """Write the untrained model in its own format, reload it and compare logits within 1e-4;
+    AuditError (before any training) if any of this fails."""
+    if classifier.format not in SUFFIXES:
+        raise AuditError(f"{classifier.path}: format {classifier.format!r} cannot be written back; "
+                         f"use one of {', '.join(SUFFIXES)}")
+    model = classifier.differentiable
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"check{SUFFIXES[classifier.format]}"
+        try:
+            write_model(classifier, model, path)
+            reloaded = load_classifier(path, options)
+            x = _example(classifier, 3)
+            with torch.no_grad():
+                error = float((reloaded.logits(x) - model(x)).abs().max())
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise AuditError(f"{classifier.path}: a fine-tuned model could not be written back as "
+                             f"{classifier.format} ({first}); nothing was trained — convert the model to ONNX first") from exc
+    if not error <= TOLERANCE:
+        raise AuditError(f"{classifier.path}: written back as {classifier.format}, the model differs by "
+                         f"{error:.2e} (> {TOLERANCE}); nothing was trained — convert the model to ONNX first")
