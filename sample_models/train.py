@@ -139,7 +139,7 @@ def export(model: nn.Module, out: Path, name: str, *, legacy_onnx: bool = False)
     All take a dynamic batch dimension; the input is named ``x``, the output ``logits``."""
     model = model.eval()
     example = (torch.rand(4, 1, 28, 28),)
-    batch = torch.export.Dim("batch", min=1, max=4096)
+    batch = torch.export.Dim("batch", min=1)
     paths = [out / f"{name}.pt", out / f"{name}.pt2", out / f"{name}.onnx"]
     torch.jit.script(model).save(str(paths[0]))
     torch.export.save(torch.export.export(model, example, dynamic_shapes={"x": {0: batch}}), paths[1])
