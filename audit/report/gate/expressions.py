@@ -1,0 +1,76 @@
+"""Gate expressions: ``KEY OP NUMBER``; a check *fails* when its expression holds.
+
+``--fail-on "methods.gradient.artefact.enrichment.overall > 2.0"`` fails the run when the
+enrichment is above 2. OP is one of ``<  <=  >  >=  ==  !=``; NUMBER is a decimal or
+scientific literal (``0.8``, ``-1``, ``2e-3``); spaces around OP are optional. KEY is a dotted
+path into results.json (see ``keys``); ``delta.KEY`` is NEW − BASE and exists in
+``audit compare`` only.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from audit.errors import AuditError
+
+OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    "<=": operator.le,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    ">": operator.gt,
+}
+DELTA = "delta."
+EXAMPLE = "methods.gradient.artefact.enrichment.overall > 2.0"
+_SEGMENT = r"[^\s.<>=!]+"
+_PATTERN = re.compile(
+    rf"\s*(?P<key>{_SEGMENT}(?:\.{_SEGMENT})*)\s*(?P<op><=|>=|==|!=|<|>)\s*"
+    r"(?P<number>[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*"
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One parsed expression."""
+
+    expression: str
+    key: str  # as written, with ``delta.`` when present
+    operator: str
+    threshold: float
+
+    @property
+    def is_delta(self) -> bool:
+        return self.key.startswith(DELTA)
+
+    @property
+    def segments(self) -> list[str]:
+        """The path into results.json (without ``delta.``)."""
+        return self.key.removeprefix(DELTA).split(".")
+
+    def holds(self, value: float) -> bool:
+        return OPERATORS[self.operator](value, self.threshold)
+
+
+def parse_expression(expression: str, source: str = "--fail-on") -> Check:
+    """Parse ``KEY OP NUMBER``; AuditError (one line, with the expected form) otherwise."""
+    match = _PATTERN.fullmatch(expression)
+    if match is None:
+        raise AuditError(
+            f"{source} {expression!r}: expected KEY OP NUMBER with OP one of {' '.join(sorted(OPERATORS, key=len))}, "
+            f"e.g. {EXAMPLE!r}"
+        )
+    return Check(expression.strip(), match["key"], match["op"], float(match["number"]))
+
+
+def validate_expressions(expressions: list[str], *, compare: bool = False, source: str = "--fail-on") -> None:
+    """Check the syntax of every expression before any work is done; ``delta.`` keys only when ``compare``."""
+    for expression in expressions:
+        check = parse_expression(expression, source)
+        if check.is_delta and not compare:
+            raise AuditError(
+                f"{source} {expression!r}: delta. keys compare two runs; use them with `audit compare BASE NEW`"
+            )

@@ -1,0 +1,77 @@
+"""Dotted key paths into results.json: lookup, the valid metric keys, the closest one to a typo.
+
+A key is a dotted path (``methods.gradient.artefact.enrichment.overall``); a segment that is an
+integer indexes a list (``methods.gradient.randomization.cascading.0.spearman``, ``-1`` is the
+last entry). A *metric key* leads to a number or to null (a metric that could not be computed).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any
+
+MISSING = object()
+PREFERRED_LEAVES = ("overall", "mean", "value")
+
+
+def lookup(results: Any, segments: list[str]) -> Any:
+    """The value at ``segments``, or ``MISSING``."""
+    node = results
+    for segment in segments:
+        if isinstance(node, dict) and segment in node:
+            node = node[segment]
+        elif isinstance(node, list) and _is_index(segment) and -len(node) <= int(segment) < len(node):
+            node = node[int(segment)]
+        else:
+            return MISSING
+    return node
+
+
+def is_metric(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def metric_keys(node: Any, prefix: str = "") -> list[str]:
+    """Every key path under ``node`` that leads to a number or null."""
+    if isinstance(node, dict):
+        children = ((str(k), v) for k, v in node.items())
+    elif isinstance(node, list):
+        children = ((str(i), v) for i, v in enumerate(node))
+    else:
+        return [prefix] if prefix and is_metric(node) else []
+    return [key for name, value in children for key in metric_keys(value, f"{prefix}.{name}" if prefix else name)]
+
+
+def closest_key(key: str, candidates: list[str]) -> str | None:
+    """The candidate most like ``key`` (difflib ratio), or None when there is none."""
+    found = difflib.get_close_matches(key, candidates, n=1, cutoff=0.0)
+    return found[0] if found else None
+
+
+def suggestion_for_group(key: str, group: Any) -> str | None:
+    """For a key that names a group (a dict or list), the metric key under it to use instead."""
+    if isinstance(group, dict):
+        for leaf in PREFERRED_LEAVES:
+            if is_metric(group.get(leaf, "")):
+                return f"{key}.{leaf}"
+    return closest_key(key, metric_keys(group, key))
+
+
+def null_reason(results: Any, segments: list[str]) -> str | None:
+    """Why the metric at ``segments`` is null: a ``<name>_reason`` beside it (``kendall_reason`` for
+    ``kendall_tau``), else the nearest ``reason`` above it."""
+    parents = [lookup(results, segments[:depth]) for depth in range(len(segments))]
+    if parents and isinstance(parents[-1], dict):
+        own = [k for k, v in parents[-1].items() if k.endswith("_reason") and isinstance(v, str)
+               and f"{segments[-1]}_".startswith(k.removesuffix("reason"))]
+        if own:
+            return parents[-1][max(own, key=len)]
+    for parent in reversed(parents):
+        if isinstance(parent, dict) and isinstance(parent.get("reason"), str):
+            return parent["reason"]
+    return None
+
+
+def _is_index(segment: str) -> bool:
+    return re.fullmatch(r"-?\d+", segment) is not None
