@@ -1,7 +1,7 @@
 """Image file readers and their registry (entry-point group ``audit.readers``).
 
-A reader is a class, constructed without arguments, with ``extensions`` (lower-case, with the
-dot) and ``read(path) -> np.ndarray``: float32, (H, W) or (H, W, C), values in [0, 1].
+A reader is a class (constructed without arguments) or an object with ``extensions`` (lower-case,
+with the dot) and ``read(path) -> np.ndarray``: float32, (H, W) or (H, W, C), values in [0, 1].
 ``to_unit_range`` does the conversion every reader needs: uint8 / 255, uint16 / 65535 (any
 unsigned integer by its maximum), bool → 0/1, floats as they are. Float data must already be in
 [0, 1]; values outside it (or NaN) raise ``AuditError`` rather than being clipped, because a
@@ -36,7 +36,7 @@ class Reader(Protocol):
     def read(self, path: Path) -> np.ndarray: ...
 
 
-readers: Registry[type[Reader]] = Registry("image reader", "audit.readers")
+readers: Registry[type[Reader] | Reader] = Registry("image reader", "audit.readers")
 
 
 def to_unit_range(array: np.ndarray, path: Path) -> np.ndarray:
@@ -68,16 +68,22 @@ def drop_alpha(array: np.ndarray) -> np.ndarray:
     return array
 
 
-@readers.register("png")
-class PngReader:
-    extensions: ClassVar[tuple[str, ...]] = (".png",)
+class _ImageioReader:
+    """PNG / JPEG through imageio (first frame)."""
+
+    extensions: ClassVar[tuple[str, ...]] = ()
 
     def read(self, path: Path) -> np.ndarray:
         return to_unit_range(drop_alpha(iio.imread(path, index=0)), path)
 
 
+@readers.register("png")
+class PngReader(_ImageioReader):
+    extensions: ClassVar[tuple[str, ...]] = (".png",)
+
+
 @readers.register("jpeg")
-class JpegReader(PngReader):
+class JpegReader(_ImageioReader):
     extensions: ClassVar[tuple[str, ...]] = (".jpg", ".jpeg")
 
 
@@ -108,7 +114,8 @@ def readers_by_extension() -> dict[str, Reader]:
     table: dict[str, Reader] = {}
     names = sorted(readers.names(), key=lambda name: readers.origin(name) != "builtin")
     for name in names:
-        reader = readers.get(name)()
+        entry = readers.get(name)
+        reader = entry() if isinstance(entry, type) else entry
         for ext in reader.extensions:
             table.setdefault(ext.lower(), reader)
     return table

@@ -10,7 +10,7 @@ import pytest
 from skimage.transform import resize
 
 from audit.data.dataset import Skipped, open_dataset
-from audit.data.readers import PngReader
+from audit.data.readers import PngReader, readers
 from audit.errors import AuditError
 
 
@@ -311,3 +311,19 @@ def test_csv_masks_relative_to_csv_folder(tmp_path: Path):
     png(tmp_path / "masks" / "sub" / "c.png", np.ones((4, 4)) * 255)
     (batch,) = all_batches(open_dataset(csv, size=(4, 4), channels=1, masks=tmp_path / "masks"))
     assert batch.has_artefact.tolist() == [True] and batch.artefact.all()
+
+
+def test_a_registered_reader_object_serves_its_extension(tmp_path: Path, monkeypatch):
+    class Half:
+        extensions = (".half",)
+
+        def read(self, path: Path) -> np.ndarray:
+            return np.full((2, 2), 0.5, dtype=np.float32)
+
+    monkeypatch.setitem(readers._items, "half", Half())
+    monkeypatch.setitem(readers._origin, "half", "test")
+    (tmp_path / "d" / "x").mkdir(parents=True)
+    (tmp_path / "d" / "x" / "a.half").write_bytes(b"")
+    (batch,) = all_batches(open_dataset(tmp_path / "d", size=(2, 2), channels=1))
+    assert batch.paths == ["x/a.half"]
+    np.testing.assert_array_equal(batch.images[0, :, :, 0], np.full((2, 2), 0.5))
