@@ -1,0 +1,58 @@
+"""Latent Shift throughput: counterfactuals batched across images and frames against one image
+at a time, in the same process, on the same images (goal: ratio >= 4 on CPU).
+
+Usage: python tests/bench/counterfactual_bench.py [--images 64] [--batch-size 64]
+       [--model sample_models/biased.onnx] [--autoencoder sample_models/autoencoder.pt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+
+def images_per_second(classifier, autoencoder, x: torch.Tensor, batch_size: int, options) -> float:
+    from audit.counterfactual.explain import explain_batch
+
+    start = time.perf_counter()
+    for i in range(0, len(x), batch_size):
+        explain_batch(classifier, autoencoder, x[i : i + batch_size], options=options)
+    return len(x) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--model", type=Path, default=ROOT / "sample_models" / "biased.onnx")
+    parser.add_argument("--autoencoder", default=str(ROOT / "sample_models" / "autoencoder.pt"))
+    args = parser.parse_args()
+
+    from audit.counterfactual.explain import ShiftOptions
+    from audit.counterfactual.method import checked_autoencoder
+    from audit.counterfactual.search import rule
+    from audit.data.synthetic import generate_split
+    from audit.models.loader import load_classifier
+
+    classifier = load_classifier(args.model)
+    autoencoder = checked_autoencoder(args.autoencoder, classifier.spec.shape)
+    x = torch.from_numpy(generate_split("train", args.images, seed=11).images[:, None])
+    options = ShiftOptions(rule=rule("paper", bound=300))
+    images_per_second(classifier, autoencoder, x[:2], 1, options)  # warm-up
+    single = images_per_second(classifier, autoencoder, x, 1, options)
+    batched = images_per_second(classifier, autoencoder, x, args.batch_size, options)
+    print(f"threads {torch.get_num_threads()}, {args.images} images, paper rule (bound 300), {options.frame_count} frames")
+    print(f"one image at a time: {single:.2f} images/s")
+    print(f"batched ({args.batch_size} images x frames): {batched:.2f} images/s")
+    print(f"ratio batched / one at a time: {batched / single:.2f} (goal >= 4)")
+
+
+if __name__ == "__main__":
+    main()
