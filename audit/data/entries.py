@@ -3,9 +3,9 @@
 Both return ``(classes, entries)``, entries being ``(path relative to the base folder, label)``
 with label -1 where it is unknown.
 
-Folder: classes are the sorted names of the sub-folders (hidden ones ignored); every file with
-a supported extension below a class folder gets that class's index; image files directly in the
-folder are unlabelled. Manifest: a CSV with a ``path`` column (relative to the CSV's folder) and
+Folder: classes are the sorted names of the sub-folders; every file with a supported extension
+below a class folder gets that class's index; image files directly in the folder are
+unlabelled. Hidden files and folders (name starting with ".") are ignored. Manifest: a CSV with a ``path`` column (relative to the CSV's folder) and
 an optional ``label`` column. Labels that are all integers are class indices (classes "0" …
 "max"); otherwise labels are class names (classes sorted). An empty label cell is unknown.
 """
@@ -20,29 +20,25 @@ from audit.errors import AuditError
 Entry = tuple[str, int]
 
 
-def _visible(path: Path) -> bool:
-    return not path.name.startswith(".")
+def _visible(path: Path, root: Path) -> bool:
+    return not any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
-def _images_below(folder: Path, extensions: set[str]) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in extensions and _visible(p)
-    )
+def _is_image(path: Path, root: Path, extensions: set[str]) -> bool:
+    return path.is_file() and path.suffix.lower() in extensions and _visible(path, root)
 
 
 def scan_folder(root: Path, extensions: set[str]) -> tuple[list[str], list[Entry]]:
     """Classes and entries of an image folder with one sub-folder per class."""
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and _visible(p))
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and _visible(p, root))
     classes = [p.name for p in class_dirs]
-    entries: list[Entry] = [
-        (p.name, -1)
-        for p in sorted(root.iterdir())
-        if p.is_file() and p.suffix.lower() in extensions and _visible(p)
-    ]
+    entries: list[Entry] = [(p.name, -1) for p in sorted(root.iterdir()) if _is_image(p, root, extensions)]
     for label, folder in enumerate(class_dirs):
-        entries += [(p.relative_to(root).as_posix(), label) for p in _images_below(folder, extensions)]
+        entries += [
+            (p.relative_to(root).as_posix(), label)
+            for p in sorted(folder.rglob("*"))
+            if _is_image(p, root, extensions)
+        ]
     return classes, entries
 
 

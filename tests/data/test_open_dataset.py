@@ -327,3 +327,13 @@ def test_a_registered_reader_object_serves_its_extension(tmp_path: Path, monkeyp
     (batch,) = all_batches(open_dataset(tmp_path / "d", size=(2, 2), channels=1))
     assert batch.paths == ["x/a.half"]
     np.testing.assert_array_equal(batch.images[0, :, :, 0], np.full((2, 2), 0.5))
+
+
+def test_hidden_files_and_folders_and_top_level_images(tree: Path):
+    png(tree / "cat" / ".ipynb_checkpoints" / "a.png", grey(1))
+    png(tree / "cat" / ".hidden.png", grey(1))
+    png(tree / ".trash" / "x.png", grey(1))
+    png(tree / "loose.png", grey(1))
+    ds = open_dataset(tree, size=(4, 4), channels=1)
+    assert ds.classes == ["cat", "dog"]
+    assert ds.entries == [("loose.png", -1), ("cat/a.png", 0), ("cat/b.png", 0), ("dog/c.png", 1)]
