@@ -13,6 +13,7 @@ reloads the file with ``load_classifier``: a model that cannot be written back f
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 
 import onnx
@@ -25,6 +26,18 @@ from audit.models.loader import ImageByImage, ModelOptions, load_classifier
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "torch.export": ".pt2"}
 TOLERANCE = 1e-4
+
+
+class _OneInput(nn.Module):
+    """``forward(x)`` around the interpreter's ``forward(*inputs)``, so exporters see one named input
+    (the attribute is not called ``graph``: an unlifted torch.export module has its own)."""
+
+    def __init__(self, graph: nn.Module) -> None:
+        super().__init__()
+        self.net = graph
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
 
 
 def _graph(model: nn.Module) -> nn.Module:
@@ -45,13 +58,14 @@ def write_model(classifier: Classifier, model: nn.Module, path: Path) -> Path:
 
         onnx.save(write_back(graph, onnx.load(str(classifier.path))), str(path))
     elif classifier.format == "torchscript":
-        with torch.no_grad():
-            traced = torch.jit.trace(graph, (_example(classifier, 1 if fixed else 2),), check_trace=False)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks on a non-empty batch
+            traced = torch.jit.trace(_OneInput(graph), (_example(classifier, 1 if fixed else 2),), check_trace=False)
         traced.save(str(path))
     elif classifier.format == "torch.export":
         example = (_example(classifier, 1 if fixed else 2),)
-        dynamic = None if fixed else ({0: torch.export.Dim("batch", min=1, max=4096)},)
-        torch.export.save(torch.export.export(graph, example, dynamic_shapes=dynamic), str(path))
+        dynamic = None if fixed else {"x": {0: torch.export.Dim("batch", min=1, max=4096)}}
+        torch.export.save(torch.export.export(_OneInput(graph), example, dynamic_shapes=dynamic), str(path))
     else:
         raise AuditError(f"{classifier.path}: format {classifier.format!r} cannot be written back; "
                          f"use one of {', '.join(SUFFIXES)}")
