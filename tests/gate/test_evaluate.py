@@ -1,0 +1,99 @@
+"""The gate section on real results: outcomes, unknown keys, null metrics and --allow-missing."""
+
+from __future__ import annotations
+
+import pytest
+
+from audit.errors import AuditError
+from audit.report.gate import evaluate_gate
+
+ENRICHMENT = "methods.gradient.artefact.enrichment.overall"
+
+
+def test_enrichment_gate_blocks_the_biased_model_only(results: dict[str, dict]) -> None:
+    gates = {name: evaluate_gate(r, [f"{ENRICHMENT} > 2.0", "performance.auc < 0.8"], False) for name, r in results.items()}
+    assert [c["outcome"] for c in gates["biased"]["checks"]] == ["fail", "fail"]
+    assert [c["outcome"] for c in gates["unbiased"]["checks"]] == ["pass", "pass"]
+    assert (gates["biased"]["passed"], gates["unbiased"]["passed"]) == (False, True)
+    check = gates["biased"]["checks"][0]
+    value = results["biased"]["methods"]["gradient"]["artefact"]["enrichment"]["overall"]
+    assert check == {
+        "expression": f"{ENRICHMENT} > 2.0", "key": ENRICHMENT, "operator": ">", "threshold": 2.0,
+        "value": value, "outcome": "fail", "reason": f"{value:.6g} > 2 holds",
+    }
+    assert gates["unbiased"]["checks"][0]["reason"].endswith("> 2 does not hold")
+
+
+@pytest.mark.parametrize(
+    ("expression", "closest"),
+    [
+        ("methods.gradient.artefact.enrichmnt.overall > 2", ENRICHMENT),
+        ("performance.acuracy < 0.9", "performance.accuracy"),
+        ("methods.gradiant.region.iou.mean < 0.1", "methods.gradient.region.iou.mean"),
+    ],
+)
+def test_unknown_key_names_the_closest_valid_key(results: dict[str, dict], expression: str, closest: str) -> None:
+    with pytest.raises(AuditError) as error:
+        evaluate_gate(results["biased"], [expression], False)
+    assert str(error.value) == (
+        f"gate check {expression!r}: no key {expression.split()[0]!r} in the results; the closest valid key is {closest!r}"
+    )
+
+
+def test_a_group_or_text_is_not_a_number(results: dict[str, dict]) -> None:
+    with pytest.raises(AuditError, match=f"is a group of values, not a number; did you mean '{ENRICHMENT}'"):
+        evaluate_gate(results["biased"], ["methods.gradient.artefact.enrichment > 2"], False)
+    with pytest.raises(AuditError, match="model.format is 'onnx', not a number"):
+        evaluate_gate(results["biased"], ["model.format == 1"], False)
+
+
+def test_null_metric_fails_with_its_reason_unless_allowed_missing(results: dict[str, dict]) -> None:
+    # every validation image carries the box: the artefact-absent subset has no AUC
+    expression = "performance.by_artefact.absent.auc < 0.8"
+    failed = evaluate_gate(results["unbiased"], [expression], allow_missing=False)
+    assert failed["passed"] is False
+    assert failed["checks"][0]["value"] is None and failed["checks"][0]["outcome"] == "fail"
+    assert failed["checks"][0]["reason"] == (
+        "performance.by_artefact.absent.auc has no value in results.json: no labelled images; fails (--allow-missing skips it)"
+    )
+    skipped = evaluate_gate(results["unbiased"], [expression, "performance.auc < 0.8"], allow_missing=True)
+    assert skipped["passed"] is True and skipped["allow_missing"] is True
+    assert [c["outcome"] for c in skipped["checks"]] == ["skipped", "pass"]
+    assert skipped["checks"][0]["reason"].endswith("no labelled images; skipped (allow missing)")
+
+
+def test_allow_missing_does_not_hide_a_real_failure(results: dict[str, dict]) -> None:
+    gate = evaluate_gate(results["biased"], ["performance.by_artefact.absent.auc < 0.8", "performance.auc < 0.8"], True)
+    assert [c["outcome"] for c in gate["checks"]] == ["skipped", "fail"] and gate["passed"] is False
+
+
+@pytest.mark.parametrize(
+    ("results", "reason"),
+    [
+        ({"m": {"kendall_tau": None, "kendall_reason": "flat curve", "reason": "other"}}, "flat curve"),
+        ({"m": {"kendall_tau": None, "kendall_tau_reason": "own", "kendall_reason": "shared"}}, "own"),
+        ({"m": {"x": {"kendall_tau": None}}, "reason": "outer"}, "outer"),
+    ],
+)
+def test_null_reason_is_the_nearest_one(results: dict, reason: str) -> None:
+    key = "m.kendall_tau" if "kendall_tau" in results["m"] else "m.x.kendall_tau"
+    check = evaluate_gate(results, [f"{key} > 0"], False)["checks"][0]
+    assert check["reason"] == f"{key} has no value in results.json: {reason}; fails (--allow-missing skips it)"
+
+
+def test_null_without_a_reason_still_fails_clearly() -> None:
+    check = evaluate_gate({"m": {"tau": None}}, ["m.tau > 0"], False)["checks"][0]
+    assert check["reason"] == "m.tau has no value in results.json; fails (--allow-missing skips it)"
+
+
+def test_delta_values_and_missing_sides() -> None:
+    base = {"methods": {"a": {"e": 1.0}, "b": {"e": None, "reason": "no masks"}}, "p": 0.5}
+    new = {"methods": {"a": {"e": 3.5}, "b": {"e": 2.0}, "c": {"e": 1.0}}, "p": 0.5}
+    gate = evaluate_gate(new, ["delta.methods.a.e > 2", "delta.methods.b.e > 2", "delta.methods.c.e > 2", "p < 1"], False, base=base)
+    assert [(c["value"], c["outcome"]) for c in gate["checks"]] == [(2.5, "fail"), (None, "fail"), (None, "fail"), (0.5, "fail")]
+    assert (gate["checks"][0]["base"], gate["checks"][0]["new"]) == (1.0, 3.5)
+    assert gate["checks"][1]["reason"].startswith("methods.b.e has no value in BASE: no masks;")
+    assert gate["checks"][2]["reason"].startswith("methods.c.e is not in BASE (the runs differ);")
+    assert "base" not in gate["checks"][3]
+    with pytest.raises(AuditError, match="the closest valid key is 'delta.methods.c.e'"):
+        evaluate_gate(new, ["delta.methods.cc.e > 2"], False, base=base)
