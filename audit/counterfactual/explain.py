@@ -189,7 +189,9 @@ def explain_batch(
     predictions = predictions.reshape(n, count).numpy()
     zero = options.frames - 1
     fall = p_start - predictions[:, 0]
-    reached = (fall > rule.drop) | (rule.floor is not None) & (predictions[:, 0] < rule.floor)
+    reached = fall > rule.drop
+    if rule.floor is not None:
+        reached |= predictions[:, 0] < rule.floor
     status = [UNCHANGED if f < options.min_change else REACHED if r else PARTIAL for f, r in zip(fall, reached)]
     return Explanation(
         target=t.numpy(),
