@@ -36,6 +36,11 @@ def run(
     strict: bool = typer.Option(False, "--strict", help="Fail on an unreadable image instead of skipping it."),
     mask_dilate: int = typer.Option(0, "--mask-dilate", min=0, help="Dilate masks by this many pixels."),
     mask_blur: float = typer.Option(0.0, "--mask-blur", min=0.0, help="Gaussian σ of the mask blur rule (Viviano et al.)."),
+    fail_on: list[str] = typer.Option([], "--fail-on", help="Fail (exit 1) when this holds, e.g. 'methods.gradient.artefact.enrichment.overall > 2' (repeatable)."),
+    allow_missing: Optional[bool] = typer.Option(None, "--allow-missing/--no-allow-missing", help="A check on a null metric passes instead of failing."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Gate config (default: audit.toml or [tool.audit] in pyproject.toml here)."),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="Write the gate checks as JUnit XML."),
+    report: Optional[Path] = typer.Option(None, "--report", help="PDF report path (default OUT/report.pdf)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
     json_out: bool = typer.Option(False, "--json", help="Print results.json to stdout, everything else to stderr."),
 ) -> None:
@@ -44,10 +49,13 @@ def run(
     from audit.data.dataset import open_dataset
     from audit.models.loader import ModelOptions, load_classifier
     from audit.pipeline import RunConfig, run_audit
-    from audit.report.results_file import dumps
+    from audit.report.gate import evaluate_gate, gate_checks, write_junit
+    from audit.report.pdf import write_report
+    from audit.report.results_file import dumps, write_results
 
     err = Console(stderr=True)
     shown = Console(stderr=json_out)
+    expressions, allow = gate_checks(fail_on, config, Path.cwd(), allow_missing)
     names = tuple(n.strip() for n in class_names.split(",")) if class_names else None
     options = ModelOptions(
         input_size=input_size,
@@ -73,7 +81,7 @@ def run(
     )
     if names is None and len(dataset.classes) == classifier.num_classes:
         classifier.class_names = list(dataset.classes)
-    config = RunConfig(
+    run_config = RunConfig(
         methods=list(dict.fromkeys(method)),
         method_options=method_options(option, list(method)),
         target=target,
@@ -92,11 +100,19 @@ def run(
         transient=True,
     ) as progress:
         task = progress.add_task("auditing", total=len(dataset))
-        results = run_audit(classifier, dataset, config, out, on_batch=lambda n: progress.advance(task, n))
+        results = run_audit(classifier, dataset, run_config, out, on_batch=lambda n: progress.advance(task, n))
+    if expressions:
+        results["gate"] = evaluate_gate(results, expressions, allow)
+        write_results(results, out / "results.json")
+        if junit is not None:
+            write_junit(results["gate"], junit)
+    report_path = write_report(results, out, report or out / "report.pdf")
     if json_out:
         sys.stdout.write(dumps(results) + "\n")
     if not quiet:
-        print_summary(shown, results, out)
+        print_summary(shown, results, out, report_path)
+    if expressions and not results["gate"]["passed"]:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -45,7 +45,18 @@ def _methods_table(methods: dict[str, Any]) -> Table:
     return table
 
 
-def print_summary(console: Console, results: dict[str, Any], out: Path) -> None:
+def _gate_table(gate: dict[str, Any]) -> Table:
+    table = Table(title=f"gate: {'PASS' if gate['passed'] else 'FAIL'}", title_justify="left")
+    for column in ("check", "value", "outcome"):
+        table.add_column(column)
+    for check in gate["checks"]:
+        style = {"pass": "green", "fail": "bold red"}.get(check["outcome"], "yellow")
+        outcome = check["outcome"] + (f" ({check['reason']})" if check.get("reason") else "")
+        table.add_row(check["expression"], _number(check.get("value")), f"[{style}]{outcome}[/]")
+    return table
+
+
+def print_summary(console: Console, results: dict[str, Any], out: Path, report: Path | None = None) -> None:
     model, data, performance = results["model"], results["data"], results["performance"]
     table = Table(title=f"audit: {model['path']} ({model['format']})", show_header=False, title_justify="left")
     table.add_column(style="bold")
@@ -58,4 +69,7 @@ def print_summary(console: Console, results: dict[str, Any], out: Path) -> None:
     console.print(table)
     if results["methods"]:
         console.print(_methods_table(results["methods"]))
-    console.print(f"results: {out / 'results.json'}, {out / 'per_image.csv'}", highlight=False)
+    if "gate" in results:
+        console.print(_gate_table(results["gate"]))
+    written = [out / "results.json", out / "per_image.csv", *([report] if report else [])]
+    console.print("results: " + ", ".join(map(str, written)), highlight=False, markup=False)

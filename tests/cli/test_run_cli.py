@@ -171,3 +171,22 @@ def test_console_script_exit_code_and_debug_traceback(tmp_path) -> None:
     assert plain.returncode == 2 and "Traceback" not in plain.stderr and "x.onnx" in plain.stderr
     debug = subprocess.run([audit, "run", tmp_path / "x.onnx", "--data", tmp_path, "--debug"], capture_output=True, text=True)
     assert debug.returncode == 2 and "Traceback" in debug.stderr
+
+
+def test_fail_on_gates_the_exit_code_and_writes_gate_junit_and_report(synthetic_root, tiny_model_files, tmp_path, capsys) -> None:
+    import xml.etree.ElementTree as ET
+
+    from pypdf import PdfReader
+
+    out = tmp_path / "o"
+    base = valid_args(synthetic_root, tiny_model_files["onnx"], out) + ["--method", "gradient", "--randomization-images", "0"]
+    code, _, err = run(base + ["--fail-on", "performance.accuracy < 2", "--junit", tmp_path / "j.xml"], capsys)
+    assert code == 1, err
+    gate = json.loads((out / "results.json").read_text())["gate"]
+    assert gate["passed"] is False and gate["checks"][0]["outcome"] == "fail"
+    suite = ET.parse(tmp_path / "j.xml").getroot().find("testsuite")
+    assert suite.get("tests") == "1" and suite.get("failures") == "1"
+    assert len(PdfReader(out / "report.pdf").pages) >= 2
+    code, _, err = run(base + ["--fail-on", "performance.accuracy > 2"], capsys)
+    assert code == 0, err
+    assert json.loads((out / "results.json").read_text())["gate"]["passed"] is True
