@@ -71,3 +71,13 @@ def test_list_indices_from_the_start_and_the_end() -> None:
 
 def test_no_checks_pass() -> None:
     assert evaluate_gate(RESULTS, [], allow_missing=False) == {"checks": [], "passed": True, "allow_missing": False}
+
+
+def test_method_keys_checked_against_the_run_methods_before_the_run() -> None:
+    validate_expressions(["methods.grad-cam.region.iou.mean < 0.2"], methods=["gradient", "grad-cam"])
+    with pytest.raises(AuditError) as error:
+        validate_expressions(["methods.gradcam.region.iou.mean < 0.2"], methods=["gradient", "grad-cam"])
+    assert str(error.value) == (
+        "--fail-on 'methods.gradcam.region.iou.mean < 0.2': method 'gradcam' is not in this run "
+        "(--method gradient --method grad-cam); did you mean 'grad-cam'?"
+    )

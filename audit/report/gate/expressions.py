@@ -9,6 +9,7 @@ path into results.json (see ``keys``); ``delta.KEY`` is NEW − BASE and exists 
 
 from __future__ import annotations
 
+import difflib
 import operator
 import re
 from dataclasses import dataclass
@@ -66,11 +67,21 @@ def parse_expression(expression: str, source: str = "--fail-on") -> Check:
     return Check(expression.strip(), match["key"], match["op"], float(match["number"]))
 
 
-def validate_expressions(expressions: list[str], *, compare: bool = False, source: str = "--fail-on") -> None:
-    """Check the syntax of every expression before any work is done; ``delta.`` keys only when ``compare``."""
+def validate_expressions(
+    expressions: list[str], *, compare: bool = False, methods: list[str] | None = None, source: str = "--fail-on"
+) -> None:
+    """Check every expression before any work is done: its syntax, ``delta.`` keys only when
+    ``compare``, and, given the run's ``methods``, that a ``methods.NAME.`` key names one of them."""
     for expression in expressions:
         check = parse_expression(expression, source)
         if check.is_delta and not compare:
             raise AuditError(
                 f"{source} {expression!r}: delta. keys compare two runs; use them with `audit compare BASE NEW`"
+            )
+        segments = check.segments
+        if methods is not None and len(segments) > 1 and segments[0] == "methods" and segments[1] not in methods:
+            closest = difflib.get_close_matches(segments[1], methods, n=1, cutoff=0.0)
+            hint = f"; did you mean {closest[0]!r}?" if closest else ""
+            raise AuditError(
+                f"{source} {expression!r}: method {segments[1]!r} is not in this run (--method {' --method '.join(methods)}){hint}"
             )
