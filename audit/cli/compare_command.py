@@ -19,7 +19,7 @@ def compare(
     new: Path = typer.Argument(..., help="NEW run: results.json or its run folder."),
     fail_on: list[str] = typer.Option([], "--fail-on", help="Exit 1 when EXPR holds, e.g. 'delta.performance.auc < -0.02' (delta. = NEW − BASE; plain keys read NEW). Repeatable; replaces the config file's fail_on."),
     allow_missing: Optional[bool] = typer.Option(None, "--allow-missing/--no-allow-missing", help="Skip checks whose metric has no value instead of failing them (default: the config file's allow_missing, else no)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Gate config (default: ./audit.toml, else [tool.audit] in ./pyproject.toml)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Gate config (default: ./audit.toml, else the \\[tool.audit] table of ./pyproject.toml)."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Write the checks as JUnit XML (one testcase per check)."),
     pdf: Optional[Path] = typer.Option(None, "--pdf", help="Write the comparison as a PDF page."),
     json_out: bool = typer.Option(False, "--json", help="Print the comparison and gate as JSON on stdout, everything else on stderr."),
@@ -67,7 +67,7 @@ def _print(console: Console, comparison: dict[str, Any], gate: dict[str, Any]) -
         return
     checks = Table(title=f"gate: {'PASS' if gate['passed'] else 'FAIL'}", title_justify="left")
     for title in ("check", "value", "outcome", "reason"):
-        checks.add_column(title)
+        checks.add_column(title, overflow="fold")
     for check in gate["checks"]:
         outcome = check["outcome"]
         checks.add_row(Text(check["expression"]), number(check["value"]), Text(outcome, style=OUTCOME_STYLES[outcome]), Text(check["reason"]))

@@ -33,7 +33,7 @@ def test_both_directions_flip_the_deltas(runs: dict[str, Path], results: dict[st
     assert code == 0
     forward_rows, backward_rows = rows(forward), rows(backward)
     assert forward_rows.keys() == backward_rows.keys()
-    assert f"methods.gradient.{'region.iou.mean'}" in forward_rows and "performance.auc" in forward_rows
+    assert "methods.gradient.region.iou.mean" in forward_rows and "performance.auc" in forward_rows
     enrichment = {name: r["methods"]["gradient"]["artefact"]["enrichment"]["overall"] for name, r in results.items()}
     assert forward_rows[ENRICHMENT] == {
         "key": ENRICHMENT, "base": enrichment["unbiased"], "new": enrichment["biased"],
@@ -119,4 +119,4 @@ def test_pdf_page(runs: dict[str, Path], results: dict[str, dict], tmp_path: Pat
     text = "".join(page.extract_text() for page in reader.pages)
     assert len(reader.pages) == 1
     enrichment = results["biased"]["methods"]["gradient"]["artefact"]["enrichment"]["overall"]
-    assert f"{enrichment:.4g}" in text and ENRICHMENT in text and "Gate: FAIL" in text and "FAIL" in text
+    assert f"{enrichment:.4g}" in text and ENRICHMENT in text and "Gate: FAIL" in text
