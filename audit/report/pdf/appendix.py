@@ -1,0 +1,74 @@
+"""The appendix: thresholds of the finding, metric definitions with citations, and what is
+needed to reproduce the run (command line, seed, package versions, skipped files)."""
+
+from __future__ import annotations
+
+from importlib import metadata
+from typing import Any
+
+from reportlab.lib.units import mm
+from reportlab.platypus import Flowable
+
+from audit.report.pdf.definitions import METRICS, REFERENCES
+from audit.report.pdf.first_page import P, T, WIDTH, grid
+from audit.report.pdf.text import NA, escape
+from audit.report.pdf.verdict import THRESHOLDS
+
+PACKAGES = ("audit", "torch", "onnxruntime", "onnxruntime-gpu", "captum", "numpy", "scikit-learn", "scipy", "reportlab", "matplotlib")
+LISTED_FILES = 40
+
+
+def versions() -> list[tuple[str, str]]:
+    """(package, version) for the packages behind the numbers; onnxruntime-gpu only when installed."""
+    found = []
+    for name in PACKAGES:
+        try:
+            found.append((name, metadata.version(name)))
+        except metadata.PackageNotFoundError:
+            if name != "onnxruntime-gpu":
+                found.append((name, "not installed"))
+    return found
+
+
+def _files(title: str, entries: list[dict[str, Any]]) -> list[Flowable]:
+    if not entries:
+        return []
+    rows = [[T("file", "cell_head"), T("reason", "cell_head")]]
+    rows += [[T(entry.get("path", NA), "mono"), T(entry.get("reason", ""))] for entry in entries[:LISTED_FILES]]
+    flowables: list[Flowable] = [P(escape(title), "h2"), grid(rows, [80 * mm, WIDTH - 80 * mm])]
+    if len(entries) > LISTED_FILES:
+        flowables.append(P(f"… and {len(entries) - LISTED_FILES} more (see results.json).", "note"))
+    return flowables
+
+
+def appendix(results: dict[str, Any]) -> list[Flowable]:
+    flowables: list[Flowable] = [P("Appendix", "h1"), P("A. How the finding on the first page is decided", "h2")]
+    flowables += [P(f"• {escape(rule)}") for rule in THRESHOLDS]
+    flowables.append(P("B. Metric definitions", "h2"))
+    rows = [[T("metric", "cell_head"), T("definition", "cell_head"), T("source", "cell_head")]]
+    for name, key, definition, source in METRICS:
+        rows.append([
+            P(f"<b>{escape(name)}</b><br/><font name='DejaVuSansMono' size='6'>{escape(key)}</font>", "cell"),
+            T(definition),
+            T(source),
+        ])
+    flowables.append(grid(rows, [38 * mm, 94 * mm, WIDTH - 132 * mm]))
+    flowables.append(P("References", "h2"))
+    flowables += [P(f"<b>{escape(short)}</b>: {escape(full)}", "small") for short, full in REFERENCES]
+    flowables.append(P("C. Reproducing this run", "h2"))
+    command = results.get("command") or "(not recorded)"
+    flowables.append(P("Command line:", "small"))
+    flowables.append(P(escape(command), "mono"))
+    rows = [[T("package", "cell_head"), T("version", "cell_head")]]
+    rows += [[T(name, "mono"), T(version, "mono")] for name, version in versions()]
+    flowables.append(P(
+        f"Seed {escape(results.get('seed', NA))}; target {escape(results.get('target', NA))}; results schema "
+        f"{escape(results.get('schema', NA))}; created {escape(results.get('created', NA))}. Package versions "
+        "when this report was written:", "small"))
+    versions_table = grid(rows, [40 * mm, 40 * mm])
+    versions_table.hAlign = "LEFT"
+    flowables.append(versions_table)
+    data = results.get("data") or {}
+    flowables += _files("D. Skipped images", data.get("skipped") or [])
+    flowables += _files("E. Unreadable masks", data.get("masks_unreadable") or [])
+    return flowables

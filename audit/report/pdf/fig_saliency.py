@@ -1,0 +1,148 @@
+"""Saliency on the artefact per class (Pfau et al. 2019, Fig. 1 and App. C) and the mean maps."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from audit.report.pdf import plot, style
+from audit.report.pdf.inputs import RunFiles, class_names, column
+from audit.report.pdf.plot import Figure
+from audit.report.pdf.text import get, plain, shorten
+from audit.report.pdf.verdict import ENRICHMENT
+
+ALL = "all images"
+MAP_COLUMNS = 6
+
+
+def _series(results: dict[str, Any], keys: tuple[str, ...]) -> tuple[list[str], list[tuple[str, str, list[Any], list[Any]]]]:
+    """Groups (classes by label, then all images) and one series of (value, CI) per method."""
+    classes = class_names(results)
+    series = []
+    for index, (name, entry) in enumerate(results["methods"].items()):
+        block = get(entry, *keys) or {}
+        by_class = block.get("by_class") or {}
+        values = [get(by_class, c, "mean") for c in classes] + [block.get("overall")]
+        intervals = [get(by_class, c, "ci95") for c in classes] + [block.get("ci95")]
+        series.append((name, style.method_colour(index), values, intervals))
+    return [*classes, ALL], series
+
+
+def _bars(results: dict[str, Any], keys: tuple[str, ...], ylabel: str, height: float = 2.3):
+    groups, series = _series(results, keys)
+    fig, ax = plot.new(height=height)
+    plot.grouped_bars(ax, groups, series, ylabel)
+    if len(series) > 1:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), title="method")
+    return fig, ax
+
+
+@plot.styled
+def global_saliency(results: dict[str, Any]) -> Figure:
+    figure = Figure(
+        "Global saliency on the artefact per class",
+        "Mean saliency on the artefact pixels, m(X), per true class and over all images, z-scored per method over all "
+        "pixels of all images (Pfau et al. 2019, Fig. 1); error bars are 95% confidence intervals. 0 is the average "
+        "pixel: a bar well above 0 means the artefact draws more saliency than a typical pixel. Classes that differ "
+        "strongly from each other suggest the artefact is read as evidence for some classes (inter-class variance).",
+    )
+    if not results["methods"]:
+        return plot.unavailable(figure, "no saliency method was run")
+    fig, _ = _bars(results, ("artefact", "mean_saliency"), "mean saliency on artefact (z)")
+    return plot.finish(figure, fig)
+
+
+@plot.styled
+def peak_share(results: dict[str, Any], files: RunFiles) -> Figure:
+    figure = Figure(
+        "Peak saliency share per class",
+        "Share of each image's top 2% most salient pixels that fall on the artefact, n(X) (Pfau et al. 2019, Eq. 3, "
+        "App. C), per true class and over all images, with 95% confidence intervals. The dashed line is the artefact's "
+        "average share of the image area, the value expected if saliency ignored the artefact; bars far above it mean "
+        "the strongest evidence lies on the artefact. Unlike the mean, this ranks pixels within each image, so it "
+        "needs no normalisation.",
+    )
+    if not results["methods"]:
+        return plot.unavailable(figure, "no saliency method was run")
+    fig, ax = _bars(results, ("artefact", "peak_share"), "share of top-2% pixels on artefact")
+    for name in results["methods"]:
+        area = column(files.per_image, f"{name}.artefact_area_share")
+        if area is not None and area.size:
+            ax.axhline(float(area.mean()), color=style.ARTEFACT, linestyle="--", linewidth=1, label="artefact area share")
+            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+            break
+    return plot.finish(figure, fig)
+
+
+@plot.styled
+def enrichment(results: dict[str, Any]) -> Figure:
+    figure = Figure(
+        "Artefact enrichment per class",
+        "Share of the absolute saliency that lies on the artefact divided by the artefact's share of the image area, "
+        "per true class and over all images, with 95% confidence intervals. 1 (solid line) is chance: saliency spread "
+        f"evenly. The dotted line at {ENRICHMENT:g} is the report's threshold for “saliency concentrates on the artefact” "
+        "(the lower end of the interval must clear it).",
+    )
+    if not results["methods"]:
+        return plot.unavailable(figure, "no saliency method was run")
+    fig, ax = _bars(results, ("artefact", "enrichment"), "enrichment (1 = chance)")
+    ax.axhline(1.0, color="#222222", linewidth=0.9)
+    ax.axhline(ENRICHMENT, color=style.ARTEFACT, linewidth=0.9, linestyle=":")
+    return plot.finish(figure, fig)
+
+
+def _limits(maps: np.ndarray) -> tuple[str, float, float]:
+    """Colour map and limits shared by a method's maps: diverging around 0 when signed."""
+    low, high = float(np.nanmin(maps)), float(np.nanmax(maps))
+    if low < 0:
+        bound = max(abs(low), abs(high)) or 1.0
+        return "RdBu_r", -bound, bound
+    return "viridis", 0.0, high or 1.0
+
+
+@plot.styled
+def mean_maps(results: dict[str, Any], files: RunFiles) -> Figure:
+    figure = Figure(
+        "Mean saliency map per class",
+        "Average saliency map over the images of each true class, one row per method, one colour scale per method "
+        "(colour bar on the right; blue–red around 0 for signed maps). Bright areas shared by a whole class show where "
+        "the model looks for that class; a bright spot at a fixed place (a corner, a label, a ruler) is typical of an "
+        "artefact. n is the number of images averaged.",
+    )
+    methods = [m for m in results["methods"] if m in files.maps]
+    if not methods:
+        reasons = "; ".join(files.maps_missing.values()) or "no saliency method was run"
+        return plot.unavailable(figure, f"Unavailable: {reasons}.")
+    classes = class_names(results)
+    count = len(files.maps[methods[0]].mean_by_class)
+    cols = min(count, MAP_COLUMNS)
+    rows_per_method = math.ceil(count / cols)
+    cell = min(1.15, (plot.PAGE_WIDTH_IN - 1.6) / cols)
+    fig, axes = plot.new(
+        len(methods) * rows_per_method, cols + 1, height=cell * len(methods) * rows_per_method + 0.3,
+        width=cell * cols + 1.6, squeeze=False, gridspec_kw={"width_ratios": [1] * cols + [0.06]},
+    )
+    for m, method in enumerate(methods):
+        maps = files.maps[method]
+        colours, low, high = _limits(maps.mean_by_class)
+        image = None
+        for k in range(rows_per_method * cols):
+            ax = axes[m * rows_per_method + k // cols, k % cols]
+            ax.set_axis_off()
+            if k >= len(maps.mean_by_class):
+                continue
+            image = ax.imshow(maps.mean_by_class[k], cmap=colours, vmin=low, vmax=high, interpolation="nearest")
+            name = classes[k] if k < len(classes) else str(k)
+            ax.set_title(f"{plain(shorten(name, 18))}\nn = {int(maps.count_by_class[k])}", fontsize=6.5, fontweight="normal")
+            if k % cols == 0:
+                ax.text(-0.08, 0.5, plain(method), transform=ax.transAxes, rotation=90, ha="right", va="center", fontsize=7.5, fontweight="bold")
+        for r in range(rows_per_method):
+            bar_ax = axes[m * rows_per_method + r, cols]
+            if r == 0 and image is not None:
+                fig.colorbar(image, cax=bar_ax).ax.tick_params(labelsize=6)
+            else:
+                bar_ax.set_axis_off()
+    fig.subplots_adjust(wspace=0.12, hspace=0.45)
+    return plot.finish(figure, fig)
