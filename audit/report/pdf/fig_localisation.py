@@ -14,7 +14,7 @@ from audit.report.pdf.text import get, number
 
 PANELS = (
     ("region_iou", "IoU (top-|region| pixels)"),
-    ("region_iop", "IoP: share of the region found"),
+    ("region_iop", "IoP (share of region found)"),
     ("region_auprc", "localisation utility (AUPRC)"),
     ("region_pointing_game", "pointing game (hit rate)"),
     ("region_relevance_mass", "relevance mass"),
@@ -46,7 +46,7 @@ def localisation(results: dict[str, Any], files: RunFiles) -> Figure:
     if not any(_scored(files, m) for m in methods):
         reasons = "; ".join(f"{m}: {get(results, 'methods', m, 'region', 'reason') or 'no region masks'}" for m in methods)
         return plot.unavailable(figure, f"Unavailable: no image has a region mask ({reasons}).")
-    fig, axes = plot.new(2, 3, height=3.9, gridspec_kw={"hspace": 0.75, "wspace": 0.35})
+    fig, axes = plot.new(2, 3, height=3.9, gridspec_kw={"hspace": 0.9, "wspace": 0.4})
     for ax, (key, title) in zip(axes.flat, PANELS):
         ax.set_title(title, fontsize=7.5)
         ax.set_ylim(-0.04, 1.04)
@@ -55,7 +55,7 @@ def localisation(results: dict[str, Any], files: RunFiles) -> Figure:
             means = [get(results, "methods", m, "region", "pointing_game", "mean") for m in methods]
             intervals = [get(results, "methods", m, "region", "pointing_game", "ci95") for m in methods]
             series = [("hit rate", style.REGION, means, intervals)]
-            plot.grouped_bars(ax, methods, series, "", slant_over=3)
+            plot.grouped_bars(ax, methods, series, "", slant_over=2)
             ax.set_ylim(-0.04, 1.04)
             continue
         data = [column(files.per_image, f"{m}.{key}") for m in methods]
@@ -73,7 +73,7 @@ def localisation(results: dict[str, Any], files: RunFiles) -> Figure:
                 for line in box[part]:
                     line.set(color=colour)
             ax.plot(i, values.mean(), marker="D", color="#222222", markersize=3)
-        plot.tick_labels(ax, methods, slant_over=3)
+        plot.tick_labels(ax, methods, slant_over=2)
         ax.set_xlim(-0.6, len(methods) - 0.4)
     means = ", ".join(f"{m} {number(get(results, 'methods', m, 'region', 'iou', 'mean'))}" for m in methods)
     figure.notes.append(f"mean IoU: {means}")

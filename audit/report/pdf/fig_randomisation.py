@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from audit.report.pdf import plot, style
@@ -30,7 +31,7 @@ def randomisation(results: dict[str, Any]) -> Figure:
         "randomised shows the image rather than what the model learned, and its other numbers deserve less weight.",
     )
     fig, axes = plot.new(1, 2, height=2.9, gridspec_kw={"wspace": 0.25})
-    drawn = False
+    drawn, lowest = False, 0.0
     for ax, kind, title in ((axes[0], "cascading", "cascading (output → input)"), (axes[1], "independent", "independent (one layer)")):
         ax.set_title(title, fontsize=7.5)
         names: list[str] = []
@@ -45,6 +46,7 @@ def randomisation(results: dict[str, Any]) -> Figure:
             mean = [s.get("spearman") if is_number(s.get("spearman")) else float("nan") for s in steps]
             std = [s.get("std") if is_number(s.get("std")) else 0.0 for s in steps]
             colour = style.method_colour(index)
+            lowest = min([lowest] + [m - s for m, s in zip(mean, std) if math.isfinite(m)])
             ax.plot(x, mean, marker="o", markersize=2.5, color=colour, label=plain(name))
             ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=colour, alpha=0.15, linewidth=0)
             names = names if len(names) >= len(steps) else [str(s.get("layer")) for s in steps]
@@ -52,10 +54,11 @@ def randomisation(results: dict[str, Any]) -> Figure:
         if names:
             _ticks(ax, names)
         ax.axhline(0, color="#888888", linewidth=0.6)
-        ax.set_ylim(-0.25, 1.05)
         ax.set_xlabel("layer re-initialised" + (" (and all after it)" if kind == "cascading" else ""))
     if not drawn:
         return plot.unavailable(figure, "Unavailable: " + "; ".join(figure.notes or ["no saliency method was run"]))
+    for ax in axes:
+        ax.set_ylim(max(-1.05, min(-0.25, lowest - 0.05)), 1.05)
     axes[0].set_ylabel("Spearman ρ with original map")
     axes[1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     images = {get(e, "randomization", "images") for e in results["methods"].values()} - {None}
