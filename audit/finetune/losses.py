@@ -24,6 +24,7 @@ Plugins add losses through the ``audit.losses`` entry-point group (see
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable
 
 import torch
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audit.finetune.layers import LayerTaps
+from audit.finetune.masking import permute_scrambled
 from audit.registry import Registry
 
 
@@ -39,8 +41,10 @@ class Step:
     """One training batch as a loss sees it.
 
     x: (N, C, H, W) normalised input; labels: (N,); scrambled: (N, H, W) bool, pixels x_masked
-    permutes; has_mask: (N,) bool; x_masked: x with the scrambled pixels permuted (equal to x
-    where there is no mask); taps: reads actdiff's layers; lambda_act / lambda_grad: weights.
+    permutes; has_mask: (N,) bool; taps: reads actdiff's layers; lambda_act / lambda_grad:
+    weights; generator: draws the permutation. ``x_masked`` (x with the scrambled pixels
+    permuted, equal to x where there is no mask) is computed on first use, so losses that do
+    not need it do not pay for it.
     """
 
     model: nn.Module
@@ -48,10 +52,14 @@ class Step:
     labels: torch.Tensor
     scrambled: torch.Tensor
     has_mask: torch.Tensor
-    x_masked: torch.Tensor
     taps: LayerTaps
-    lambda_act: float = 10.0
+    lambda_act: float = 1.0
     lambda_grad: float = 10.0
+    generator: torch.Generator | None = None
+
+    @cached_property
+    def x_masked(self) -> torch.Tensor:
+        return permute_scrambled(self.x, self.scrambled, self.generator or torch.Generator().manual_seed(0))
 
 
 Loss = Callable[[Step], dict[str, torch.Tensor]]

@@ -3,7 +3,8 @@ batches, as ratios measured in one process (goal: actdiff ≤ 2.2×, since it ne
 forward pass over the masked images).
 
 The baseline is a bare Adam step on the cross-entropy of the differentiable model. Each loss
-runs the training loop's step: x_masked (permutation), the loss, backward, Adam. Epochs are
+runs the training loop's step: the loss (with x_masked, the permutation, when it uses it),
+backward, Adam. Epochs are
 interleaved and the best of ``--repeats`` is kept for each.
 
 Usage: python tests/bench/finetune_bench.py [--images 500] [--model sample_models/biased.onnx]
@@ -56,14 +57,13 @@ def plain_epoch(model: torch.nn.Module, data: list[tuple]) -> float:
 def loss_epoch(model: torch.nn.Module, name: str, data: list[tuple]) -> float:
     from audit.finetune.layers import LayerTaps
     from audit.finetune.losses import Step, losses
-    from audit.finetune.masking import permute_scrambled
 
     loss, taps = losses.get(name), LayerTaps(model, ["features"])
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(0)
     start = time.perf_counter()
     for x, y, scrambled, has_mask in data:
-        step = Step(model, x, y, scrambled, has_mask, permute_scrambled(x, scrambled, generator), taps, 1.0, 10.0)
+        step = Step(model, x, y, scrambled, has_mask, taps, 1.0, 10.0, generator)
         optimiser.zero_grad(set_to_none=True)
         loss(step)["total"].backward()
         optimiser.step()

@@ -30,8 +30,10 @@ class Linear2(nn.Module):
 
 def _step(model: nn.Module, x, x_masked, labels, has_mask, scrambled, **weights) -> Step:
     x, x_masked = torch.tensor(x).reshape(-1, 1, 1, 2), torch.tensor(x_masked).reshape(-1, 1, 1, 2)
-    return Step(model, x, torch.tensor(labels), torch.tensor(scrambled).reshape(-1, 1, 2), torch.tensor(has_mask),
-                x_masked, LayerTaps(model, ["features"]), **weights)
+    step = Step(model, x, torch.tensor(labels), torch.tensor(scrambled).reshape(-1, 1, 2), torch.tensor(has_mask),
+                LayerTaps(model, ["features"]), **weights)
+    step.x_masked = x_masked  # hand-made, instead of a random permutation
+    return step
 
 
 def test_actdiff_penalty_is_the_mean_l2_distance_averaged_over_layers() -> None:

@@ -27,7 +27,7 @@ class Linear2(nn.Module):
 def _step(has_mask: bool) -> Step:
     model = Linear2()
     x = torch.tensor([[1.0, 2.0]]).reshape(1, 1, 1, 2)
-    return Step(model, x, torch.tensor([1]), torch.tensor([[[False, True]]]), torch.tensor([has_mask]), x,
+    return Step(model, x, torch.tensor([1]), torch.tensor([[[False, True]]]), torch.tensor([has_mask]),
                 LayerTaps(model, ["features"]), lambda_grad=10.0)
 
 
