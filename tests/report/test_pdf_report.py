@@ -120,3 +120,12 @@ def test_results_without_required_sections_are_rejected(report: Report, tmp_path
     with pytest.raises(AuditError, match=r"results\.json: missing methods"):
         write_report(results, report.run_dir, tmp_path / "x.pdf")
     assert not (tmp_path / "x.pdf").exists()
+
+
+def test_numbers_and_intervals_are_formatted_for_reading() -> None:
+    from audit.report.pdf.text import escape, interval, percent
+
+    assert number(5.93268) == "5.933" and number(None) == "n/a" and number(float("nan")) == "n/a" and number(True) == "n/a"
+    assert interval([1.5, 2.25]) == "1.500–2.250" and interval([-0.5, 0.25]) == "-0.500 to 0.250" and interval(None) == ""
+    assert with_interval(None, [1, 2]) == "n/a" and percent(0.5) == "50.0%"
+    assert escape("<b>&co") == "&lt;b&gt;&amp;co"

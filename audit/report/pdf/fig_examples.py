@@ -61,13 +61,13 @@ def _cell(ax: Any, group: dict[str, np.ndarray], i: int, classes: list[str]) -> 
     ax.imshow(picture, interpolation="nearest")
 
     def name(k: int) -> str:
-        return shorten(classes[k] if 0 <= k < len(classes) else (str(k) if k >= 0 else "?"), 16)
+        return shorten(classes[k] if 0 <= k < len(classes) else (str(k) if k >= 0 else "?"), 14)
 
     score = group["score"][i]
     lines = [
         shorten(str(group["path"][i]).replace("\\", "/").rsplit("/", 1)[-1], 18),
         f"true {name(int(group['label'][i]))}",
-        f"pred. {name(int(group['prediction'][i]))}",
+        f"pred {name(int(group['prediction'][i]))}",
         f"E = {score:.2f}" if is_number(float(score)) else "E = n/a",
     ]
     ax.set_title("\n".join(plain(line) for line in lines), fontsize=5.5, fontweight="normal", linespacing=1.15, pad=2)
@@ -86,8 +86,8 @@ def _grid(method: str, maps: Maps, classes: list[str]) -> Figure:
         "predicted class, and E, the image's artefact enrichment (share of saliency on the artefact over its share of "
         "the area; 1 = chance).",
     )
-    fig, axes = plot.new(len(GROUPS), COLUMNS + 1, height=1.5 * len(GROUPS) + 0.35, squeeze=False,
-                         gridspec_kw={"width_ratios": [0.55] + [1] * COLUMNS, "hspace": 0.55, "wspace": 0.08})
+    fig, axes = plot.new(len(GROUPS), COLUMNS + 1, height=1.3 * len(GROUPS) + 0.3, width=6.4, squeeze=False,
+                         gridspec_kw={"width_ratios": [0.55] + [1] * COLUMNS, "hspace": 0.62, "wspace": 0.16})
     for row, group_name in enumerate(GROUPS):
         group = maps.groups[group_name]
         label_ax = axes[row, 0]

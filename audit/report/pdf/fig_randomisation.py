@@ -10,7 +10,7 @@ from audit.report.pdf import plot, style
 from audit.report.pdf.plot import Figure
 from audit.report.pdf.text import get, is_number, plain, shorten
 
-MAX_TICKS = 28
+MAX_TICKS = 40
 
 
 def _ticks(ax: Any, names: list[str]) -> None:
@@ -25,12 +25,12 @@ def randomisation(results: dict[str, Any]) -> Figure:
         "Randomisation sanity check",
         "Spearman rank correlation between each method's original maps (absolute values) and its maps after model "
         "layers are re-initialised to random weights (Adebayo et al. 2018; drawn as Cohen et al. 2021, Fig. 5); line: "
-        "mean over the checked images, band: ± one standard deviation. Left (cascading): layers are re-initialised one "
-        "more at a time from the output towards the input. Right (independent): one layer at a time, the rest as "
+        "mean over the checked images, band: ± one standard deviation. Top (cascading): layers are re-initialised one "
+        "more at a time from the output towards the input. Bottom (independent): one layer at a time, the rest as "
         "trained. A trustworthy method falls quickly towards 0; a method that stays high after the network is "
         "randomised shows the image rather than what the model learned, and its other numbers deserve less weight.",
     )
-    fig, axes = plot.new(1, 2, height=2.9, gridspec_kw={"wspace": 0.25})
+    fig, axes = plot.new(2, 1, height=5.8, gridspec_kw={"hspace": 0.85})
     drawn, lowest = False, 0.0
     for ax, kind, title in ((axes[0], "cascading", "cascading (output → input)"), (axes[1], "independent", "independent (one layer)")):
         ax.set_title(title, fontsize=7.5)
@@ -59,8 +59,9 @@ def randomisation(results: dict[str, Any]) -> Figure:
         return plot.unavailable(figure, "Unavailable: " + "; ".join(figure.notes or ["no saliency method was run"]))
     for ax in axes:
         ax.set_ylim(max(-1.05, min(-0.25, lowest - 0.05)), 1.05)
-    axes[0].set_ylabel("Spearman ρ with original map")
-    axes[1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    for ax in axes:
+        ax.set_ylabel("Spearman ρ with original map")
+    axes[0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     images = {get(e, "randomization", "images") for e in results["methods"].values()} - {None}
     if images:
         figure.notes.append(f"images checked: {', '.join(str(i) for i in sorted(images))}")

@@ -29,14 +29,14 @@ WIDTH = 174 * mm
 
 # (column title, width, keys inside methods.M, keys of its CI or None)
 HEADLINES: tuple[tuple[str, float, tuple[str | int, ...], tuple[str | int, ...] | None], ...] = (
-    ("enrichment (1 = chance)", 22 * mm, ("artefact", "enrichment", "overall"), ("artefact", "enrichment", "ci95")),
-    ("peak share", 18 * mm, ("artefact", "peak_share", "overall"), ("artefact", "peak_share", "ci95")),
-    ("mean saliency (z)", 19 * mm, ("artefact", "mean_saliency", "overall"), ("artefact", "mean_saliency", "ci95")),
-    ("AURRAC", 16 * mm, ("aurrac", "value"), None),
-    ("IoU", 19 * mm, ("region", "iou", "mean"), ("region", "iou", "ci95")),
-    ("pointing game", 19 * mm, ("region", "pointing_game", "mean"), ("region", "pointing_game", "ci95")),
-    ("saliency vs ablation ρ", 20 * mm, ("saliency_vs_ablation", "spearman"), None),
-    ("ρ, randomised model", 21 * mm, ("randomization", "cascading", -1, "spearman"), ("randomization", "cascading", -1, "ci95")),
+    ("enrichment (1 = chance)", 21 * mm, ("artefact", "enrichment", "overall"), ("artefact", "enrichment", "ci95")),
+    ("peak share", 17 * mm, ("artefact", "peak_share", "overall"), ("artefact", "peak_share", "ci95")),
+    ("mean saliency (z)", 21 * mm, ("artefact", "mean_saliency", "overall"), ("artefact", "mean_saliency", "ci95")),
+    ("AURRAC", 14 * mm, ("aurrac", "value"), None),
+    ("IoU", 20 * mm, ("region", "iou", "mean"), ("region", "iou", "ci95")),
+    ("pointing game", 20 * mm, ("region", "pointing_game", "mean"), ("region", "pointing_game", "ci95")),
+    ("saliency vs ablation ρ", 19 * mm, ("saliency_vs_ablation", "spearman"), None),
+    ("ρ, randomised model", 25 * mm, ("randomization", "cascading", -1, "spearman"), ("randomization", "cascading", -1, "ci95")),
 )
 METHOD_WIDTH = WIDTH - sum(width for _, width, _, _ in HEADLINES)
 

@@ -54,11 +54,11 @@ def percent(value: Any, digits: int = 1) -> str:
 
 
 def interval(ci: Any, digits: int = 3, scale: str = "number") -> str:
-    """A 95% interval [low, high] as ``low–high``; empty when missing."""
+    """A 95% interval [low, high] as ``low–high`` (``low to high`` when a bound is negative); empty when missing."""
     if not isinstance(ci, (list, tuple)) or len(ci) != 2 or not all(is_number(v) for v in ci):
         return ""
     show = percent if scale == "percent" else number
-    return f"{show(ci[0], digits)}–{show(ci[1], digits)}"
+    return f"{show(ci[0], digits)}{' to ' if min(ci) < 0 else '–'}{show(ci[1], digits)}"
 
 
 def with_interval(value: Any, ci: Any, digits: int = 3, scale: str = "number") -> str:

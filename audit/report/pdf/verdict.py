@@ -52,7 +52,7 @@ def flip_rate(results: dict[str, Any]) -> tuple[float | None, list[float] | None
     if not is_number(mean):
         return None, None, 0
     ci = [max(0.0, 1 - high), min(1.0, 1 - low)] if is_number(low) and is_number(high) else None
-    return 1 - mean, ci, int(unchanged.get("n") or 0)
+    return round(1 - mean, 12), ci, int(unchanged.get("n") or 0)  # 1 − 0.9 is 0.0999…: keep the threshold exact
 
 
 def salient_methods(results: dict[str, Any]) -> list[str]:
@@ -104,7 +104,7 @@ def finding(results: dict[str, Any]) -> Finding:
         headline = "Saliency points at the artefact (not confirmed by ablation)" if salient else "No sign of artefact use in the saliency maps (no ablation)"
         return Finding("salient" if salient else "unknown", headline, saliency + " No artefact ablation could be run to test the model directly." + gap)
     flipped = f"Replacing the artefact with the image's mean colour changes {percent(flips)} of the predictions" + (
-        f" (95% CI {percent(ci[0])}–{percent(ci[1])}, n = {n})" if ci else f" (n = {n})"
+        f" (95% CI {percent(ci[0])}–{percent(ci[1])}, n = {n}; threshold for reliance {FLIP_RATE:.0%})" if ci else f" (n = {n}; threshold for reliance {FLIP_RATE:.0%})"
     )
     delta = get(results, "ablation", "artefact", "delta_probability", "mean")
     drop = ""
