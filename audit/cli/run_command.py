@@ -21,6 +21,8 @@ def run(
     regions: Optional[Path] = typer.Option(None, "--regions", help="Region-of-interest masks: where the evidence should be."),
     method: list[str] = typer.Option(["gradient"], "--method", "-m", help="Saliency method (repeatable); `audit plugins` lists them."),
     option: list[str] = typer.Option([], "--option", "-o", help="Method option METHOD.KEY=VALUE (repeatable)."),
+    counterfactuals: bool = typer.Option(False, "--counterfactuals", help="Add Latent Shift counterfactual maps (method latentshift-max); needs --autoencoder."),
+    autoencoder: Optional[Path] = typer.Option(None, "--autoencoder", help="Autoencoder for the latentshift-* methods (audit train-autoencoder)."),
     target: str = typer.Option("predicted", "--target", help="Class to explain: predicted, label or a class index."),
     out: Path = typer.Option(Path("audit-out"), "--out", help="Output folder."),
     input_size: Optional[tuple[int, int]] = typer.Option(None, "--input-size", help="H W, when the model does not declare it."),
@@ -37,7 +39,7 @@ def run(
     mask_dilate: int = typer.Option(0, "--mask-dilate", min=0, help="Dilate masks by this many pixels."),
     mask_blur: float = typer.Option(0.0, "--mask-blur", min=0.0, help="Gaussian σ of the mask blur rule (Viviano et al.)."),
     fail_on: list[str] = typer.Option([], "--fail-on", help="Fail (exit 1) when this holds, e.g. 'methods.gradient.artefact.enrichment.overall > 2' (repeatable)."),
-    allow_missing: Optional[bool] = typer.Option(None, "--allow-missing/--no-allow-missing", help="A check on a null metric passes instead of failing."),
+    allow_missing: Optional[bool] = typer.Option(None, "--allow-missing/--no-allow-missing", help="A check on a null metric is skipped instead of failing."),
     config: Optional[Path] = typer.Option(None, "--config", help="Gate config (default: audit.toml or [tool.audit] in pyproject.toml here)."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Write the gate checks as JUnit XML."),
     report: Optional[Path] = typer.Option(None, "--report", help="PDF report path (default OUT/report.pdf)."),
@@ -49,13 +51,19 @@ def run(
     from audit.data.dataset import open_dataset
     from audit.models.loader import ModelOptions, load_classifier
     from audit.pipeline import RunConfig, run_audit
-    from audit.report.gate import evaluate_gate, gate_checks, write_junit
+    from audit.report.gate import evaluate_gate, gate_checks, validate_expressions, write_junit
     from audit.report.pdf import write_report
     from audit.report.results_file import dumps, write_results
 
     err = Console(stderr=True)
     shown = Console(stderr=json_out)
     expressions, allow = gate_checks(fail_on, config, Path.cwd(), allow_missing)
+    chosen = latent_shift_methods(list(method), counterfactuals, autoencoder)
+    per_method = method_options(option, chosen)
+    for name in chosen:
+        if name.startswith("latentshift-") and autoencoder is not None:
+            per_method.setdefault(name, {}).setdefault("autoencoder", str(autoencoder))
+    validate_expressions(expressions, methods=chosen)
     names = tuple(n.strip() for n in class_names.split(",")) if class_names else None
     options = ModelOptions(
         input_size=input_size,
@@ -82,8 +90,8 @@ def run(
     if names is None and len(dataset.classes) == classifier.num_classes:
         classifier.class_names = list(dataset.classes)
     run_config = RunConfig(
-        methods=list(dict.fromkeys(method)),
-        method_options=method_options(option, list(method)),
+        methods=chosen,
+        method_options=per_method,
         target=target,
         batch_size=batch_size,
         seed=seed,
@@ -104,8 +112,8 @@ def run(
     if expressions:
         results["gate"] = evaluate_gate(results, expressions, allow)
         write_results(results, out / "results.json")
-        if junit is not None:
-            write_junit(results["gate"], junit)
+    if junit is not None:
+        write_junit(results.get("gate", {"checks": [], "passed": True, "allow_missing": allow}), junit)
     report_path = write_report(results, out, report or out / "report.pdf")
     if json_out:
         sys.stdout.write(dumps(results) + "\n")
@@ -113,6 +121,17 @@ def run(
         print_summary(shown, results, out, report_path)
     if expressions and not results["gate"]["passed"]:
         raise typer.Exit(1)
+
+
+def latent_shift_methods(chosen: list[str], counterfactuals: bool, autoencoder: Path | None) -> list[str]:
+    """``--counterfactuals`` adds latentshift-max; every latentshift-* method needs ``--autoencoder``."""
+    from audit.errors import AuditError
+
+    if counterfactuals:
+        chosen = [*chosen, "latentshift-max"]
+    if autoencoder is None and any(name.startswith("latentshift-") for name in chosen):
+        raise AuditError("Latent Shift counterfactuals need --autoencoder AE.pt (train one with `audit train-autoencoder`)")
+    return list(dict.fromkeys(chosen))
 
 
 def register(app: typer.Typer) -> None:

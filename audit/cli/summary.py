@@ -7,6 +7,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 
 def _number(value: Any) -> str:
@@ -52,7 +53,7 @@ def _gate_table(gate: dict[str, Any]) -> Table:
     for check in gate["checks"]:
         style = {"pass": "green", "fail": "bold red"}.get(check["outcome"], "yellow")
         outcome = check["outcome"] + (f" ({check['reason']})" if check.get("reason") else "")
-        table.add_row(check["expression"], _number(check.get("value")), f"[{style}]{outcome}[/]")
+        table.add_row(Text(check["expression"]), _number(check.get("value")), Text(outcome, style=style))
     return table
 
 
