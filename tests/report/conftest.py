@@ -11,7 +11,7 @@ import torch
 from pypdf import PdfReader
 
 ROOT = Path(__file__).resolve().parents[2]
-ODD_CLASSES = ["<b>&co", "two $x$ crosses"]  # markup for reportlab and mathtext for matplotlib
+ODD_CLASSES = ["<b>&co", "two $\\x_$ crosses"]  # markup for reportlab, broken mathtext for matplotlib
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -20,6 +21,7 @@ from audit.report.pdf.inputs import RunFiles, load_run_files
 from audit.report.pdf.plot import Figure
 from audit.report.pdf.style import STYLES
 from audit.report.pdf.text import escape, get
+from audit.report.results_file import dumps
 
 MARGIN = 18 * mm
 FRAME_HEIGHT = A4[1] - 2 * MARGIN - 6 * mm
@@ -123,6 +125,7 @@ def write_report(results: dict[str, Any], run_dir: Path, out: Path) -> Path:
     """Write the PDF report of ``results`` to ``out``; ``run_dir`` holds ``maps/`` and ``per_image.csv``."""
     run_dir, out = Path(run_dir), Path(out)
     check_results(results, run_dir / "results.json")
+    results = json.loads(dumps(results))  # exactly what results.json holds: plain numbers, NaN as null
     style.register_fonts()
     files = load_run_files(run_dir, list(results["methods"]))
     model = PurePath(str(get(results, "model", "path") or "model")).name
@@ -135,6 +138,9 @@ def write_report(results: dict[str, Any], run_dir: Path, out: Path) -> Path:
         str(temporary), pagesize=A4, leftMargin=MARGIN, rightMargin=MARGIN, topMargin=MARGIN, bottomMargin=MARGIN + 4 * mm,
         title=f"Artefact audit: {model}", author="audit", subject="Saliency audit of an image classifier",
     )
-    document.build(story(results, files), canvasmaker=_footer_canvas(footer))
-    temporary.replace(out)
+    try:
+        document.build(story(results, files), canvasmaker=_footer_canvas(footer))
+        temporary.replace(out)
+    finally:
+        temporary.unlink(missing_ok=True)
     return out

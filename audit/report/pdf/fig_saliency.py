@@ -115,6 +115,7 @@ def mean_maps(results: dict[str, Any], files: RunFiles) -> Figure:
     if not methods:
         reasons = "; ".join(files.maps_missing.values()) or "no saliency method was run"
         return plot.unavailable(figure, f"Unavailable: {reasons}.")
+    figure.notes += [f"{method}: not shown, {reason}" for method, reason in files.maps_missing.items()]
     classes = class_names(results)
     count = len(files.maps[methods[0]].mean_by_class)
     cols = min(count, MAP_COLUMNS)
