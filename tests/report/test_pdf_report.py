@@ -87,8 +87,9 @@ def test_appendix_has_definitions_versions_and_seed(report: Report) -> None:
     assert "at least 10% of the predictions" in text  # the finding's threshold, stated
 
 
-def test_gate_outcomes_are_shown(report: Report, tmp_path: Path) -> None:
+def test_gate_outcomes_and_null_metrics_are_shown(report: Report, tmp_path: Path) -> None:
     results = copy.deepcopy(report.results)
+    results["methods"]["gradient"]["aurrac"].update(value=None, reason="no labelled image has an artefact mask")
     results["gate"] = {
         "checks": [
             {"expression": "methods.gradient.artefact.enrichment.overall > 2.0", "value": 5.25, "outcome": "fail", "reason": "5.250 > 2.0"},
@@ -101,6 +102,7 @@ def test_gate_outcomes_are_shown(report: Report, tmp_path: Path) -> None:
     assert "methods.gradient.artefact.enrichment.overall > 2.0" in first and "5.250" in first
     assert "performance.auc < 0.8" in first and "PASS" in first
     assert "no gate" not in first
+    assert "n/a: gradient, AURRAC: no labelled image has an artefact mask" in first
 
 
 def test_report_without_maps_or_per_image_table_says_so_in_place(report: Report, tmp_path: Path) -> None:

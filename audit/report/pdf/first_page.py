@@ -32,11 +32,11 @@ HEADLINES: tuple[tuple[str, float, tuple[str | int, ...], tuple[str | int, ...] 
     ("enrichment (1 = chance)", 21 * mm, ("artefact", "enrichment", "overall"), ("artefact", "enrichment", "ci95")),
     ("peak share", 17 * mm, ("artefact", "peak_share", "overall"), ("artefact", "peak_share", "ci95")),
     ("mean saliency (z)", 21 * mm, ("artefact", "mean_saliency", "overall"), ("artefact", "mean_saliency", "ci95")),
-    ("AURRAC", 14 * mm, ("aurrac", "value"), None),
+    ("AURRAC", 16 * mm, ("aurrac", "value"), None),
     ("IoU", 20 * mm, ("region", "iou", "mean"), ("region", "iou", "ci95")),
     ("pointing game", 20 * mm, ("region", "pointing_game", "mean"), ("region", "pointing_game", "ci95")),
     ("saliency vs ablation ρ", 19 * mm, ("saliency_vs_ablation", "spearman"), None),
-    ("ρ, randomised model", 25 * mm, ("randomization", "cascading", -1, "spearman"), ("randomization", "cascading", -1, "ci95")),
+    ("ρ, randomised model", 23 * mm, ("randomization", "cascading", -1, "spearman"), ("randomization", "cascading", -1, "ci95")),
 )
 METHOD_WIDTH = WIDTH - sum(width for _, width, _, _ in HEADLINES)
 
