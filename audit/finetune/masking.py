@@ -40,18 +40,23 @@ def scrambled_pixels(batch: Batch, mode: str, selected: set[str] | None = None) 
 def permute_scrambled(x: torch.Tensor, scrambled: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """x_masked: in each image, the ``scrambled`` pixels permuted among themselves.
 
-    x: (N, C, H, W); scrambled: (N, H, W) bool. Vectorised: per image, sorting random keys of
-    the scrambled pixels (kept pixels get keys 2 + position, so they sort last, in place) gives
-    a random order of the scrambled positions; a stable sort of ``kept`` lists the same
-    positions in order; pixel j of the first list moves to position j of the second.
+    x: (N, C, H, W); scrambled: (N, H, W) bool. Vectorised, one sort per batch: sorting random
+    integer keys of the scrambled pixels (in [0, 2^30); kept pixels get 2^30 + position, so
+    they sort last, in place) gives a random order of the scrambled positions; a running count
+    lists the same positions in order (scrambled first, then kept); pixel j of the first list
+    moves to position j of the second.
     """
     n, channels, height, width = x.shape
-    flat_scrambled = scrambled.reshape(n, height * width)
-    position = torch.arange(height * width, dtype=torch.float32).expand(n, -1)
-    random_keys = torch.rand(n, height * width, generator=generator)
-    source = torch.where(flat_scrambled, random_keys, 2 + position / (height * width)).argsort(dim=1)
-    target = (~flat_scrambled).to(torch.uint8).argsort(dim=1, stable=True)
-    flat = x.reshape(n, channels, height * width)
+    size = height * width
+    flat_scrambled = scrambled.reshape(n, size)
+    position = torch.arange(size, dtype=torch.int32).expand(n, -1)
+    keys = torch.randint(0, 1 << 30, (n, size), generator=generator, dtype=torch.int32)
+    source = torch.where(flat_scrambled, keys, (1 << 30) + position).argsort(dim=1)
+    scrambled_rank = flat_scrambled.cumsum(dim=1) - 1
+    kept_rank = flat_scrambled.sum(dim=1, keepdim=True) + (~flat_scrambled).cumsum(dim=1) - 1
+    target = torch.empty((n, size), dtype=torch.int64)
+    target.scatter_(1, torch.where(flat_scrambled, scrambled_rank, kept_rank), position.long())
+    flat = x.reshape(n, channels, size)
     out = torch.empty_like(flat)
     out.scatter_(2, target[:, None].expand(-1, channels, -1), flat.gather(2, source[:, None].expand(-1, channels, -1)))
     return out.reshape_as(x)

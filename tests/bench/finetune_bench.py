@@ -4,8 +4,8 @@ forward pass over the masked images).
 
 The baseline is a bare Adam step on the cross-entropy of the differentiable model. Each loss
 runs the training loop's step: the loss (with x_masked, the permutation, when it uses it),
-backward, Adam. Epochs are
-interleaved and the best of ``--repeats`` is kept for each.
+backward, Adam. The variants are interleaved batch by batch (the machine may be shared) and
+the best of ``--repeats`` epochs is kept for each.
 
 Usage: python tests/bench/finetune_bench.py [--images 500] [--model sample_models/biased.onnx]
 """
@@ -44,30 +44,47 @@ def batches(args: argparse.Namespace, classifier) -> list[tuple]:
     return out
 
 
-def plain_epoch(model: torch.nn.Module, data: list[tuple]) -> float:
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
-    start = time.perf_counter()
-    for x, y, _, _ in data:
-        optimiser.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        optimiser.step()
-    return time.perf_counter() - start
+class Plain:
+    """The baseline: a bare Adam step on the cross-entropy."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model, self.optimiser = model, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, scrambled: torch.Tensor, has_mask: torch.Tensor) -> None:
+        self.optimiser.zero_grad(set_to_none=True)
+        F.cross_entropy(self.model(x), y).backward()
+        self.optimiser.step()
 
 
-def loss_epoch(model: torch.nn.Module, name: str, data: list[tuple]) -> float:
-    from audit.finetune.layers import LayerTaps
-    from audit.finetune.losses import Step, losses
+class WithLoss(Plain):
+    """The training loop's step with a registered loss."""
 
-    loss, taps = losses.get(name), LayerTaps(model, ["features"])
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
-    generator = torch.Generator().manual_seed(0)
-    start = time.perf_counter()
-    for x, y, scrambled, has_mask in data:
-        step = Step(model, x, y, scrambled, has_mask, taps, 1.0, 10.0, generator)
-        optimiser.zero_grad(set_to_none=True)
-        loss(step)["total"].backward()
-        optimiser.step()
-    return time.perf_counter() - start
+    def __init__(self, model: torch.nn.Module, name: str) -> None:
+        from audit.finetune.layers import LayerTaps
+        from audit.finetune.losses import losses
+
+        super().__init__(model)
+        self.loss, self.taps = losses.get(name), LayerTaps(model, ["features"])
+        self.generator = torch.Generator().manual_seed(0)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, scrambled: torch.Tensor, has_mask: torch.Tensor) -> None:
+        from audit.finetune.losses import Step
+
+        self.optimiser.zero_grad(set_to_none=True)
+        self.loss(Step(self.model, x, y, scrambled, has_mask, self.taps, 1.0, 10.0, self.generator))["total"].backward()
+        self.optimiser.step()
+
+
+def epoch_seconds(runners: dict[str, Plain], data: list[tuple]) -> dict[str, float]:
+    """One epoch for every runner, interleaved batch by batch so that load from other processes
+    falls on all of them alike."""
+    seconds = dict.fromkeys(runners, 0.0)
+    for batch in data:
+        for name, runner in runners.items():
+            start = time.perf_counter()
+            runner.step(*batch)
+            seconds[name] += time.perf_counter() - start
+    return seconds
 
 
 def main() -> None:
@@ -84,13 +101,11 @@ def main() -> None:
     classifier = load_classifier(args.model)
     data = batches(args, classifier)
     start = classifier.differentiable
-    plain_epoch(copy.deepcopy(start), data[:2])  # warm-up
-    times: dict[str, list[float]] = {"plain": [], **{name: [] for name in LOSSES}}
-    for _ in range(args.repeats):
-        times["plain"].append(plain_epoch(copy.deepcopy(start), data))
-        for name in LOSSES:
-            times[name].append(loss_epoch(copy.deepcopy(start), name, data))
-    best = {name: min(values) for name, values in times.items()}
+    runners: dict[str, Plain] = {"plain": Plain(copy.deepcopy(start))}
+    runners.update({name: WithLoss(copy.deepcopy(start), name) for name in LOSSES})
+    epoch_seconds(runners, data[:2])  # warm-up
+    epochs = [epoch_seconds(runners, data) for _ in range(args.repeats)]
+    best = {name: min(e[name] for e in epochs) for name in runners}
     report = {
         "images": sum(len(b[1]) for b in data),
         "threads": torch.get_num_threads(),

@@ -1,15 +1,15 @@
 """The paper's headline on the synthetic data (Viviano et al. 2019, Table 1): actdiff moves the
 biased sample model off the box; plain training for the same epochs does not.
 
-Measured with the defaults (Adam lr 1e-3, λ_act 1, batch 32, blur σ 0.5, 500 train / 128 valid
-images, seed 0) on 2 shared CPU cores: validation AUC 0.00 → 0.60 after 10 epochs, ≥ 0.90 from
-epoch 24, 0.95 after 30 (≈ 3.2 s per actdiff epoch under load); the control stays at 0.00.
-The default test runs the first 12 epochs; AUDIT_FULL_HEADLINE=1 runs the full 30-epoch budget.
+Budget, measured with the defaults (Adam lr 1e-3, λ_act 1, batch 32, blur σ 0.5, 500 train /
+128 valid images, seed 0, one torch thread): validation AUC 0.00 → 0.64 after 10 epochs, 0.90
+at epoch 18, 0.95 at epoch 24, 0.98 at epoch 30; 0.87 s per actdiff epoch and 0.37 s per
+control epoch on an idle core (about 3× that when the 2 cores are shared). The control stays
+at 0.00 throughout. The test runs 24 epochs (≈ 30 s idle, ≈ 90 s under load).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -22,15 +22,11 @@ from audit.finetune.training import TrainConfig
 from audit.models.loader import ModelOptions, load_classifier
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_models"
-FULL = os.environ.get("AUDIT_FULL_HEADLINE") == "1"
+EPOCHS = 24
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("epochs, at_least", [
-    (12, 0.6),
-    pytest.param(30, 0.9, marks=pytest.mark.skipif(not FULL, reason="full headline: set AUDIT_FULL_HEADLINE=1 (~3 min)")),
-])
-def test_actdiff_fixes_the_biased_model_and_plain_training_does_not(epochs: int, at_least: float, tmp_path: Path) -> None:
+def test_actdiff_fixes_the_biased_model_and_plain_training_does_not(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     root = make_synthetic(tmp_path / "data", seed=0, n_train=500, n_valid=128, n_test=2)
     classifier = load_classifier(SAMPLES / "biased.onnx")
@@ -38,10 +34,10 @@ def test_actdiff_fixes_the_biased_model_and_plain_training_does_not(epochs: int,
     train = open_dataset(root / "train" / "images", size=size, channels=1, regions=root / "train" / "regions", mask_blur=0.5)
     valid = open_dataset(root / "valid" / "images", size=size, channels=1, regions=root / "valid" / "regions",
                          masks=root / "valid" / "artefacts")
-    config = ExperimentConfig(TrainConfig(loss="actdiff", epochs=epochs, patience=epochs))
+    config = ExperimentConfig(TrainConfig(loss="actdiff", epochs=EPOCHS, patience=EPOCHS))
     results = run_experiment(classifier, ModelOptions(), train, valid, config, tmp_path / "out")
     assert results["before"]["valid"]["auc"] < 0.2
-    assert results["after"]["valid"]["auc"] >= at_least
+    assert results["after"]["valid"]["auc"] >= 0.9
     assert results["control"]["valid"]["auc"] < 0.3
     assert results["after"]["valid"]["enrichment"] < results["control"]["valid"]["enrichment"]
     assert results["verdict"]["generalisation"] == "improved"
