@@ -44,7 +44,7 @@ def _files(title: str, entries: list[dict[str, Any]]) -> list[Flowable]:
 def appendix(results: dict[str, Any]) -> list[Flowable]:
     flowables: list[Flowable] = [P("Appendix", "h1"), P("A. How the finding on the first page is decided", "h2")]
     flowables += [P(f"• {escape(rule)}") for rule in THRESHOLDS]
-    flowables.append(P("B. Metric definitions", "h2"))
+    flowables.append(P("B. Metric definitions (results.json keys; M is the method's name)", "h2"))
     rows = [[T("metric", "cell_head"), T("definition", "cell_head"), T("source", "cell_head")]]
     for name, key, definition, source in METRICS:
         rows.append([
