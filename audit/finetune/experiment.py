@@ -4,7 +4,9 @@ same epochs and seeds, and an honest verdict.
 Viviano et al. (2019) ask whether steering attribution away from a distractor improves
 generalisation or only the saliency maps, and find the two need not agree. So every run trains
 the chosen loss and plain classification (``none``) from the same starting weights with the
-same seeds, epochs, data order and selection rule, and compares, on the validation set:
+same seeds, data order and selection rule, and for exactly as many epochs as the loss trained
+(early stopping applies to the loss; the control then runs that many epochs), and compares, on
+the validation set:
 accuracy and AUROC, and the audit metrics of ``audit run`` with the gradient method
 (enrichment of saliency on the artefact, IoU of the saliency peak with the regions).
 Model selection uses the same validation split for both arms, so their numbers are optimistic
@@ -150,10 +152,13 @@ def run_experiment(
     for seed in seeds:
         selected = select_masks(with_masks, config.mask_fraction, seed)
         data = TrainingData(train_split, classifier.spec, tc.mode, selected)
+        trained = tc.epochs
         for arm in arms:
             model = copy.deepcopy(start)
             model.load_state_dict(start_state)
             run = replace(tc, loss=arm, seed=seed)
+            if arm != tc.loss:  # the control trains exactly as many epochs as the loss did
+                run = replace(run, epochs=trained, patience=None)
             progress.on_run(arm, seed, tc.epochs)
             result = train(model, losses.get(arm), data, valid_split, run, out / "checkpoints" / f"{arm}-seed{seed}.pt",
                            on_batch=progress.on_batch, on_epoch=progress.on_epoch)
@@ -164,6 +169,7 @@ def run_experiment(
                               "seconds": round(sum(h.seconds for h in result.history), 2),
                               "masks_used": len(selected) if selected is not None else len(with_masks)})
             histories[arm][seed] = [asdict(h) for h in result.history]
+            trained = len(result.history)
             if seed == seeds[0]:
                 maps[arm] = saliency_examples(model, example_x)
                 if arm == tc.loss:

@@ -40,6 +40,7 @@ def test_finetune_writes_results_report_and_a_loadable_model(synthetic_root, tin
         assert {"accuracy", "enrichment", "iou"} <= set(block)
     assert results["after"]["loss"] == "actdiff" and results["control"]["loss"] == "none"
     assert [len(h) for h in results["after"]["history"].values()] == [2, 2]
+    assert [len(h) for h in results["control"]["history"].values()] == [2, 2]
     verdict = results["verdict"]
     assert {"generalisation", "saliency", "agree", "sentence"} <= set(verdict)
     assert verdict["sentence"].split()[0] == stdout.split()[0] == "Validation"
