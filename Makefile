@@ -36,6 +36,7 @@ test: install
 
 bench: install
 	$(PY) tests/bench/run.py
+	$(PY) tests/bench/counterfactual_bench.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) bench-out

@@ -7,8 +7,9 @@ unsigned integer by its maximum), bool → 0/1, floats as they are. Float data m
 [0, 1]; values outside it (or NaN) raise ``AuditError`` rather than being clipped, because a
 silent clip hides a wrong scaling. Signed integers raise too: their scale is not known.
 
-Built-ins: PNG and JPEG (imageio, as scikit-image uses; palette images come back as RGB, the
-alpha of LA / RGBA is dropped), TIFF (tifffile, first page), NPY (``np.load`` without pickle;
+Built-ins: PNG and JPEG (Pillow, read directly: imageio re-runs its plugin imports on every
+call, a third of the loading time; palette and CMYK images come back as RGB, the alpha of
+LA / RGBA is dropped, 16-bit PNG stays 16-bit), TIFF (tifffile, first page), NPY (``np.load`` without pickle;
 the array is taken as it is, any channel count). A plugin claims other extensions::
 
     [project.entry-points."audit.readers"]
@@ -22,9 +23,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Protocol
 
-import imageio.v3 as iio
 import numpy as np
 import tifffile
+from PIL import Image
 
 from audit.errors import AuditError
 from audit.registry import Registry
@@ -68,22 +69,30 @@ def drop_alpha(array: np.ndarray) -> np.ndarray:
     return array
 
 
-class _ImageioReader:
-    """PNG / JPEG through imageio (first frame)."""
+#: Pillow modes whose pixels numpy takes as they are; any other mode is converted to RGB.
+_DIRECT_MODES = {"1", "L", "LA", "RGB", "RGBA", "I;16", "I;16B", "I;16L"}
+
+
+class _PillowReader:
+    """PNG / JPEG through Pillow (first frame)."""
 
     extensions: ClassVar[tuple[str, ...]] = ()
 
     def read(self, path: Path) -> np.ndarray:
-        return to_unit_range(drop_alpha(iio.imread(path, index=0)), path)
+        with Image.open(path) as image:
+            if image.mode not in _DIRECT_MODES:
+                image = image.convert("RGBA" if image.mode == "P" and "transparency" in image.info else "RGB")
+            array = np.asarray(image)
+        return to_unit_range(drop_alpha(array), path)
 
 
 @readers.register("png")
-class PngReader(_ImageioReader):
+class PngReader(_PillowReader):
     extensions: ClassVar[tuple[str, ...]] = (".png",)
 
 
 @readers.register("jpeg")
-class JpegReader(_ImageioReader):
+class JpegReader(_PillowReader):
     extensions: ClassVar[tuple[str, ...]] = (".jpg", ".jpeg")
 
 
