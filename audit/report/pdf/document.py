@@ -14,7 +14,7 @@ from reportlab.pdfgen import canvas
 from reportlab.platypus import Flowable, Image, KeepTogether, PageBreak, Paragraph, SimpleDocTemplate, Table, TableStyle
 
 from audit.errors import AuditError
-from audit.report.pdf import fig_examples, fig_localisation, fig_performance, fig_randomisation, fig_saliency, style
+from audit.report.pdf import fig_counterfactuals, fig_examples, fig_localisation, fig_performance, fig_randomisation, fig_saliency, style
 from audit.report.pdf.appendix import appendix
 from audit.report.pdf.first_page import WIDTH, P, first_page
 from audit.report.pdf.inputs import RunFiles, load_run_files
@@ -51,6 +51,7 @@ def sections(results: dict[str, Any], files: RunFiles) -> list[tuple[str, str, l
          [fig_randomisation.randomisation(results)]),
         ("5. What the maps look like", "Average maps per class and individual images.",
          [fig_saliency.mean_maps(results, files), *fig_examples.examples(results, files)]),
+        *fig_counterfactuals.sections(results, files),
     ]
 
 

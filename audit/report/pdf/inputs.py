@@ -35,6 +35,7 @@ class RunFiles:
     maps_missing: dict[str, str] = field(default_factory=dict)
     per_image: pd.DataFrame | None = None
     per_image_missing: str = ""
+    run_dir: Path | None = None
 
     def maps_reason(self, method: str) -> str:
         return self.maps_missing.get(method, "")
@@ -47,7 +48,7 @@ def _load_maps(path: Path) -> Maps:
 
 
 def load_run_files(run_dir: Path, methods: list[str]) -> RunFiles:
-    files = RunFiles()
+    files = RunFiles(run_dir=run_dir)
     for method in methods:
         path = run_dir / "maps" / f"{method}.npz"
         try:
