@@ -5,7 +5,7 @@ EXTRA   ?= cpu
 PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip
 STAMP   := $(VENV)/.installed-$(EXTRA)
-PLUGINS := plugins/audit-dicom plugins/audit-rise
+PLUGINS := plugins/audit-dicom plugins/audit-rise plugins/audit-losses-example
 DEMO    ?= demo-out
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
@@ -37,6 +37,7 @@ test: install
 bench: install
 	$(PY) tests/bench/run.py
 	$(PY) tests/bench/counterfactual_bench.py
+	$(PY) tests/bench/finetune_bench.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) bench-out

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 import audit
+from audit.counterfactual.strips import STRIPS, latentshift_method, save_strips
 from audit.data.batch import Batch
 from audit.data.prefetch import prefetch
 from audit.errors import AuditError
@@ -207,6 +208,8 @@ def run_audit(
         writer.close()
     for name, state in states.items():
         state.examples.save(out_dir / "maps" / f"{name}.npz")
+    if shifted := latentshift_method(config.methods):
+        save_strips(classifier, config.method_options.get(shifted, {}), out_dir / "maps" / f"{shifted}.npz", out_dir / STRIPS, target=config.target)
     results = _results(classifier, dataset, config, images, performance, subsets, ablation, states)
     write_results(results, out_dir / "results.json")
     return results

@@ -10,12 +10,13 @@ from rich.table import Table
 def plugins() -> None:
     """List saliency methods, image readers and losses, built in or from installed plugins."""
     from audit.data.readers import readers
+    from audit.finetune.losses import losses
     from audit.saliency import methods
 
     table = Table(title="audit plugins")
     for column in ("kind", "name", "entry-point group", "from"):
         table.add_column(column)
-    for registry in (methods, readers):
+    for registry in (methods, readers, losses):
         for name in registry.names():
             table.add_row(registry.kind, name, registry.group, registry.origin(name))
     Console().print(table)

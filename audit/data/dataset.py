@@ -16,6 +16,7 @@ describe the last pass of ``batches``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -79,6 +80,7 @@ class Dataset:
     skipped: list[Skipped] = field(default_factory=list)
     mask_report: MaskReport = field(default_factory=MaskReport)
     _readers: dict[str, Reader] = field(default_factory=readers_by_extension, repr=False)
+    _listings: dict[Path, frozenset[str]] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         """Number of listed images (some may turn out unreadable and be skipped)."""
@@ -118,12 +120,23 @@ class Dataset:
             image = np.clip(resize(image, (*self.size, found), order=1, anti_aliasing=True), 0, 1)
         return image.astype(np.float32), shape
 
+    def _listing(self, folder: Path) -> frozenset[str]:
+        """File names in a mask folder, listed once per pass (one directory read, not a stat per
+        candidate extension per image). Reset with the pass, like ``skipped``."""
+        if folder not in self._listings:
+            try:
+                self._listings[folder] = frozenset(entry.name for entry in os.scandir(folder) if entry.is_file())
+            except OSError:
+                self._listings[folder] = frozenset()
+        return self._listings[folder]
+
     def _mask(self, folder: Path | None, rel: str, image_shape: tuple[int, int]) -> np.ndarray | None:
         """The mask for image ``rel`` at the model size, or None when there is none (or unreadable)."""
         if folder is None:
             return None
         stem = (folder / rel).with_suffix("")
-        found = [p for ext in sorted(self._readers) if (p := stem.with_name(stem.name + ext)).is_file()]
+        listing = self._listing(stem.parent)
+        found = [stem.with_name(stem.name + ext) for ext in sorted(self._readers) if stem.name + ext in listing]
         if not found:
             return None
         try:
@@ -178,6 +191,7 @@ class Dataset:
             raise AuditError(f"batch size {batch_size} must be at least 1")
         self.skipped = []
         self.mask_report = MaskReport()
+        self._listings = {}
         pending: list[_Item] = []
         yielded = False
         for rel, label in self.entries:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from audit.data.masks import binarise, blur_mask, dilate_mask, resize_mask
 
@@ -52,3 +53,12 @@ def test_blur_mask_at_the_border_and_empty_mask():
     corner[:3, :3] = True
     np.testing.assert_array_equal(blur_mask(_dot(5, (0, 0)), 0.5), corner)
     assert not blur_mask(np.zeros((5, 5), dtype=bool), 0.5).any()
+
+
+@pytest.mark.parametrize("source, target", [((7, 5), (28, 28)), ((28, 28), (7, 9)), ((30, 30), (28, 28)), ((13, 17), (29, 31))])
+def test_resize_mask_matches_scikit_image_nearest(source, target):
+    from skimage.transform import resize
+
+    mask = np.random.default_rng(sum(source + target)).random(source) > 0.6
+    expected = resize(mask, target, order=0, anti_aliasing=False).astype(bool)
+    np.testing.assert_array_equal(resize_mask(mask, target), expected)
