@@ -58,11 +58,8 @@ def run(
     err = Console(stderr=True)
     shown = Console(stderr=json_out)
     expressions, allow = gate_checks(fail_on, config, Path.cwd(), allow_missing)
-    chosen = latent_shift_methods(list(method), counterfactuals, autoencoder)
-    per_method = method_options(option, chosen)
-    for name in chosen:
-        if name.startswith("latentshift-") and autoencoder is not None:
-            per_method.setdefault(name, {}).setdefault("autoencoder", str(autoencoder))
+    chosen = list(dict.fromkeys([*method, *(["latentshift-max"] if counterfactuals else [])]))
+    per_method = with_autoencoder(method_options(option, chosen), chosen, autoencoder)
     validate_expressions(expressions, methods=chosen)
     names = tuple(n.strip() for n in class_names.split(",")) if class_names else None
     options = ModelOptions(
@@ -123,15 +120,18 @@ def run(
         raise typer.Exit(1)
 
 
-def latent_shift_methods(chosen: list[str], counterfactuals: bool, autoencoder: Path | None) -> list[str]:
-    """``--counterfactuals`` adds latentshift-max; every latentshift-* method needs ``--autoencoder``."""
+def with_autoencoder(options: dict[str, dict], chosen: list[str], autoencoder: Path | None) -> dict[str, dict]:
+    """Give every latentshift-* method ``--autoencoder`` unless its own option names one."""
     from audit.errors import AuditError
 
-    if counterfactuals:
-        chosen = [*chosen, "latentshift-max"]
-    if autoencoder is None and any(name.startswith("latentshift-") for name in chosen):
-        raise AuditError("Latent Shift counterfactuals need --autoencoder AE.pt (train one with `audit train-autoencoder`)")
-    return list(dict.fromkeys(chosen))
+    for name in chosen:
+        if not name.startswith("latentshift-"):
+            continue
+        if autoencoder is not None:
+            options.setdefault(name, {}).setdefault("autoencoder", str(autoencoder))
+        if "autoencoder" not in options.get(name, {}):
+            raise AuditError(f"{name} needs an autoencoder: pass --autoencoder AE.pt (train one with `audit train-autoencoder`)")
+    return options
 
 
 def register(app: typer.Typer) -> None:
