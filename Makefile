@@ -23,13 +23,16 @@ $(STAMP): pyproject.toml constraints.txt $(wildcard plugins/*/pyproject.toml)
 	touch $@
 
 demo: install
+	rm -rf $(DEMO)
 	$(VENV)/bin/audit make-synthetic $(DEMO)/data --seed 0
 	$(VENV)/bin/audit run sample_models/biased.onnx --data $(DEMO)/data/valid/images \
 		--masks $(DEMO)/data/valid/artefacts --regions $(DEMO)/data/valid/regions \
 		--method gradient --method grad-cam --method occlusion --out $(DEMO)/biased
-	$(VENV)/bin/audit run sample_models/unbiased.pt --data $(DEMO)/data/valid/images \
-		--masks $(DEMO)/data/valid/artefacts --regions $(DEMO)/data/valid/regions \
+	$(VENV)/bin/audit run sample_models/unbiased.pt --input-size 28 28 --channels 1 \
+		--data $(DEMO)/data/valid/images --masks $(DEMO)/data/valid/artefacts --regions $(DEMO)/data/valid/regions \
 		--method gradient --method grad-cam --method occlusion --out $(DEMO)/unbiased
+	$(VENV)/bin/audit compare $(DEMO)/unbiased $(DEMO)/biased
+	@echo "reports: $(DEMO)/biased/report.pdf $(DEMO)/unbiased/report.pdf"
 
 test: install
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 -q
