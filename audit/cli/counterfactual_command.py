@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from audit.cli.options import float_list, value_range
+from audit.cli.options import Channels, InputSize, Mean, Multilabel, Std, ValueRange, model_options
 
 
 def train_autoencoder_command(
@@ -23,7 +23,7 @@ def train_autoencoder_command(
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of images held out for early stopping."),
     patience: int = typer.Option(5, "--patience", min=1, help="Epochs without a better validation loss before stopping."),
     size: Optional[tuple[int, int]] = typer.Option(None, "--size", help="H W to train at (default: the first image's size)."),
-    channels: Optional[int] = typer.Option(None, "--channels", help="Image channels (default: the first image's)."),
+    channels: Channels = None,
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT's checkpoint (OUT.resume.pt)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
@@ -62,12 +62,12 @@ def counterfactual_command(
     frames: int = typer.Option(10, "--frames", min=2, help="Frames from λ_low to 0."),
     upper_frames: int = typer.Option(3, "--upper-frames", min=0, help="Frames from 0 to λ_high (rules with an upper search)."),
     direction: str = typer.Option("unit", "--direction", help="unit (gradient scaled to |z|/100) or gradient (the paper's raw dp/dz)."),
-    input_size: Optional[tuple[int, int]] = typer.Option(None, "--input-size", help="H W, when the model does not declare it."),
+    input_size: InputSize = None,
     channels: Optional[int] = typer.Option(None, "--channels", help="Input channels, when the model does not declare them."),
-    mean: str = typer.Option("0", "--mean", help="Per-channel mean subtracted after scaling (comma-separated)."),
-    std: str = typer.Option("1", "--std", help="Per-channel std divided after scaling (comma-separated)."),
-    value_range_text: str = typer.Option("0,1", "--value-range", help="Pixel range the model expects before mean/std."),
-    multilabel: bool = typer.Option(False, "--multilabel", help="Sigmoid per output instead of softmax."),
+    mean: Mean = "0",
+    std: Std = "1",
+    value_range_text: ValueRange = "0,1",
+    multilabel: Multilabel = False,
     batch_size: int = typer.Option(16, "--batch-size", min=1),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
@@ -77,18 +77,14 @@ def counterfactual_command(
     from audit.counterfactual.outputs import run_counterfactuals
     from audit.counterfactual.search import rule as search_rule
     from audit.data.dataset import open_dataset
-    from audit.models.loader import ModelOptions, load_classifier
+    from audit.models.loader import load_classifier
 
     thresholds = dict(
         drop=drop, rise=rise, floor=floor, bound=bound, step=step, fine_step=fine_step,
         max_pixel_change=max_pixel_change, turn_tolerance=turn_tolerance,
     )
     options = ShiftOptions(rule=search_rule(rule, **thresholds), frames=frames, upper_frames=upper_frames, direction=direction)
-    model_options = ModelOptions(
-        input_size=input_size, channels=channels, mean=float_list(mean, "--mean"), std=float_list(std, "--std"),
-        value_range=value_range(value_range_text), multilabel=multilabel,
-    )
-    classifier = load_classifier(model, model_options)
+    classifier = load_classifier(model, model_options(input_size, channels, mean, std, value_range_text, multilabel))
     ae = checked_autoencoder(autoencoder, classifier.spec.shape)
     dataset = open_dataset(data, size=(classifier.spec.height, classifier.spec.width), channels=classifier.spec.channels)
     if len(dataset.classes) == classifier.num_classes:

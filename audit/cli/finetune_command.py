@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from audit.cli.options import float_list, value_range
+from audit.cli.options import Channels, InputSize, Mean, Std, ValueRange, model_options
 
 
 def finetune(
@@ -36,11 +36,11 @@ def finetune(
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     patience: int = typer.Option(10, "--patience", min=1, help="Stop after this many epochs without a better validation AUC."),
     out: Path = typer.Option(..., "--out", help="Output folder (results.json, report.pdf, model, checkpoints)."),
-    input_size: Optional[tuple[int, int]] = typer.Option(None, "--input-size", help="H W, when the model does not declare it."),
-    channels: Optional[int] = typer.Option(None, "--channels", help="Input channels, when the model does not declare them."),
-    mean: str = typer.Option("0", "--mean", help="Per-channel mean subtracted after scaling (comma-separated)."),
-    std: str = typer.Option("1", "--std", help="Per-channel std divided after scaling (comma-separated)."),
-    value_range_text: str = typer.Option("0,1", "--value-range", help="Pixel range the model expects before mean/std."),
+    input_size: InputSize = None,
+    channels: Channels = None,
+    mean: Mean = "0",
+    std: Std = "1",
+    value_range_text: ValueRange = "0,1",
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Fine-tune a classifier away from a distractor (Viviano et al. 2019) and compare with plain training."""
@@ -48,12 +48,11 @@ def finetune(
     from audit.errors import AuditError
     from audit.finetune.experiment import ExperimentConfig, Progress as Callbacks, run_experiment
     from audit.finetune.training import TrainConfig
-    from audit.models.loader import ModelOptions, load_classifier
+    from audit.models.loader import load_classifier
 
     if (regions is None) == (masks is None):
         raise AuditError("give exactly one of --regions (keep the region, permute the rest) or --masks (permute the artefact)")
-    options = ModelOptions(input_size=input_size, channels=channels, mean=float_list(mean, "--mean"),
-                           std=float_list(std, "--std"), value_range=value_range(value_range_text))
+    options = model_options(input_size, channels, mean, std, value_range_text)
     classifier = load_classifier(model, options)
     size, chans = (classifier.spec.height, classifier.spec.width), classifier.spec.channels
     train_set = open_dataset(data, size=size, channels=chans, masks=masks, regions=regions, mask_blur=blur)

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from audit.cli.options import float_list, method_options, value_range
+from audit.cli.options import Channels, InputSize, Mean, Multilabel, Std, ValueRange, method_options, model_options
 
 
 def run(
@@ -25,12 +25,12 @@ def run(
     autoencoder: Optional[Path] = typer.Option(None, "--autoencoder", help="Autoencoder for the latentshift-* methods (audit train-autoencoder)."),
     target: str = typer.Option("predicted", "--target", help="Class to explain: predicted, label or a class index."),
     out: Path = typer.Option(Path("audit-out"), "--out", help="Output folder."),
-    input_size: Optional[tuple[int, int]] = typer.Option(None, "--input-size", help="H W, when the model does not declare it."),
-    channels: Optional[int] = typer.Option(None, "--channels", help="Input channels, when the model does not declare them."),
-    mean: str = typer.Option("0", "--mean", help="Per-channel mean subtracted after scaling (comma-separated)."),
-    std: str = typer.Option("1", "--std", help="Per-channel std divided after scaling (comma-separated)."),
-    value_range_text: str = typer.Option("0,1", "--value-range", help="Pixel range the model expects before mean/std, e.g. 0,255."),
-    multilabel: bool = typer.Option(False, "--multilabel", help="Sigmoid per output instead of softmax."),
+    input_size: InputSize = None,
+    channels: Channels = None,
+    mean: Mean = "0",
+    std: Std = "1",
+    value_range_text: ValueRange = "0,1",
+    multilabel: Multilabel = False,
     class_names: Optional[str] = typer.Option(None, "--class-names", help="Comma-separated class names."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     seed: int = typer.Option(0, "--seed"),
@@ -49,7 +49,7 @@ def run(
     """Audit a classifier on a dataset: predictions, saliency maps and their metrics."""
     from audit.cli.summary import print_summary
     from audit.data.dataset import open_dataset
-    from audit.models.loader import ModelOptions, load_classifier
+    from audit.models.loader import load_classifier
     from audit.pipeline import RunConfig, run_audit
     from audit.report.gate import evaluate_gate, gate_checks, validate_expressions, write_junit
     from audit.report.pdf import write_report
@@ -61,16 +61,7 @@ def run(
     chosen = list(dict.fromkeys([*method, *(["latentshift-max"] if counterfactuals else [])]))
     per_method = with_autoencoder(method_options(option, chosen), chosen, autoencoder)
     validate_expressions(expressions, methods=chosen)
-    names = tuple(n.strip() for n in class_names.split(",")) if class_names else None
-    options = ModelOptions(
-        input_size=input_size,
-        channels=channels,
-        mean=float_list(mean, "--mean"),
-        std=float_list(std, "--std"),
-        value_range=value_range(value_range_text),
-        multilabel=multilabel,
-        class_names=names,
-    )
+    options = model_options(input_size, channels, mean, std, value_range_text, multilabel, class_names)
     classifier = load_classifier(model, options)
     if not quiet and classifier.format == "onnx":
         err.print(f"onnxruntime provider: {classifier.provider}", highlight=False)
@@ -84,7 +75,7 @@ def run(
         mask_dilate=mask_dilate,
         strict=strict,
     )
-    if names is None and len(dataset.classes) == classifier.num_classes:
+    if options.class_names is None and len(dataset.classes) == classifier.num_classes:
         classifier.class_names = list(dataset.classes)
     run_config = RunConfig(
         methods=chosen,

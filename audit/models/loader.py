@@ -12,8 +12,6 @@ The differentiable twin (``Classifier.differentiable``) is built lazily by
 
 from __future__ import annotations
 
-import io
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable

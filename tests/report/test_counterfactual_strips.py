@@ -49,7 +49,7 @@ def strip_run(tmp_path_factory: pytest.TempPathFactory) -> StripRun:
         classifier = load_classifier(ROOT / "sample_models" / "biased.onnx")
         run_dir = tmp_path_factory.mktemp("strip-run")
         config = RunConfig(methods=[METHOD], method_options={METHOD: dict(OPTIONS)}, randomization_images=0)
-        results = run_audit(classifier, dataset, config, run_dir)
+        run_audit(classifier, dataset, config, run_dir)
         strips = save_strips(classifier, config.method_options[METHOD], run_dir / "maps" / f"{METHOD}.npz", run_dir / STRIPS)
     finally:
         torch.set_num_threads(threads)

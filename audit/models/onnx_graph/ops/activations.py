@@ -4,7 +4,6 @@ which captum's GuidedBackprop and Deconvolution hook)."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from audit.models.onnx_graph.ops.base import Converted, NodeSpec, register
