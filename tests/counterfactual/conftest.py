@@ -16,14 +16,6 @@ from audit.models.loader import load_classifier
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_models"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def trained_autoencoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """ae.pt trained on 320 synthetic training images for 6 epochs (about 20 s on one thread)."""

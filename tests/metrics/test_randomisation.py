@@ -34,15 +34,6 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x).mean(dim=(2, 3)))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run ~10× faster on one thread than on two shared, busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def trained_cnn() -> nn.Module:
     """SmallCNN with BatchNorm parameters and statistics away from their initial values."""
     torch.manual_seed(100)
