@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from audit.errors import AuditError
+from audit.errors import AuditError, first_line
 
 app = typer.Typer(
     name="audit",
@@ -60,9 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: one line unless --debug
         if debug:
             traceback.print_exc()
-        first = (str(exc).strip().splitlines() or [""])[0]
         err.print(
-            Text(f"audit: internal error: {type(exc).__name__}: {first} (rerun with --debug and report it)")
+            Text(f"audit: internal error: {type(exc).__name__}: {first_line(exc)} (rerun with --debug and report it)")
         )
         return INTERNAL_ERROR
     return 0

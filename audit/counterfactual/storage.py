@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from audit.counterfactual.autoencoder import AutoencoderConfig, ResNetAutoencoder
-from audit.errors import AuditError
+from audit.errors import AuditError, first_line
 
 SCHEMA = "audit.autoencoder/1"
 
@@ -79,7 +79,7 @@ def load_state(path: Path) -> dict[str, Any]:
             f"model.state_dict() instead, or a TorchScript module with encode/decode"
         ) from exc
     except (OSError, RuntimeError) as exc:
-        raise AuditError(f"{path}: cannot read weights ({str(exc).splitlines()[0]})") from exc
+        raise AuditError(f"{path}: cannot read weights ({first_line(exc)})") from exc
 
 
 def _ours(path: Path) -> ResNetAutoencoder:
@@ -88,7 +88,7 @@ def _ours(path: Path) -> ResNetAutoencoder:
     try:
         model.load_state_dict(load_state(path))
     except RuntimeError as exc:
-        raise AuditError(f"{path}: weights do not match {config_path(path).name} ({str(exc).splitlines()[0]})") from exc
+        raise AuditError(f"{path}: weights do not match {config_path(path).name} ({first_line(exc)})") from exc
     return model
 
 
@@ -156,7 +156,7 @@ def _onnx_twin(path: Path) -> nn.Module:
     except UnsupportedOperatorError as exc:
         raise AuditError(f"{path}: {exc}") from exc
     except Exception as exc:
-        raise AuditError(f"{path}: cannot read the ONNX graph ({str(exc).splitlines()[0]})") from exc
+        raise AuditError(f"{path}: cannot read the ONNX graph ({first_line(exc)})") from exc
 
 
 def load_autoencoder(spec: str | Path) -> nn.Module:
@@ -181,8 +181,7 @@ def check_autoencoder(autoencoder: nn.Module, shape: tuple[int, int, int], where
     try:
         out = autoencoder.decode(autoencoder.encode(x))
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise AuditError(f"{where}: encode/decode fails on images of shape {tuple(x.shape)} ({first}); the autoencoder must take the classifier's input") from exc
+        raise AuditError(f"{where}: encode/decode fails on images of shape {tuple(x.shape)} ({first_line(exc)}); the autoencoder must take the classifier's input") from exc
     if tuple(out.shape) != tuple(x.shape):
         raise AuditError(
             f"{where}: decoded images have shape {tuple(out.shape)[1:]} but the classifier takes "

@@ -28,7 +28,7 @@ from audit.data.batch import Batch
 from audit.data.entries import Entry, read_manifest, scan_folder
 from audit.data.masks import binarise, blur_mask, dilate_mask, resize_mask
 from audit.data.readers import Reader, readers_by_extension
-from audit.errors import AuditError
+from audit.errors import AuditError, first_line
 
 
 @dataclass(frozen=True)
@@ -58,11 +58,6 @@ class _Item:
 
 def _extension_list(table: dict[str, Reader]) -> str:
     return ", ".join(sorted(table))
-
-
-def _reason(exc: Exception) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 @dataclass
@@ -102,10 +97,10 @@ class Dataset:
         except Exception as exc:  # any reader, built-in or plugin, may fail on a bad file
             if self.strict:
                 raise AuditError(
-                    f"{self.base / rel}: unreadable ({_reason(exc)}); fix or remove it, or run "
+                    f"{self.base / rel}: unreadable ({first_line(exc)}); fix or remove it, or run "
                     f"without strict mode to skip it"
                 ) from exc
-            self.skipped.append(Skipped(rel, _reason(exc)))
+            self.skipped.append(Skipped(rel, first_line(exc)))
             return None
         found = 1 if image.ndim == 2 else image.shape[2]
         if found != self.channels:
@@ -145,7 +140,7 @@ class Dataset:
                 raise AuditError(f"several mask files for one image ({names}); keep one")
             mask = binarise(self._read(found[0]))
         except Exception as exc:  # as for images: a bad mask must not stop the audit
-            self.mask_report.unreadable.append(Skipped(str(found[0]), _reason(exc)))
+            self.mask_report.unreadable.append(Skipped(str(found[0]), first_line(exc)))
             return None
         if mask.shape != image_shape:
             self.mask_report.resized += 1

@@ -20,7 +20,7 @@ import onnx
 import torch
 from torch import nn
 
-from audit.errors import AuditError
+from audit.errors import AuditError, first_line
 from audit.models.classifier import Classifier
 from audit.models.loader import ImageByImage, ModelOptions, load_classifier
 
@@ -88,9 +88,8 @@ def check_writable(classifier: Classifier, options: ModelOptions) -> None:
             with torch.no_grad():
                 error = float((reloaded.logits(x) - model(x)).abs().max())
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise AuditError(f"{classifier.path}: a fine-tuned model could not be written back as "
-                             f"{classifier.format} ({first}); nothing was trained — convert the model to ONNX first") from exc
+                             f"{classifier.format} ({first_line(exc)}); nothing was trained — convert the model to ONNX first") from exc
     if not error <= TOLERANCE:
         raise AuditError(f"{classifier.path}: written back as {classifier.format}, the model differs by "
                          f"{error:.2e} (> {TOLERANCE}); nothing was trained — convert the model to ONNX first")

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from audit.errors import AuditError
+from audit.errors import AuditError, first_line
 from audit.models.classifier import Classifier
 from audit.models.files import detect_format, sha256_of
 from audit.models.spec import InputSpec
@@ -106,9 +106,8 @@ def _checked_forward(path: Path, forward_fn: Callable[[torch.Tensor], torch.Tens
         except AuditError:
             raise
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise AuditError(
-                f"{path}: forward pass failed on input {tuple(x.shape)} ({first}); check --input-size, "
+                f"{path}: forward pass failed on input {tuple(x.shape)} ({first_line(exc)}); check --input-size, "
                 f"--channels and that the model takes one NCHW image tensor"
             ) from exc
         if isinstance(out, (tuple, list)):
@@ -160,7 +159,7 @@ def _load_torchscript(path: Path):
     try:
         module = torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as exc:
-        raise AuditError(f"{path}: cannot load TorchScript ({str(exc).splitlines()[0]}); re-save it with torch.jit.save") from exc
+        raise AuditError(f"{path}: cannot load TorchScript ({first_line(exc)}); re-save it with torch.jit.save") from exc
 
     def build_twin(spec: InputSpec) -> nn.Module:
         from audit.models.onnx_graph import build_torch_twin
@@ -229,7 +228,7 @@ def _load_onnx(path: Path):
     try:
         session = onnxruntime.InferenceSession(str(path), options, providers=onnx_providers())
     except Exception as exc:
-        raise AuditError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0]}); check the opset and operators") from exc
+        raise AuditError(f"{path}: onnxruntime cannot load it ({first_line(exc)}); check the opset and operators") from exc
     inputs = session.get_inputs()
     if len(inputs) != 1:
         raise AuditError(f"{path}: graph takes {len(inputs)} inputs; a classifier takes one image tensor")
