@@ -225,6 +225,9 @@ def _load_onnx(path: Path):
     proto = onnx.load(str(path))
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
+    # onnxruntime's worker threads spin after each run by default, taking the cores that torch
+    # (the differentiable model) and the data loader need next; let them sleep instead.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = onnxruntime.InferenceSession(str(path), options, providers=onnx_providers())
     except Exception as exc:

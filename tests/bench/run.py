@@ -26,7 +26,6 @@ import sys
 import time
 from pathlib import Path
 
-import audit  # noqa: F401  (first: sets passive OpenMP waiting before torch loads)
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
