@@ -40,26 +40,24 @@ def scrambled_pixels(batch: Batch, mode: str, selected: set[str] | None = None) 
 def permute_scrambled(x: torch.Tensor, scrambled: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """x_masked: in each image, the ``scrambled`` pixels permuted among themselves.
 
-    x: (N, C, H, W); scrambled: (N, H, W) bool. Vectorised, one sort per batch: sorting random
-    integer keys of the scrambled pixels (in [0, 2^30); kept pixels get 2^30 + position, so
-    they sort last, in place) gives a random order of the scrambled positions; a running count
-    lists the same positions in order (scrambled first, then kept); pixel j of the first list
-    moves to position j of the second.
+    x: (N, C, H, W); scrambled: (N, H, W) bool. One seed is drawn from ``generator`` per call
+    (so a checkpointed generator state resumes the same sequence); numpy permutes each image's
+    scrambled positions (O(k) per image, against a sort of every pixel), and one gather moves
+    the pixels with all their channels, on x's device; the result has x's strides.
     """
     n, channels, height, width = x.shape
     size = height * width
-    flat_scrambled = scrambled.reshape(n, size)
-    position = torch.arange(size, dtype=torch.int32).expand(n, -1)
-    keys = torch.randint(0, 1 << 30, (n, size), generator=generator, dtype=torch.int32)
-    source = torch.where(flat_scrambled, keys, (1 << 30) + position).argsort(dim=1)
-    scrambled_rank = flat_scrambled.cumsum(dim=1) - 1
-    kept_rank = flat_scrambled.sum(dim=1, keepdim=True) + (~flat_scrambled).cumsum(dim=1) - 1
-    target = torch.empty((n, size), dtype=torch.int64)
-    target.scatter_(1, torch.where(flat_scrambled, scrambled_rank, kept_rank), position.long())
-    flat = x.reshape(n, channels, size)
-    out = torch.empty_like(flat)
-    out.scatter_(2, target[:, None].expand(-1, channels, -1), flat.gather(2, source[:, None].expand(-1, channels, -1)))
-    return out.reshape_as(x)
+    rng = np.random.default_rng(int(torch.randint(0, 1 << 62, (1,), generator=generator)))
+    flat_scrambled = scrambled.reshape(n, size).cpu().numpy()
+    source = np.tile(np.arange(size), (n, 1))
+    for row, mask in zip(source, flat_scrambled):
+        positions = np.flatnonzero(mask)
+        row[positions] = rng.permutation(positions)
+    index = torch.from_numpy(source).to(x.device)[:, None].expand(-1, channels, -1)
+    permuted = x.reshape(n, channels, size).gather(2, index).reshape_as(x)
+    # In x's memory layout (images come channels-last from NHWC arrays): the convolutions of
+    # the masked half then take the same kernels as those of x (measured: 25% slower otherwise).
+    return torch.empty_like(x).copy_(permuted)
 
 
 def select_masks(paths_with_masks: list[str], fraction: float, seed: int) -> set[str] | None:
