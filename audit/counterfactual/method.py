@@ -35,6 +35,9 @@ def checked_autoencoder(spec: str | Path, shape: tuple[int, int, int]) -> nn.Mod
     if key not in _loaded:
         autoencoder = load_autoencoder(spec)
         check_autoencoder(autoencoder, shape, str(spec))
+        # Channels-last weights send every convolution of E and D to oneDNN's NHWC kernels:
+        # measured 1.5-2x faster counterfactuals on CPU (nearest upsampling 8x faster).
+        autoencoder = autoencoder.to(memory_format=torch.channels_last)
         _loaded[key] = autoencoder
     return _loaded[key]
 

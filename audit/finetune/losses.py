@@ -91,7 +91,7 @@ def _forward(step: Step, with_masked: bool, input_gradient: bool) -> dict[str, t
     """Shared body of actdiff and gradmask: one forward of x (and of x_masked for the images
     with a mask), cross-entropy on x, and the requested penalties."""
     x = step.x.detach().clone().requires_grad_(True) if input_gradient else step.x
-    masked = step.x_masked[step.has_mask] if with_masked else step.x_masked[:0]
+    masked = step.x_masked[step.has_mask] if with_masked else step.x[:0]
     n = len(x)
     with step.taps.recording():
         logits = step.model(torch.cat([x, masked]) if len(masked) else x)

@@ -243,7 +243,7 @@ def _load_onnx(path: Path):
     name = inputs[0].name
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        array = x.detach().cpu().numpy().astype(np.float32, copy=False)
+        array = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
         if fixed_batch is None or fixed_batch == len(array):
             return torch.from_numpy(session.run(None, {name: array})[0])
         if fixed_batch != 1:
