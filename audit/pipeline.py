@@ -30,7 +30,7 @@ from audit.data.prefetch import prefetch
 from audit.errors import AuditError
 from audit.metrics.ablation import ArtefactAblation
 from audit.metrics.base import MapBatch
-from audit.metrics.enrichment import saliency_share
+from audit.metrics.enrichment import saliency_shares
 from audit.metrics.intervention import SaliencyIntervention
 from audit.metrics.performance import Performance
 from audit.metrics.randomisation import RandomisationCheck
@@ -105,12 +105,10 @@ def attribute(method: SaliencyMethod, classifier: Classifier, x: torch.Tensor, t
 
 def artefact_scores(batch: Batch, maps: np.ndarray) -> np.ndarray:
     """Per image: share of |map| on the artefact over the artefact's area share (NaN without one)."""
-    scores = np.full(len(batch), np.nan)
-    for i in np.flatnonzero(batch.has_artefact):
-        area = batch.artefact[i].mean()
-        if area > 0:
-            scores[i] = saliency_share(maps[i], batch.artefact[i]) / area
-    return scores
+    masks = np.where(batch.has_artefact[:, None, None], batch.artefact, False)
+    area = masks.reshape(len(masks), -1).mean(axis=1)
+    shares = saliency_shares(maps, masks)
+    return np.divide(shares, area, out=np.full(len(area), np.nan), where=area > 0)
 
 
 class SharedGradient:

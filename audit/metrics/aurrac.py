@@ -38,7 +38,7 @@ from scipy import stats
 
 from audit.errors import AuditError
 from audit.metrics.base import MapBatch, Metric
-from audit.metrics.global_saliency import artefact_exclusion, mean_on_mask, peak_share
+from audit.metrics.global_saliency import mean_on_masks, peak_shares, scored_images
 from audit.metrics.intervals import json_number
 
 MAX_CURVE_POINTS = 101
@@ -93,26 +93,16 @@ class Aurrac(Metric):
         self._correct: list[bool] = []
         self._excluded = {"no_artefact_mask": 0, "empty_artefact_mask": 0, "unlabelled": 0}
 
-    def _artefact_score(self, saliency: np.ndarray, mask: np.ndarray) -> float:
-        if self.absolute:
-            saliency = np.abs(saliency)
-        if self.score == "mean":
-            return mean_on_mask(saliency, mask)
-        return peak_share(saliency, mask, self.percentile)
-
     def update(self, batch: MapBatch) -> None:
-        for i in range(len(batch)):
-            mask = batch.artefact[i]
-            reason = artefact_exclusion(bool(batch.has_artefact[i]), mask)
-            if reason is None and not batch.labelled[i]:
-                reason = "unlabelled"
-            if reason is not None:
-                self._excluded[reason] += 1
-                self._scores.append(math.nan)
-                self._correct.append(False)
-                continue
-            self._scores.append(self._artefact_score(batch.maps[i], mask))
-            self._correct.append(bool(batch.correct[i]))
+        scores = np.full(len(batch), math.nan)
+        scored = scored_images(batch, self._excluded, labelled_only=True)
+        if scored.any():
+            maps, masks = batch.maps[scored].astype(np.float64), batch.artefact[scored]
+            if self.absolute:
+                maps = np.abs(maps)
+            scores[scored] = mean_on_masks(maps, masks) if self.score == "mean" else peak_shares(maps, masks, self.percentile)
+        self._scores.extend(scores.tolist())
+        self._correct.extend((scored & np.asarray(batch.correct, dtype=bool)).tolist())
 
     def _eligible(self) -> tuple[np.ndarray, np.ndarray]:
         scores = np.asarray(self._scores, dtype=np.float64)

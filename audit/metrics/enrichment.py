@@ -22,16 +22,17 @@ import math
 import numpy as np
 
 from audit.metrics.base import MapBatch, Metric
-from audit.metrics.global_saliency import artefact_exclusion
+from audit.metrics.global_saliency import scored_images
 from audit.metrics.grouping import by_group
 from audit.metrics.intervals import CI_METHOD, json_number, mean_interval
 
 
-def saliency_share(saliency: np.ndarray, mask: np.ndarray) -> float:
-    """Σ_{mask} |g| / Σ |g|; NaN for an all-zero map."""
-    magnitude = np.abs(np.asarray(saliency, dtype=np.float64))
-    total = magnitude.sum()
-    return float(magnitude[mask].sum() / total) if total > 0 else math.nan
+def saliency_shares(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """(E,) Σ_{mask} |g| / Σ |g| per image of (E, H, W) maps and masks; NaN for an all-zero map."""
+    magnitude = np.abs(np.asarray(maps, dtype=np.float64)).reshape(len(maps), -1)
+    total = magnitude.sum(axis=1)
+    inside = np.where(masks.reshape(len(masks), -1), magnitude, 0.0).sum(axis=1)
+    return np.divide(inside, total, out=np.full(len(total), math.nan), where=total > 0)
 
 
 class ArtefactEnrichment(Metric):
@@ -51,20 +52,19 @@ class ArtefactEnrichment(Metric):
         self._excluded = {"no_artefact_mask": 0, "empty_artefact_mask": 0, "zero_map": 0}
 
     def update(self, batch: MapBatch) -> None:
-        for i in range(len(batch)):
-            self._labels.append(int(batch.labels[i]))
-            self._predictions.append(int(batch.predictions[i]))
-            mask = batch.artefact[i]
-            reason = artefact_exclusion(bool(batch.has_artefact[i]), mask)
-            if reason is None and not np.any(batch.maps[i]):
-                reason = "zero_map"
-            if reason is not None:
-                self._excluded[reason] += 1
-                self._saliency_share.append(math.nan)
-                self._area_share.append(math.nan)
-                continue
-            self._saliency_share.append(saliency_share(batch.maps[i], mask))
-            self._area_share.append(np.count_nonzero(mask) / mask.size)
+        self._labels.extend(int(label) for label in batch.labels)
+        self._predictions.extend(int(p) for p in batch.predictions)
+        shares, areas = np.full(len(batch), math.nan), np.full(len(batch), math.nan)
+        scored = scored_images(batch, self._excluded)
+        zero = scored & ~batch.maps.reshape(len(batch), -1).any(axis=1)
+        self._excluded["zero_map"] += int(zero.sum())
+        scored &= ~zero
+        if scored.any():
+            masks = batch.artefact[scored]
+            shares[scored] = saliency_shares(batch.maps[scored], masks)
+            areas[scored] = masks.reshape(len(masks), -1).mean(axis=1)
+        self._saliency_share.extend(shares.tolist())
+        self._area_share.extend(areas.tolist())
 
     def _values(self) -> np.ndarray:
         return np.asarray(self._saliency_share, dtype=np.float64) / np.asarray(

@@ -40,18 +40,42 @@ from audit.metrics.intervals import CI_METHOD, json_number
 from audit.metrics.running import RunningMoments
 
 
+def mean_on_masks(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """(E,) m per image of (E, H, W) maps and non-empty masks (Pfau Eq. 2)."""
+    flat, inside = np.asarray(maps, dtype=np.float64).reshape(len(maps), -1), masks.reshape(len(masks), -1)
+    return np.where(inside, flat, 0.0).sum(axis=1) / np.count_nonzero(inside, axis=1)
+
+
+def peak_shares(maps: np.ndarray, masks: np.ndarray, percentile: float = 98.0) -> np.ndarray:
+    """(E,) n = |P_n(g) ∩ A| / |P_n(g)| per image, P_n = pixels >= the n-th percentile (Pfau Eq. 3)."""
+    flat, inside = np.asarray(maps, dtype=np.float64).reshape(len(maps), -1), masks.reshape(len(masks), -1)
+    peak = flat >= np.percentile(flat, percentile, axis=1, keepdims=True)
+    return np.count_nonzero(peak & inside, axis=1) / np.count_nonzero(peak, axis=1)
+
+
 def mean_on_mask(saliency: np.ndarray, mask: np.ndarray) -> float:
-    """m = mean of the saliency over the mask's pixels (Pfau Eq. 2); NaN for an empty mask."""
-    if not mask.any():
-        return math.nan
-    return float(np.asarray(saliency, dtype=np.float64)[mask].mean())
+    """m of one map; NaN for an empty mask."""
+    return float(mean_on_masks(saliency[None], mask[None])[0]) if mask.any() else math.nan
 
 
 def peak_share(saliency: np.ndarray, mask: np.ndarray, percentile: float = 98.0) -> float:
-    """n = |P_n(g) ∩ A| / |P_n(g)|, P_n = pixels >= the n-th percentile (Pfau Eq. 3)."""
-    saliency = np.asarray(saliency, dtype=np.float64)
-    peak = saliency >= np.percentile(saliency, percentile)
-    return float(np.count_nonzero(peak & mask) / np.count_nonzero(peak))
+    """n of one map."""
+    return float(peak_shares(saliency[None], mask[None], percentile)[0])
+
+
+def scored_images(batch: MapBatch, excluded: dict[str, int], labelled_only: bool = False) -> np.ndarray:
+    """(N,) bool: images with a non-empty artefact mask (and a label when ``labelled_only``);
+    the others are counted in ``excluded`` by reason."""
+    scored = np.zeros(len(batch), dtype=bool)
+    for i in range(len(batch)):
+        reason = artefact_exclusion(bool(batch.has_artefact[i]), batch.artefact[i])
+        if reason is None and labelled_only and not batch.labelled[i]:
+            reason = "unlabelled"
+        if reason is None:
+            scored[i] = True
+        else:
+            excluded[reason] += 1
+    return scored
 
 
 def artefact_exclusion(has_mask: bool, mask: np.ndarray) -> str | None:
@@ -111,22 +135,20 @@ class GlobalSaliency(Metric):
         self._excluded = {"no_artefact_mask": 0, "empty_artefact_mask": 0}
 
     def update(self, batch: MapBatch) -> None:
-        for i in range(len(batch)):
-            saliency = batch.maps[i].astype(np.float64)
-            if self.absolute:
-                saliency = np.abs(saliency)
-            self._pixels.add(saliency)
-            self._labels.append(int(batch.labels[i]))
-            self._predictions.append(int(batch.predictions[i]))
-            mask = batch.artefact[i]
-            reason = artefact_exclusion(bool(batch.has_artefact[i]), mask)
-            if reason is not None:
-                self._excluded[reason] += 1
-                self._mean.append(math.nan)
-                self._peak.append(math.nan)
-                continue
-            self._mean.append(mean_on_mask(saliency, mask))
-            self._peak.append(peak_share(saliency, mask, self.percentile))
+        maps = batch.maps.astype(np.float64)
+        if self.absolute:
+            maps = np.abs(maps)
+        for image in maps:  # image by image, so the moments do not depend on the batch size
+            self._pixels.add(image)
+        self._labels.extend(int(label) for label in batch.labels)
+        self._predictions.extend(int(p) for p in batch.predictions)
+        mean, peak = np.full(len(batch), math.nan), np.full(len(batch), math.nan)
+        scored = scored_images(batch, self._excluded)
+        if scored.any():
+            mean[scored] = mean_on_masks(maps[scored], batch.artefact[scored])
+            peak[scored] = peak_shares(maps[scored], batch.artefact[scored], self.percentile)
+        self._mean.extend(mean.tolist())
+        self._peak.extend(peak.tolist())
 
     def _z_scored_mean(self) -> np.ndarray:
         std = self._pixels.std

@@ -42,6 +42,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 from audit.errors import AuditError
@@ -52,60 +53,99 @@ COLUMNS = ("region_iou", "region_iop", "region_iot", "region_auprc", "region_poi
            "region_relevance_mass", "region_relevance_rank_accuracy")
 
 
-def top_pixels(scores: np.ndarray, count: int, ties: str = "inclusive") -> np.ndarray:
-    """Boolean mask of the ``count`` highest scores (ties as in the module docstring)."""
-    flat = np.asarray(scores, dtype=np.float64).ravel()
-    order = np.argsort(-flat, kind="stable")
+# Every metric works on a batch of E images flattened to rows: scores (E, N), masks (E, N) bool,
+# and one stable descending sort of the scores per image shared by top-p, AUPRC and rank
+# accuracy. The single-image functions below are the same code on one row.
+
+
+def _sorted(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row sorted from the highest score, ties in raster order, and that order."""
+    return torch.sort(scores, dim=1, descending=True, stable=True)
+
+
+def _kth_largest(sorted_scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """(E, 1) the counts-th largest score of each row."""
+    return sorted_scores.gather(1, (counts - 1)[:, None])
+
+
+def top_pixels_rows(scores: torch.Tensor, sorted_scores: torch.Tensor, order: torch.Tensor,
+                    counts: torch.Tensor, ties: str) -> torch.Tensor:
+    """(E, N) bool: the ``counts`` highest scores of each row (ties as in the module docstring)."""
     if ties == "exact":
-        selected = np.zeros(flat.size, dtype=bool)
-        selected[order[:count]] = True
-    else:
-        selected = flat >= flat[order[count - 1]]
-    return selected.reshape(np.shape(scores))
+        rank = torch.empty_like(order)
+        rank.scatter_(1, order, torch.arange(order.shape[1]).expand_as(order))
+        return rank < counts[:, None]
+    return scores >= _kth_largest(sorted_scores, counts)
+
+
+def overlap_rows(selected: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(IoU, IoP, IoT) per row of the selected sets S with the masks L; both non-empty."""
+    intersection = (selected & mask).sum(1, dtype=torch.float64)
+    union = (selected | mask).sum(1, dtype=torch.float64)
+    return intersection / union, intersection / mask.sum(1), intersection / selected.sum(1)
+
+
+def average_precision_rows(mask: torch.Tensor, sorted_scores: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """AP = Σ_k (R_k − R_{k−1}) P_k over each row's distinct thresholds, highest first (as
+    sklearn). Equivalently (1/|L|) Σ_{i ∈ L} P at the end of the tie group of pixel i."""
+    labels = mask.gather(1, order)
+    true_positives = labels.cumsum(1, dtype=torch.float64)
+    n = labels.shape[1]
+    position = torch.arange(n).expand_as(order)
+    group_ends = torch.cat([sorted_scores[:, 1:] != sorted_scores[:, :-1], torch.ones_like(labels[:, :1])], dim=1)
+    end = torch.where(group_ends, position, n).flip(1).cummin(1).values.flip(1)
+    precision = true_positives.gather(1, end) / (end + 1)
+    return (precision * labels).sum(1) / true_positives[:, -1]
+
+
+def pointing_game_rows(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Share of each row's maximal pixels that lie in the mask (1 or 0 without ties)."""
+    maximal = scores == scores.amax(1, keepdim=True)
+    return (maximal & mask).sum(1, dtype=torch.float64) / maximal.sum(1)
+
+
+def relevance_mass_rows(saliency: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Σ_{mask} max(g, 0) / Σ max(g, 0) per row; NaN without positive relevance."""
+    positive = saliency.clamp_min(0)
+    total = positive.sum(1)
+    return torch.where(total > 0, (positive * mask).sum(1) / total, math.nan)
+
+
+def rank_accuracy_rows(scores: torch.Tensor, mask: torch.Tensor, sorted_scores: torch.Tensor) -> torch.Tensor:
+    """Expected share of the top-|mask| pixels inside the mask per row, ties broken at random."""
+    k = mask.sum(1)
+    threshold = _kth_largest(sorted_scores, k)
+    above, tied = scores > threshold, scores == threshold
+    inside_above = (above & mask).sum(1, dtype=torch.float64)
+    tied_share = (tied & mask).sum(1, dtype=torch.float64) / tied.sum(1)
+    return (inside_above + (k - above.sum(1)) * tied_share) / k
+
+
+def _row(array: np.ndarray, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(array).ravel()[None]).to(dtype)
+
+
+def top_pixels(scores: np.ndarray, count: int, ties: str = "inclusive") -> np.ndarray:
+    """Boolean mask of the ``count`` highest scores of one map (ties as in the module docstring)."""
+    row = _row(scores)
+    selected = top_pixels_rows(row, *_sorted(row), torch.tensor([count]), ties)
+    return selected[0].numpy().reshape(np.shape(scores))
 
 
 def overlap(selected: np.ndarray, mask: np.ndarray) -> tuple[float, float, float]:
     """(IoU, IoP, IoT) of the selected set S with the mask L; both non-empty."""
-    intersection = np.count_nonzero(selected & mask)
-    union = np.count_nonzero(selected | mask)
-    return (intersection / union, intersection / np.count_nonzero(mask),
-            intersection / np.count_nonzero(selected))
+    return tuple(float(v[0]) for v in overlap_rows(_row(selected, torch.bool), _row(mask, torch.bool)))
 
 
 def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
-    """AP = Σ (R_k − R_{k−1}) P_k over distinct thresholds, highest first (as sklearn)."""
-    labels = np.asarray(labels, dtype=bool).ravel()
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    order = np.argsort(-scores, kind="stable")
-    scores, labels = scores[order], labels[order]
-    threshold_ends = np.r_[np.flatnonzero(scores[1:] != scores[:-1]), scores.size - 1]
-    true_positives = np.cumsum(labels)[threshold_ends]
-    precision = true_positives / (threshold_ends + 1)
-    recall = true_positives / true_positives[-1]
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-
-
-def pointing_game(scores: np.ndarray, mask: np.ndarray) -> float:
-    """Share of the maximal pixels that lie in the mask (1 or 0 without ties)."""
-    maximal = scores == scores.max()
-    return np.count_nonzero(maximal & mask) / np.count_nonzero(maximal)
-
-
-def relevance_mass(saliency: np.ndarray, mask: np.ndarray) -> float:
-    """Σ_{mask} max(g, 0) / Σ max(g, 0); NaN without positive relevance."""
-    positive = np.maximum(np.asarray(saliency, dtype=np.float64), 0.0)
-    total = positive.sum()
-    return float(positive[mask].sum() / total) if total > 0 else math.nan
+    """AP of one map against its labels (see ``average_precision_rows``)."""
+    return float(average_precision_rows(_row(labels, torch.bool), *_sorted(_row(scores)))[0])
 
 
 def relevance_rank_accuracy(scores: np.ndarray, mask: np.ndarray) -> float:
     """Expected share of the top-|mask| pixels inside the mask, ties broken at random."""
-    k = np.count_nonzero(mask)
-    threshold = np.sort(scores, axis=None)[-k]
-    above, tied = scores > threshold, scores == threshold
-    inside_above = np.count_nonzero(above & mask)
-    tied_share = np.count_nonzero(tied & mask) / np.count_nonzero(tied)
-    return (inside_above + (k - np.count_nonzero(above)) * tied_share) / k
+    row = _row(scores)
+    return float(rank_accuracy_rows(row, _row(mask, torch.bool), _sorted(row)[0])[0])
 
 
 def region_exclusion(has_mask: bool, mask: np.ndarray) -> str | None:
@@ -141,28 +181,34 @@ class RegionLocalisation(Metric):
         self._excluded = {"no_region_mask": 0, "empty_region_mask": 0,
                           "relevance_mass_without_positive_saliency": 0}
 
-    def _image_values(self, saliency: np.ndarray, mask: np.ndarray) -> tuple[float, ...]:
+    def _values(self, maps: np.ndarray, masks: np.ndarray) -> torch.Tensor:
+        """(E, 7) metric values, columns as ``COLUMNS``, for E maps with non-empty masks."""
         if self.blur_sigma > 0:
-            saliency = ndimage.gaussian_filter(saliency, self.blur_sigma)
-        scores = np.abs(saliency) if self.absolute else saliency
-        selected = top_pixels(scores, np.count_nonzero(mask), self.ties)
-        return (*overlap(selected, mask), average_precision(mask, scores),
-                pointing_game(scores, mask), relevance_mass(saliency, mask),
-                relevance_rank_accuracy(scores, mask))
+            maps = ndimage.gaussian_filter(maps, (0, self.blur_sigma, self.blur_sigma))
+        saliency = torch.from_numpy(maps.reshape(len(maps), -1))
+        mask = torch.from_numpy(masks.reshape(len(masks), -1))
+        scores = saliency.abs() if self.absolute else saliency
+        sorted_scores, order = _sorted(scores)
+        selected = top_pixels_rows(scores, sorted_scores, order, mask.sum(1), self.ties)
+        return torch.stack([*overlap_rows(selected, mask), average_precision_rows(mask, sorted_scores, order),
+                            pointing_game_rows(scores, mask), relevance_mass_rows(saliency, mask),
+                            rank_accuracy_rows(scores, mask, sorted_scores)], dim=1)
 
     def update(self, batch: MapBatch) -> None:
+        values = np.full((len(batch), len(COLUMNS)), math.nan)
+        scored = np.zeros(len(batch), dtype=bool)
         for i in range(len(batch)):
-            mask = batch.region[i]
-            reason = region_exclusion(bool(batch.has_region[i]), mask)
-            if reason is not None:
-                self._excluded[reason] += 1
-                values: tuple[float, ...] = (math.nan,) * len(COLUMNS)
+            reason = region_exclusion(bool(batch.has_region[i]), batch.region[i])
+            if reason is None:
+                scored[i] = True
             else:
-                values = self._image_values(batch.maps[i].astype(np.float64), mask)
-                if math.isnan(values[COLUMNS.index("region_relevance_mass")]):
-                    self._excluded["relevance_mass_without_positive_saliency"] += 1
-            for name, value in zip(COLUMNS, values):
-                self._columns[name].append(float(value))
+                self._excluded[reason] += 1
+        if scored.any():
+            values[scored] = self._values(batch.maps[scored].astype(np.float64), batch.region[scored]).numpy()
+        mass = values[scored, COLUMNS.index("region_relevance_mass")]
+        self._excluded["relevance_mass_without_positive_saliency"] += int(np.isnan(mass).sum())
+        for name, column in zip(COLUMNS, values.T):
+            self._columns[name].extend(column.tolist())
 
     def compute(self) -> dict:
         return {

@@ -44,6 +44,20 @@ def test_per_image_auprc_matches_sklearn():
     np.testing.assert_allclose(auprc, expected, rtol=1e-12)
 
 
+def test_batch_with_ties_matches_sklearn_and_numpy_image_by_image():
+    rng = np.random.default_rng(11)
+    maps, region = rng.integers(-3, 4, size=(6, 5, 7)).astype(float), rng.random((6, 5, 7)) < 0.4
+    region[:, 0, 0] = True
+    got = localise(maps, region).per_image()
+    for i in range(6):
+        scores, mask = np.abs(maps[i]).ravel(), region[i].ravel()
+        assert got["region_auprc"][i] == pytest.approx(average_precision_score(mask, scores), rel=1e-12)
+        kept = scores >= np.sort(scores)[-mask.sum()]  # inclusive top-p
+        assert got["region_iou"][i] == pytest.approx((kept & mask).sum() / (kept | mask).sum(), rel=1e-12)
+        maximal = scores == scores.max()
+        assert got["region_pointing_game"][i] == pytest.approx((maximal & mask).sum() / maximal.sum())
+
+
 def test_overlap_by_hand():
     g = np.arange(16.0).reshape(1, 4, 4)  # top 3 pixels: 15, 14, 13
     region = np.zeros((1, 4, 4), bool)
