@@ -30,7 +30,6 @@ from audit.data.prefetch import prefetch
 from audit.errors import AuditError
 from audit.metrics.ablation import ArtefactAblation
 from audit.metrics.base import MapBatch
-from audit.metrics.enrichment import saliency_shares
 from audit.metrics.intervention import SaliencyIntervention
 from audit.metrics.performance import Performance
 from audit.metrics.randomisation import RandomisationCheck
@@ -101,14 +100,6 @@ def attribute(method: SaliencyMethod, classifier: Classifier, x: torch.Tensor, t
     if step >= len(x):
         return method.attribute(classifier, x, target)
     return np.concatenate([method.attribute(classifier, x[i : i + step], target[i : i + step]) for i in range(0, len(x), step)])
-
-
-def artefact_scores(batch: Batch, maps: np.ndarray) -> np.ndarray:
-    """Per image: share of |map| on the artefact over the artefact's area share (NaN without one)."""
-    masks = np.where(batch.has_artefact[:, None, None], batch.artefact, False)
-    area = masks.reshape(len(masks), -1).mean(axis=1)
-    shares = saliency_shares(maps, masks)
-    return np.divide(shares, area, out=np.full(len(area), np.nan), where=area > 0)
 
 
 class SharedGradient:
@@ -184,8 +175,7 @@ def run_audit(
                 maps = state.maps(classifier, x, target, gradient)
                 if not np.isfinite(maps).all():
                     raise AuditError(f"method {name!r} produced NaN maps for a batch starting at {batch.paths[0]}")
-                scores = artefact_scores(batch, maps)
-                state.metrics.update(_map_batch(batch, predictions, probabilities, maps))
+                scores = state.metrics.update(_map_batch(batch, predictions, probabilities, maps))
                 state.examples.update(batch, maps, predictions, scores)
                 state.intervention.update(scores, -ablated.artefact_delta)
                 if state.randomisation is not None:

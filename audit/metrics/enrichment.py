@@ -51,7 +51,8 @@ class ArtefactEnrichment(Metric):
         self._area_share: list[float] = []
         self._excluded = {"no_artefact_mask": 0, "empty_artefact_mask": 0, "zero_map": 0}
 
-    def update(self, batch: MapBatch) -> None:
+    def update(self, batch: MapBatch) -> np.ndarray:
+        """Record the batch; returns its (N,) E(X), NaN where an image is excluded."""
         self._labels.extend(int(label) for label in batch.labels)
         self._predictions.extend(int(p) for p in batch.predictions)
         shares, areas = np.full(len(batch), math.nan), np.full(len(batch), math.nan)
@@ -65,6 +66,7 @@ class ArtefactEnrichment(Metric):
             areas[scored] = masks.reshape(len(masks), -1).mean(axis=1)
         self._saliency_share.extend(shares.tolist())
         self._area_share.extend(areas.tolist())
+        return shares / areas
 
     def _values(self) -> np.ndarray:
         return np.asarray(self._saliency_share, dtype=np.float64) / np.asarray(

@@ -12,8 +12,8 @@ Per method, over the images with an artefact (both values defined):
 
 Why enrichment rather than m(X) of |g| (our choice): E is invariant to the scale of each
 image's map, and gradient magnitudes vary from image to image with the logit's saturation,
-which would otherwise correlate with the drop whatever the map's location. The pipeline's
-``artefact_scores`` computes exactly E per image. rho > 0: images whose saliency sits more on
+which would otherwise correlate with the drop whatever the map's location. The pipeline takes
+E per image from ``ArtefactEnrichment.update``. rho > 0: images whose saliency sits more on
 the artefact are the ones whose prediction depends more on it (the map is faithful there);
 rho ≈ 0: the saliency on the artefact says nothing about the model's reliance on it.
 

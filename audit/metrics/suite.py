@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from audit.metrics.aurrac import Aurrac
 from audit.metrics.base import MapBatch
 from audit.metrics.enrichment import ArtefactEnrichment
@@ -74,9 +76,13 @@ class MethodMetrics:
         self.localisation = RegionLocalisation(blur_sigma=region_blur)
         self._metrics = (self.global_saliency, self.enrichment, self.aurrac, self.localisation)
 
-    def update(self, batch: MapBatch) -> None:
+    def update(self, batch: MapBatch) -> np.ndarray:
+        """Update every metric; returns the batch's per-image enrichment E(X) (NaN where
+        undefined), the artefact score that examples and the intervention check rank by."""
         for metric in self._metrics:
-            metric.update(batch)
+            if metric is not self.enrichment:
+                metric.update(batch)
+        return self.enrichment.update(batch)
 
     def per_image(self) -> dict[str, list[float]]:
         columns: dict[str, list[float]] = {}
