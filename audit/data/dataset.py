@@ -1,9 +1,9 @@
 """A dataset on disk, streamed as ``Batch`` es at the model's input size.
 
 Images are read lazily, one batch at a time (memory does not grow with the dataset), resized
-bilinearly with anti-aliasing to ``size``. Unreadable images are skipped and listed in
-``skipped`` (``strict=True`` raises instead). An image whose channel count differs from the
-model's raises ``AuditError``.
+bilinearly with anti-aliasing to ``size`` (``resize.resize_image``, the resize torchvision
+applies). Unreadable images are skipped and listed in ``skipped`` (``strict=True`` raises
+instead). An image whose channel count differs from the model's raises ``AuditError``.
 
 Masks (artefact and region folders) mirror the image tree: ``root/cls/a.jpg`` takes
 ``masks/cls/a.<any supported extension>``. Any non-zero pixel is in the mask. Masks are resized
@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from skimage.transform import resize
 
 from audit.data.batch import Batch
 from audit.data.entries import Entry, read_manifest, scan_folder
 from audit.data.masks import binarise, blur_mask, dilate_mask, resize_mask
 from audit.data.readers import Reader, readers_by_extension
+from audit.data.resize import resize_image
 from audit.errors import AuditError, first_line
 
 
@@ -112,7 +112,7 @@ class Dataset:
         shape = image.shape[:2]
         image = image.reshape(*shape, found)
         if shape != self.size:
-            image = np.clip(resize(image, (*self.size, found), order=1, anti_aliasing=True), 0, 1)
+            image = np.clip(resize_image(image, self.size), 0, 1)
         return image.astype(np.float32), shape
 
     def _listing(self, folder: Path) -> frozenset[str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
-from skimage.transform import resize
+import torch
 
 from audit.data.dataset import Skipped, open_dataset
 from audit.data.readers import PngReader, readers
@@ -60,13 +60,25 @@ def test_batches_are_full_and_last_is_the_rest(tree: Path):
     assert sizes == [3, 1]
 
 
-def test_images_resized_bilinear_with_anti_aliasing(tmp_path: Path):
-    image = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+@pytest.mark.parametrize("source, size", [((8, 8), (3, 5)), ((6, 4), (17, 9)), ((40, 30), (7, 7))])
+def test_images_resized_as_torch_antialiased_bilinear(tmp_path: Path, source, size):
+    """Shrinking and enlarging match torch's interpolate(bilinear, antialias=True), an independent
+    implementation of the same filter, in float (no 8-bit rounding)."""
+    image = np.random.default_rng(0).integers(0, 256, size=source, dtype=np.uint8)
     png(tmp_path / "d" / "x" / "a.png", image)
-    (batch,) = all_batches(open_dataset(tmp_path / "d", size=(3, 5), channels=1))
-    expected = resize(image / 255.0, (3, 5), order=1, anti_aliasing=True)
-    np.testing.assert_allclose(batch.images[0, :, :, 0], expected, atol=1e-6)
-    assert batch.images.shape == (1, 3, 5, 1)
+    (batch,) = all_batches(open_dataset(tmp_path / "d", size=size, channels=1))
+    reference = torch.nn.functional.interpolate(
+        torch.from_numpy(image / 255.0)[None, None], size=size, mode="bilinear", align_corners=False, antialias=True
+    )[0, 0].numpy()
+    assert batch.images.shape == (1, *size, 1)
+    np.testing.assert_allclose(batch.images[0, :, :, 0], reference, atol=1e-6)
+
+
+def test_enlarging_two_pixels_to_four_by_hand(tmp_path: Path):
+    """Pixel centres at (i + 0.5)/2 − 0.5 = −0.25, 0.25, 0.75, 1.25; the border clamps: 0, ¼, ¾, 1."""
+    png(tmp_path / "d" / "x" / "a.png", np.array([[0, 255]], dtype=np.uint8))
+    (batch,) = all_batches(open_dataset(tmp_path / "d", size=(1, 4), channels=1))
+    np.testing.assert_allclose(batch.images[0, 0, :, 0], [0, 0.25, 0.75, 1], atol=1e-7)
 
 
 def test_rgb_image_for_three_channels(tmp_path: Path):
