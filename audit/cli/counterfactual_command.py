@@ -68,7 +68,9 @@ def counterfactual_command(
     std: Std = "1",
     value_range_text: ValueRange = "0,1",
     multilabel: Multilabel = False,
-    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    batch_size: Optional[int] = typer.Option(
+        None, "--batch-size", min=1, help="Images per batch [default: as many as keep a batch's frames within 256 MiB, at most 128]."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Latent Shift counterfactuals per image: GIF, PNG strip, maps, a CSV row; summary.json."""

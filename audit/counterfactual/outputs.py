@@ -76,10 +76,12 @@ def run_counterfactuals(
     options: ShiftOptions = ShiftOptions(),
     *,
     target: str = "predicted",
-    batch_size: int = 16,
+    batch_size: int | None = None,
     on_batch: Callable[[int], None] = lambda n: None,
 ) -> dict[str, Any]:
-    """Explain every image of ``dataset``; write the outputs above and return the summary."""
+    """Explain every image of ``dataset``; write the outputs above and return the summary.
+    ``batch_size`` None: ``options.batch_size`` for the model's input shape."""
+    batch_size = batch_size or options.batch_size(classifier.spec.shape)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     partial = out / "counterfactuals.partial.csv"

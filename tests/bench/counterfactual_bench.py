@@ -1,7 +1,8 @@
 """Latent Shift throughput: counterfactuals batched across images and frames against one image
-at a time, in the same process, on the same images (goal: ratio >= 4 on CPU).
+at a time, in the same process, on the same images, interleaved, best of ``--repeats`` each
+(goal: ratio >= 4 on CPU).
 
-Usage: python tests/bench/counterfactual_bench.py [--images 64] [--batch-size 64]
+Usage: python tests/bench/counterfactual_bench.py [--images 128] [--batch-size N]
        [--model sample_models/biased.onnx] [--autoencoder sample_models/autoencoder.pt]
 """
 
@@ -29,10 +30,11 @@ def images_per_second(classifier, autoencoder, x: torch.Tensor, batch_size: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--images", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the one `audit counterfactual` picks")
     parser.add_argument("--model", type=Path, default=ROOT / "sample_models" / "biased.onnx")
     parser.add_argument("--autoencoder", default=str(ROOT / "sample_models" / "autoencoder.pt"))
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
     from audit.counterfactual.explain import ShiftOptions
@@ -45,10 +47,12 @@ def main() -> None:
     autoencoder = checked_autoencoder(args.autoencoder, classifier.spec.shape)
     x = torch.from_numpy(generate_split("train", args.images, seed=11).images[:, None])
     options = ShiftOptions(rule=rule("paper", bound=300))
+    args.batch_size = args.batch_size or options.batch_size(classifier.spec.shape)
     images_per_second(classifier, autoencoder, x[:2], 1, options)  # warm-up
-    single = images_per_second(classifier, autoencoder, x, 1, options)
-    batched = images_per_second(classifier, autoencoder, x, args.batch_size, options)
-    print(f"threads {torch.get_num_threads()}, {args.images} images, paper rule (bound 300), {options.frame_count} frames")
+    runs = [(images_per_second(classifier, autoencoder, x, 1, options), images_per_second(classifier, autoencoder, x, args.batch_size, options))
+            for _ in range(args.repeats)]  # interleaved, best of each: other load on the machine only slows a run down
+    single, batched = max(r[0] for r in runs), max(r[1] for r in runs)
+    print(f"threads {torch.get_num_threads()}, {args.images} images, paper rule (bound 300), {options.frame_count} frames, best of {args.repeats}")
     print(f"one image at a time: {single:.2f} images/s")
     print(f"batched ({args.batch_size} images x frames): {batched:.2f} images/s")
     print(f"ratio batched / one at a time: {batched / single:.2f} (goal >= 4)")

@@ -58,6 +58,14 @@ def test_maps_by_hand():
     assert got == pytest.approx({"max": 0.3, "mean": (0.2 + 0.3 + 0.0) / 3, "minmax": 0.2, "sliding": (0.5 + 0.3) / 2})
 
 
+def test_default_batch_size_keeps_a_batch_of_frames_within_256_mib():
+    paper = ShiftOptions(rule=rule("paper"))  # 10 + 3 frames
+    assert paper.batch_size((1, 28, 28)) == 128  # 256 MiB // (13 · 784 · 4 B) = 6584, capped
+    assert paper.batch_size((3, 224, 224)) == 34  # 268435456 // (13 · 150528 · 4) = 34.3
+    assert ShiftOptions(rule=rule("public")).batch_size((3, 224, 224)) == 44  # 10 frames: 44.6
+    assert paper.batch_size((3, 2048, 2048)) == 1
+
+
 class Blind(nn.Module):
     """An autoencoder whose decoder ignores the code: no shift can change the prediction."""
 
