@@ -107,7 +107,7 @@ class SharedGradient:
     whose graph gives ∂y_t/∂x for every ``uses_input_gradient`` method."""
 
     def __init__(self, classifier: Classifier, x: torch.Tensor) -> None:
-        self.x = x.detach().clone().requires_grad_(True)
+        self.x = x.detach().requires_grad_(True)  # a view: x itself stays without grad
         with torch.enable_grad():
             self._logits = classifier.differentiable(self.x)
         self.logits = self._logits.detach()

@@ -31,7 +31,7 @@ def saliency_shares(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """(E,) Σ_{mask} |g| / Σ |g| per image of (E, H, W) maps and masks; NaN for an all-zero map."""
     magnitude = np.abs(np.asarray(maps, dtype=np.float64)).reshape(len(maps), -1)
     total = magnitude.sum(axis=1)
-    inside = np.where(masks.reshape(len(masks), -1), magnitude, 0.0).sum(axis=1)
+    inside = magnitude.sum(axis=1, where=masks.reshape(len(masks), -1))
     return np.divide(inside, total, out=np.full(len(total), math.nan), where=total > 0)
 
 

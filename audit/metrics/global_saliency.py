@@ -43,7 +43,7 @@ from audit.metrics.running import RunningMoments
 def mean_on_masks(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """(E,) m per image of (E, H, W) maps and non-empty masks (Pfau Eq. 2)."""
     flat, inside = np.asarray(maps, dtype=np.float64).reshape(len(maps), -1), masks.reshape(len(masks), -1)
-    return np.where(inside, flat, 0.0).sum(axis=1) / np.count_nonzero(inside, axis=1)
+    return flat.sum(axis=1, where=inside) / np.count_nonzero(inside, axis=1)
 
 
 def peak_shares(maps: np.ndarray, masks: np.ndarray, percentile: float = 98.0) -> np.ndarray:
