@@ -11,9 +11,10 @@ has p ≈ 1 and ∂p/∂z ≈ 0, so the paper's λ steps of 10 up to 1000 never 
 Each image's λ range comes from the λ search (``search.py``), every search step being one batch
 for all images still searching; the frames (``frames`` evenly spaced λ from λ_low to 0, then
 ``upper_frames`` up to λ_high when the rule searches upward) are decoded and classified in
-batches of ``chunk`` (64: per image, the 28 px decoder ran 1.5x slower in batches of 256, whose
-activations leave the CPU caches). The maps are those of ``maps.py``. Appendix K: the reconstruction alone
-changes predictions, so f(x) (``p_original``) and f(x_0) (``p_start``) are both returned.
+batches of ``chunk`` (64: per image, the 28 px decoder ran 1.8x slower in batches of 256, whose
+activations leave the CPU caches). The maps are those of ``maps.py``. Appendix K: the
+reconstruction alone changes predictions, so f(x) (``p_original``) and f(x_0) (``p_start``)
+are both returned.
 """
 
 from __future__ import annotations

@@ -64,7 +64,8 @@ def _kth_largest(ascending: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 
 def _count(selected: np.ndarray) -> np.ndarray:
-    return np.count_nonzero(selected, axis=1).astype(np.float64)
+    """(E,) int64 number of True per row (ratios of counts come out float64)."""
+    return np.count_nonzero(selected, axis=1)
 
 
 def top_pixels_rows(scores: np.ndarray, ascending: np.ndarray, counts: np.ndarray, ties: str) -> np.ndarray:
@@ -115,7 +116,7 @@ def relevance_mass_rows(saliency: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def rank_accuracy_rows(scores: np.ndarray, mask: np.ndarray, ascending: np.ndarray) -> np.ndarray:
     """Expected share of the top-|mask| pixels inside the mask per row, ties broken at random."""
     k = _count(mask)
-    threshold = _kth_largest(ascending, k.astype(np.int64))
+    threshold = _kth_largest(ascending, k)
     above, tied = scores > threshold, scores == threshold
     tied_share = _count(tied & mask) / _count(tied)
     return (_count(above & mask) + (k - _count(above)) * tied_share) / k
@@ -189,7 +190,7 @@ class RegionLocalisation(Metric):
         mask = masks.reshape(len(masks), -1)
         scores = np.abs(saliency) if self.absolute else saliency
         ascending = np.sort(scores, axis=1)
-        selected = top_pixels_rows(scores, ascending, _count(mask).astype(np.int64), self.ties)
+        selected = top_pixels_rows(scores, ascending, _count(mask), self.ties)
         return np.stack([*overlap_rows(selected, mask), average_precision_rows(scores, mask, ascending),
                          pointing_game_rows(scores, mask), relevance_mass_rows(saliency, mask),
                          rank_accuracy_rows(scores, mask, ascending)], axis=1)
