@@ -112,8 +112,9 @@ class Dataset:
         shape = image.shape[:2]
         image = image.reshape(*shape, found)
         if shape != self.size:
-            image = np.clip(resize_image(image, self.size), 0, 1)
-        return image.astype(np.float32), shape
+            image = resize_image(image, self.size)
+            np.clip(image, 0, 1, out=image)  # in place: float rounding only, the filter's weights are convex
+        return image.astype(np.float32, copy=False), shape
 
     def _listing(self, folder: Path) -> frozenset[str]:
         """File names in a mask folder, listed once per pass (one directory read, not a stat per

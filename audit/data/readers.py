@@ -45,7 +45,7 @@ def to_unit_range(array: np.ndarray, path: Path) -> np.ndarray:
     if array.dtype == np.bool_:
         return array.astype(np.float32)
     if np.issubdtype(array.dtype, np.unsignedinteger):
-        return (array / np.iinfo(array.dtype).max).astype(np.float32)
+        return np.divide(array, np.float32(np.iinfo(array.dtype).max), dtype=np.float32)
     if np.issubdtype(array.dtype, np.floating):
         out = array.astype(np.float32)
         if out.size and not (np.all(out >= 0.0) and np.all(out <= 1.0)):
