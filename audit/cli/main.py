@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from audit.allocator import reuse_freed_memory
 from audit.errors import AuditError, first_line
 
 app = typer.Typer(
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    reuse_freed_memory()
     try:
         _register_commands()
         app(args=argv, prog_name="audit", standalone_mode=True)

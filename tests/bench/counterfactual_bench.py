@@ -29,6 +29,9 @@ def images_per_second(classifier, autoencoder, x: torch.Tensor, batch_size: int,
 
 
 def main() -> None:
+    from audit.allocator import reuse_freed_memory
+
+    reuse_freed_memory()  # as the command line does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=None, help="default: the one `audit counterfactual` picks")

@@ -88,6 +88,9 @@ def epoch_seconds(runners: dict[str, Plain], data: list[tuple]) -> dict[str, flo
 
 
 def main() -> None:
+    from audit.allocator import reuse_freed_memory
+
+    reuse_freed_memory()  # as the command line does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--model", type=Path, default=ROOT / "sample_models" / "biased.onnx")
