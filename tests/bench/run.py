@@ -13,8 +13,11 @@
    process. Goal: flat (ratio close to 1).
 
 Throughput is measured on two models: the 28×28 sample model (its forward+backward costs
-~0.3 ms an image, so reading three PNGs per image dominates) and a ResNet-style classifier at
-1×128×128 (random weights, exported to ONNX here), whose cost is closer to a clinical model's.
+0.16-0.19 ms an image, about what decoding the image's PNG and the run's own per-image work
+cost) and a ResNet-style classifier at 1×128×128 (random weights, exported to ONNX here),
+whose cost is closer to a clinical model's. Every timing is the best of ``--repeats``
+interleaved runs; the process allocator is set as the command line sets it
+(``audit.allocator``).
 
 Usage: python tests/bench/run.py [--images 3000] [--model sample_models/biased.onnx]
 """
