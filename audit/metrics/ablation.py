@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from audit.data.batch import Batch
-from audit.metrics.global_saliency import artefact_exclusion
+from audit.metrics.base import scored_images
 from audit.metrics.intervals import CI_METHOD, mean_interval
 from audit.models.classifier import Classifier
 
@@ -99,17 +99,10 @@ class ArtefactAblation:
             raise ValueError(f"probabilities {probabilities.shape} and predictions "
                              f"{predictions.shape} do not match a batch of {n} images")
         columns: dict[str, np.ndarray] = {}
-        for kind, masks, has_mask in (("artefact", batch.artefact, batch.has_artefact),
-                                      ("region", batch.region, batch.has_region)):
+        for kind, masks in (("artefact", batch.artefact), ("region", batch.region)):
             same = np.full(n, math.nan)
             delta = np.full(n, math.nan)
-            eligible = np.zeros(n, bool)
-            for i in range(n):
-                reason = artefact_exclusion(bool(has_mask[i]), masks[i])
-                if reason is None:
-                    eligible[i] = True
-                else:
-                    self._excluded[kind][reason.replace("artefact", kind)] += 1
+            eligible = scored_images(batch, self._excluded[kind], kind)
             if eligible.any():
                 ablated = ablate(batch.images[eligible], masks[eligible], keep=kind == "region")
                 logits = classifier.logits(classifier.spec.to_tensor(ablated))

@@ -37,8 +37,8 @@ import numpy as np
 from scipy import stats
 
 from audit.errors import AuditError
-from audit.metrics.base import MapBatch, Metric
-from audit.metrics.global_saliency import mean_on_masks, peak_shares, scored_images
+from audit.metrics.base import MapBatch, Metric, scored_images
+from audit.metrics.global_saliency import mean_on_masks, peak_shares
 from audit.metrics.intervals import json_number
 
 MAX_CURVE_POINTS = 101

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -106,3 +107,30 @@ class Metric(ABC):
     @abstractmethod
     def per_image(self) -> dict[str, list]:
         """Columns for per_image.csv, aligned with the order of the paths seen; NaN if undefined."""
+
+
+def mask_exclusion(kind: str, has_mask: bool, mask: np.ndarray) -> str | None:
+    """Why an image has no score against its ``kind`` ("artefact" or "region") mask:
+    "no_<kind>_mask", "empty_<kind>_mask", or None."""
+    if not has_mask:
+        return f"no_{kind}_mask"
+    if not mask.any():
+        return f"empty_{kind}_mask"
+    return None
+
+
+def scored_images(batch: Any, excluded: dict[str, int], kind: str = "artefact", labelled_only: bool = False) -> np.ndarray:
+    """(N,) bool: images of ``batch`` (a ``MapBatch`` or a data ``Batch``) with a non-empty
+    ``kind`` mask (and a label when ``labelled_only``); the others are counted in ``excluded``
+    by reason."""
+    masks, has_mask = getattr(batch, kind), getattr(batch, f"has_{kind}")
+    scored = np.zeros(len(masks), dtype=bool)
+    for i in range(len(masks)):
+        reason = mask_exclusion(kind, bool(has_mask[i]), masks[i])
+        if reason is None and labelled_only and not batch.labelled[i]:
+            reason = "unlabelled"
+        if reason is None:
+            scored[i] = True
+        else:
+            excluded[reason] += 1
+    return scored

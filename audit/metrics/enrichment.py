@@ -21,8 +21,7 @@ import math
 
 import numpy as np
 
-from audit.metrics.base import MapBatch, Metric
-from audit.metrics.global_saliency import scored_images
+from audit.metrics.base import MapBatch, Metric, scored_images
 from audit.metrics.grouping import by_group
 from audit.metrics.intervals import CI_METHOD, json_number, mean_interval
 

@@ -34,7 +34,7 @@ import numpy as np
 from scipy import stats
 
 from audit.errors import AuditError
-from audit.metrics.base import MapBatch, Metric
+from audit.metrics.base import MapBatch, Metric, scored_images
 from audit.metrics.grouping import summarise
 from audit.metrics.intervals import CI_METHOD, json_number
 from audit.metrics.running import RunningMoments
@@ -61,30 +61,6 @@ def mean_on_mask(saliency: np.ndarray, mask: np.ndarray) -> float:
 def peak_share(saliency: np.ndarray, mask: np.ndarray, percentile: float = 98.0) -> float:
     """n of one map."""
     return float(peak_shares(saliency[None], mask[None], percentile)[0])
-
-
-def scored_images(batch: MapBatch, excluded: dict[str, int], labelled_only: bool = False) -> np.ndarray:
-    """(N,) bool: images with a non-empty artefact mask (and a label when ``labelled_only``);
-    the others are counted in ``excluded`` by reason."""
-    scored = np.zeros(len(batch), dtype=bool)
-    for i in range(len(batch)):
-        reason = artefact_exclusion(bool(batch.has_artefact[i]), batch.artefact[i])
-        if reason is None and labelled_only and not batch.labelled[i]:
-            reason = "unlabelled"
-        if reason is None:
-            scored[i] = True
-        else:
-            excluded[reason] += 1
-    return scored
-
-
-def artefact_exclusion(has_mask: bool, mask: np.ndarray) -> str | None:
-    """Why an image has no artefact score: "no_artefact_mask", "empty_artefact_mask" or None."""
-    if not has_mask:
-        return "no_artefact_mask"
-    if not mask.any():
-        return "empty_artefact_mask"
-    return None
 
 
 def levene_between_models(

@@ -45,7 +45,7 @@ import numpy as np
 from scipy import ndimage
 
 from audit.errors import AuditError
-from audit.metrics.base import MapBatch, Metric
+from audit.metrics.base import MapBatch, Metric, scored_images
 from audit.metrics.intervals import CI_METHOD, mean_interval
 
 COLUMNS = ("region_iou", "region_iop", "region_iot", "region_auprc", "region_pointing_game",
@@ -149,15 +149,6 @@ def relevance_rank_accuracy(scores: np.ndarray, mask: np.ndarray) -> float:
     return float(rank_accuracy_rows(row, _row(mask).astype(bool), np.sort(row, axis=1))[0])
 
 
-def region_exclusion(has_mask: bool, mask: np.ndarray) -> str | None:
-    """Why an image has no localisation score: "no_region_mask", "empty_region_mask" or None."""
-    if not has_mask:
-        return "no_region_mask"
-    if not mask.any():
-        return "empty_region_mask"
-    return None
-
-
 class RegionLocalisation(Metric):
     """IoU, IoP, IoT, localisation utility (AUPRC), pointing game, relevance mass and rank
     accuracy against the region mask; each summarised as a mean with a t-interval.
@@ -197,13 +188,7 @@ class RegionLocalisation(Metric):
 
     def update(self, batch: MapBatch) -> None:
         values = np.full((len(batch), len(COLUMNS)), math.nan)
-        scored = np.zeros(len(batch), dtype=bool)
-        for i in range(len(batch)):
-            reason = region_exclusion(bool(batch.has_region[i]), batch.region[i])
-            if reason is None:
-                scored[i] = True
-            else:
-                self._excluded[reason] += 1
+        scored = scored_images(batch, self._excluded, "region")
         if scored.any():
             values[scored] = self._values(batch.maps[scored], batch.region[scored])
         mass = values[scored, COLUMNS.index("region_relevance_mass")]
