@@ -34,11 +34,15 @@ def inter_class_variance(per_class: dict[str, dict]) -> float | None:
 def summarise(
     values: np.ndarray, labels: np.ndarray, predictions: np.ndarray, confidence: float = 0.95
 ) -> dict:
-    """{"overall", "by_label", "by_prediction", "inter_class_variance" (over label classes)}."""
+    """{"overall", "by_label", "by_prediction", "inter_class_variance" (over label classes)},
+    with "inter_class_variance_reason" where the variance is None."""
     per_label = by_group(values, labels, confidence)
-    return {
+    result = {
         "overall": mean_interval(values, confidence),
         "by_label": per_label,
         "by_prediction": by_group(values, predictions, confidence),
         "inter_class_variance": inter_class_variance(per_label),
     }
+    if result["inter_class_variance"] is None:
+        result["inter_class_variance_reason"] = "fewer than two classes (by label) have a mean"
+    return result
