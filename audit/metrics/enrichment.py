@@ -23,7 +23,7 @@ import numpy as np
 
 from audit.metrics.base import MapBatch, Metric, scored_images
 from audit.metrics.grouping import by_group
-from audit.metrics.intervals import CI_METHOD, json_number, mean_interval
+from audit.metrics.intervals import json_number, mean_interval
 
 
 def saliency_shares(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -84,7 +84,6 @@ class ArtefactEnrichment(Metric):
         return {
             "name": self.name,
             "formula": "(sum_A |g| / sum |g|) / (|A| / HW); 1.0 = chance",
-            "interval": CI_METHOD,
             "n_images": len(self._labels),
             "excluded": dict(self._excluded),
             "overall": mean_interval(values, self.confidence),

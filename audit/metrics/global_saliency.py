@@ -6,9 +6,18 @@ Per image X with artefact pixels A(X) and saliency map g = g_f(X) for the predic
     mean saliency on the artefact   m(X) = (1/|A(X)|) Σ_{(i,j) ∈ A(X)} g_ij          (Eq. 2)
     peak saliency share             n(X) = |P_n(g) ∩ A(X)| / |P_n(g)|                (Eq. 3)
 
-P_n(g) = pixels at or above the n-th percentile of g (n = 98 in the paper); the percentile is
-numpy's default (linear interpolation), so with ties at the threshold P_n keeps them all and
-can hold more than (100 − n)% of the pixels (a constant map gives n(X) = |A|/HW).
+P_n(g) = pixels at or above the n-th percentile of g (n = 98 in the paper). We keep exactly
+k = ⌈(1 − n/100)·HW⌉ pixels (the product rounded to 9 decimals first, so that float error in
+1 − n/100 does not add a pixel), ties at the threshold by expected value (``top_k``):
+
+    n(X) = Σ_{i ∈ A} w_i / k.
+
+Without ties at the k-th largest value this is the paper's set: P_n holds the pixels at or
+above the percentile, HW − ⌈n(HW − 1)/100⌉ of them for numpy's linear percentile, which is k
+or one fewer (16 for n = 98 on 28×28, as k; 2 on 10×10, as k). With ties "at or above" keeps
+every tied pixel, so a map that is zero off a few strokes keeps the whole image once the
+percentile is 0 and n(X) falls to the artefact's area share, whatever the map shows; the
+expected value keeps k pixels of mass, the strokes first. A constant map gives |A|/HW (chance).
 
 Normalisation (paper, Fig. 1): z-score per model with the mean μ and standard deviation σ
 over all pixels of all images. m is a mean over pixels, so z-scoring commutes with it:
@@ -36,8 +45,9 @@ from scipy import stats
 from audit.errors import AuditError
 from audit.metrics.base import MapBatch, Metric, scored_images
 from audit.metrics.grouping import summarise
-from audit.metrics.intervals import CI_METHOD, json_number
+from audit.metrics.intervals import json_number
 from audit.metrics.running import RunningMoments
+from audit.metrics.top_k import kept_inside
 
 
 def mean_on_masks(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -46,11 +56,19 @@ def mean_on_masks(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
     return flat.sum(axis=1, where=inside) / np.count_nonzero(inside, axis=1)
 
 
+def peak_count(pixels: int, percentile: float) -> int:
+    """k = ⌈(1 − n/100)·HW⌉ pixels above the n-th percentile of a map of HW pixels (at least 1)."""
+    return max(1, math.ceil(round((100.0 - percentile) * pixels / 100.0, 9)))
+
+
 def peak_shares(maps: np.ndarray, masks: np.ndarray, percentile: float = 98.0) -> np.ndarray:
-    """(E,) n = |P_n(g) ∩ A| / |P_n(g)| per image, P_n = pixels >= the n-th percentile (Pfau Eq. 3)."""
+    """(E,) n = Σ_{i ∈ A} w_i / k per image, the share of the top k pixels on the artefact with
+    ties by expected value (Pfau Eq. 3; see the module docstring)."""
     flat, inside = np.asarray(maps, dtype=np.float64).reshape(len(maps), -1), masks.reshape(len(masks), -1)
-    peak = flat >= np.percentile(flat, percentile, axis=1, keepdims=True)
-    return np.count_nonzero(peak & inside, axis=1) / np.count_nonzero(peak, axis=1)
+    pixels = flat.shape[1]
+    k = peak_count(pixels, percentile)
+    threshold = np.partition(flat, pixels - k, axis=1)[:, pixels - k, None]
+    return kept_inside(flat, threshold, np.full(len(flat), k), inside) / k
 
 
 def mean_on_mask(saliency: np.ndarray, mask: np.ndarray) -> float:
@@ -152,7 +170,6 @@ class GlobalSaliency(Metric):
             "name": self.name,
             "map": "absolute value |g|" if self.absolute else "as given (signed)",
             "percentile": self.percentile,
-            "interval": CI_METHOD,
             "n_images": len(self._mean),
             "n_scored": int(np.count_nonzero(~np.isnan(np.asarray(self._mean, dtype=float)))),
             "excluded": dict(self._excluded),

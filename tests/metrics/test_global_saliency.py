@@ -31,10 +31,43 @@ def test_peak_share_by_hand():
     assert peak_share(g, mask, 50) == pytest.approx(1 / 50)
 
 
-def test_peak_share_keeps_ties_at_the_threshold():
+def test_peak_share_ties_share_the_leftover_by_expected_value():
+    g = np.zeros((4, 4))
+    g[0, 0] = 9.0
+    g[1, :] = g[2, 0] = 5.0  # five pixels tied at 5
+    mask = np.zeros((4, 4), bool)
+    mask[0, 0] = mask[1, 0] = mask[1, 1] = mask[3, 3] = True  # the 9, two 5s and a 0
+    # percentile 75 of 16 pixels: k = 4; the 9 is kept, the five 5s share 3 pixels (3/5 each)
+    assert peak_share(g, mask, 75) == pytest.approx((1 + 2 * 3 / 5) / 4)
     mask = np.zeros((4, 4), bool)
     mask[0, :3] = True
-    assert peak_share(np.ones((4, 4)), mask, 98) == 3 / 16  # constant map: every pixel is a peak
+    assert peak_share(np.ones((4, 4)), mask, 98) == pytest.approx(3 / 16)  # constant map: chance
+
+
+def test_peak_share_of_a_map_zero_off_a_few_strokes():
+    # 28×28, n = 98: k = 16 peak pixels; the map is 0 except 10 stroke pixels, all on the
+    # 50-pixel artefact. Keeping every pixel tied at the threshold (0) would give the area share.
+    g = np.zeros((28, 28))
+    mask = np.zeros((28, 28), bool)
+    mask[:2, :25] = True
+    g[0, :10] = np.arange(1.0, 11.0)
+    # the 10 strokes are kept; the 774 zeros share the 6 left, 40 of them on the artefact
+    assert peak_share(g, mask) == pytest.approx((10 + 6 * 40 / 774) / 16)
+    assert peak_share(g, mask) > 0.6 > 50 / 784
+
+
+@pytest.mark.parametrize(("shape", "percentile", "k"), [
+    ((28, 28), 98, 16), ((10, 10), 98, 2), ((7, 9), 95, 4), ((16, 16), 90.5, 25),
+    ((25, 40), 97.3, 27),  # (100 - 97.3) * 1000 / 100 is 27.00000000000003 in floats
+])
+def test_without_ties_the_peak_is_the_top_k_and_pfaus_percentile_set_within_one(shape, percentile, k):
+    g = np.random.default_rng(3).permutation(shape[0] * shape[1]).reshape(shape).astype(float)
+    mask = np.random.default_rng(4).random(shape) < 0.3
+    top = np.zeros(g.size, bool)
+    top[np.argsort(g.ravel())[-k:]] = True
+    assert peak_share(g, mask, percentile) == pytest.approx(mask.ravel()[top].mean())
+    at_or_above = g.ravel() >= np.percentile(g, percentile)  # the paper's P_n
+    assert at_or_above.sum() in (k, k - 1) and not (at_or_above & ~top).any()
 
 
 @settings(max_examples=40, deadline=None)
@@ -81,7 +114,7 @@ def test_constant_maps_have_no_z_score_and_say_why():
     result = metric.compute()
     assert result["mean_saliency_z"]["overall"] is None and "reason" in result["mean_saliency_z"]
     assert result["mean_saliency"]["overall"]["mean"] == 1.0
-    assert result["peak_share"]["overall"]["mean"] == 1.0
+    assert result["peak_share"]["overall"]["mean"] == pytest.approx(1.0)
 
 
 def test_absolute_option_uses_magnitude():

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from scipy import stats
 from sklearn.metrics import average_precision_score
 
 from audit.errors import AuditError
-from audit.metrics.localisation import (
-    COLUMNS, RegionLocalisation, average_precision, overlap, relevance_rank_accuracy, top_pixels)
+from audit.metrics.localisation import COLUMNS, RegionLocalisation, average_precision
 from metric_batches import build_batch
 
 
@@ -23,6 +23,15 @@ def localise(maps, region, **kwargs):
 
 def first_image(metric):
     return {name: values[0] for name, values in metric.per_image().items()}
+
+
+def expected_overlap_over_tie_breaks(scores, mask, k):
+    """E|S ∩ L| over every way of breaking the tie at the k-th largest score, by enumeration."""
+    scores, mask = np.ravel(scores), np.ravel(mask)
+    threshold = np.sort(scores)[-k]
+    above, tied = np.flatnonzero(scores > threshold), np.flatnonzero(scores == threshold)
+    return np.mean([mask[above].sum() + mask[list(chosen)].sum()
+                    for chosen in itertools.combinations(tied, k - above.size)])
 
 
 @settings(max_examples=60, deadline=None)
@@ -52,8 +61,11 @@ def test_batch_with_ties_matches_sklearn_and_numpy_image_by_image():
     for i in range(6):
         scores, mask = np.abs(maps[i]).ravel(), region[i].ravel()
         assert got["region_auprc"][i] == pytest.approx(average_precision_score(mask, scores), rel=1e-12)
-        kept = scores >= np.sort(scores)[-mask.sum()]  # inclusive top-p
-        assert got["region_iou"][i] == pytest.approx((kept & mask).sum() / (kept | mask).sum(), rel=1e-12)
+        k = mask.sum()
+        threshold = np.sort(scores)[-k]
+        above, tied = scores > threshold, scores == threshold
+        inside = (above & mask).sum() + (k - above.sum()) * (tied & mask).sum() / tied.sum()
+        assert got["region_iou"][i] == pytest.approx(inside / (2 * k - inside), rel=1e-12)
         maximal = scores == scores.max()
         assert got["region_pointing_game"][i] == pytest.approx((maximal & mask).sum() / maximal.sum())
 
@@ -71,35 +83,64 @@ def test_overlap_by_hand():
     assert values["region_relevance_mass"] == pytest.approx(29 / 120)
 
 
-def test_ties_at_threshold_inclusive_keeps_all_exact_keeps_p_by_index():
-    scores = np.array([[5.0, 3.0, 3.0], [3.0, 0.0, 0.0]])
-    assert top_pixels(scores, 2, "inclusive").tolist() == [[True, True, True], [True, False, False]]
-    assert top_pixels(scores, 2, "exact").tolist() == [[True, True, False], [False, False, False]]
+def test_ties_at_the_threshold_share_the_leftover_by_expected_value():
+    scores = np.array([[[5.0, 3.0, 3.0], [3.0, 0.0, 0.0]]])
     region = np.array([[[True, False, False], [True, False, False]]])
-    inclusive = first_image(localise(scores[None], region))
-    exact = first_image(localise(scores[None], region, ties="exact"))
-    assert (inclusive["region_iou"], inclusive["region_iop"], inclusive["region_iot"]) == (
-        pytest.approx(2 / 4), 1.0, pytest.approx(2 / 4))
-    assert (exact["region_iou"], exact["region_iop"], exact["region_iot"]) == (
-        pytest.approx(1 / 3), 0.5, 0.5)
+    # k = |L| = 2: the 5 (in L) is kept; the three 3s share the one pixel left, 1/3 each, and
+    # one of them is in L: |S ∩ L| = 1 + 1/3, |S| = 2, |S ∪ L| = 2 + 2 − 4/3
+    values = first_image(localise(scores, region))
+    assert values["region_iop"] == pytest.approx(2 / 3)
+    assert values["region_iot"] == pytest.approx(2 / 3)
+    assert values["region_iou"] == pytest.approx(1 / 2)
+    assert values["region_relevance_rank_accuracy"] == pytest.approx(2 / 3)
+    assert values["region_pointing_game"] == 1.0
 
 
-def test_no_ties_both_rules_agree():
-    g = np.random.default_rng(8).permutation(25).reshape(5, 5).astype(float)
-    for count in (1, 7, 25):
-        np.testing.assert_array_equal(top_pixels(g, count, "inclusive"),
-                                      top_pixels(g, count, "exact"))
-        assert top_pixels(g, count).sum() == count
+def test_map_zero_off_a_few_strokes_is_scored_by_where_the_strokes_are():
+    # integrated gradients is exactly zero off the strokes: 3 stroke pixels, |L| = 8 of 64
+    region = np.zeros((1, 8, 8), bool)
+    region[0, 0, :8] = True
+    inside, outside = np.zeros((1, 8, 8)), np.zeros((1, 8, 8))
+    inside[0, 0, :3] = outside[0, 7, :3] = [0.5, 1.0, 2.0]
+    # strokes in L: the 3 kept, the 61 zeros share the 5 left (5 of them in L): 3 + 25/61
+    values = first_image(localise(inside, region))
+    assert values["region_iop"] == pytest.approx((3 + 25 / 61) / 8)
+    assert values["region_iou"] == pytest.approx((3 + 25 / 61) / (16 - 3 - 25 / 61))
+    # strokes off L: only the zeros' share lands in L, below chance (8/64); keeping every tied
+    # pixel would have scored IoP = 1 here
+    values = first_image(localise(outside, region))
+    assert values["region_iop"] == pytest.approx(8 * 5 / 61 / 8)
+    assert values["region_iop"] < 8 / 64
+    # a constant map: chance, whatever the positions
+    assert first_image(localise(np.ones((1, 8, 8)), region))["region_iop"] == pytest.approx(8 / 64)
 
 
-@settings(max_examples=50, deadline=None)
-@given(arrays(bool, (5, 5)), arrays(bool, (5, 5)))
-def test_iou_is_symmetric_and_iop_iot_swap(a, b):
-    a[0, 0] = b[4, 4] = True  # both non-empty
-    iou_ab, iop_ab, iot_ab = overlap(a, b)
-    iou_ba, iop_ba, iot_ba = overlap(b, a)
-    assert iou_ab == iou_ba
-    assert iop_ab == iot_ba and iot_ab == iop_ba
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.int8, (3, 4), elements=st.integers(0, 2)), arrays(bool, (3, 4)))
+def test_overlap_is_the_expected_value_over_every_tie_break(scores, region):
+    region[0, 0] = True
+    k = int(region.sum())
+    inside = expected_overlap_over_tie_breaks(scores, region, k)
+    values = first_image(localise(scores[None], region[None]))
+    assert values["region_iop"] == pytest.approx(inside / k, rel=1e-12)
+    assert values["region_iot"] == pytest.approx(inside / k, rel=1e-12)
+    assert values["region_iou"] == pytest.approx(inside / (2 * k - inside), rel=1e-12)
+    assert values["region_relevance_rank_accuracy"] == pytest.approx(inside / k, rel=1e-12)
+    assert values["region_pointing_game"] == pytest.approx(
+        expected_overlap_over_tie_breaks(scores, region, 1), rel=1e-12)
+
+
+def test_without_ties_the_kept_set_is_the_top_k():
+    g = np.random.default_rng(8).permutation(25).reshape(1, 5, 5).astype(float)
+    region = np.random.default_rng(9).random((1, 5, 5)) < 0.3
+    region[0, 0, 0] = True
+    k = region.sum()
+    kept = np.zeros(25, bool)
+    kept[np.argsort(g.ravel())[-k:]] = True
+    mask = region.ravel()
+    values = first_image(localise(g, region))
+    assert values["region_iou"] == pytest.approx((kept & mask).sum() / (kept | mask).sum())
+    assert values["region_iop"] == pytest.approx((kept & mask).sum() / k)
 
 
 def test_mask_covering_the_whole_image_scores_one_everywhere():
@@ -147,15 +188,6 @@ def test_relevance_mass_uses_positive_part_and_is_undefined_without_it():
     assert metric.compute()["excluded"]["relevance_mass_without_positive_saliency"] == 1
 
 
-def test_relevance_rank_accuracy_is_the_expected_share_over_tie_breaks():
-    scores = np.array([[4.0, 2.0, 2.0], [2.0, 2.0, 0.0]])
-    mask = np.array([[False, True, False], [True, False, True]])
-    # top 3: the 4 plus two of the four tied 2s, chosen at random
-    shares = [(np.count_nonzero(mask.ravel()[[0, *pair]])) / 3
-              for pair in itertools.combinations([1, 2, 3, 4], 2)]
-    assert relevance_rank_accuracy(scores, mask) == pytest.approx(np.mean(shares))
-
-
 def test_blur_lets_a_spike_localise_its_neighbourhood():
     g = np.zeros((1, 9, 9))
     g[0, 4, 4] = 1.0
@@ -173,10 +205,23 @@ def test_summary_has_every_metric_with_an_interval():
     for name in ("iou", "iop", "iot", "auprc", "pointing_game", "relevance_mass",
                  "relevance_rank_accuracy"):
         assert result[name]["n"] == 5 and result[name]["ci_low"] <= result[name]["mean"]
+        assert result[name]["interval"] == ("clopper-pearson" if name == "pointing_game" else "student-t")
+
+
+def test_pointing_game_interval_is_clopper_pearson_on_the_summed_hits():
+    rng = np.random.default_rng(12)
+    maps, region = rng.normal(size=(12, 5, 5)), rng.random((12, 5, 5)) < 0.3
+    region[:, 0, 0] = True
+    maps[:2] = 1.0  # two constant maps: fractional hits |L|/HW
+    metric = localise(maps, region)
+    hits = np.array(metric.per_image()["region_pointing_game"])
+    assert 0 < hits[0] < 1
+    result = metric.compute()["pointing_game"]
+    k, n = hits.sum(), hits.size
+    assert result["ci_low"] == pytest.approx(stats.beta.ppf(0.025, k, n - k + 1))
+    assert result["ci_high"] == pytest.approx(stats.beta.ppf(0.975, k + 1, n - k))
 
 
 def test_bad_options_are_audit_errors():
-    with pytest.raises(AuditError, match="tie rule"):
-        RegionLocalisation(ties="random")
     with pytest.raises(AuditError, match="negative"):
         RegionLocalisation(blur_sigma=-1)

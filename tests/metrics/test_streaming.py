@@ -10,7 +10,7 @@ from metric_batches import random_batch, split_batch
 
 METRICS = [GlobalSaliency, ArtefactEnrichment, Aurrac, RegionLocalisation,
            lambda: Aurrac(score="peak", absolute=True),
-           lambda: RegionLocalisation(blur_sigma=1.0, ties="exact")]
+           lambda: RegionLocalisation(blur_sigma=1.0, absolute=False)]
 
 
 def run(make_metric, batches):
