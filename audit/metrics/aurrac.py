@@ -24,9 +24,16 @@ of each tied block. That average is exact and cheap: within a tied block of size
 correct images, the first j of a random order hold j·c/b correct images in expectation. So the
 result does not depend on path order or batching, and a constant score gives a flat curve.
 
-Kendall's τ (τ-b, scipy.stats.kendalltau) between r and acc over the N curve points, as the
-paper reports for Figure 2; its p-value treats the points as independent, which they are not
-(each acc(k) shares images with its neighbours): read it as descriptive.
+Kendall's τ between r and acc, as the paper reports for Figure 2, over the paper's percentile
+points: "Leftmost tick corresponds to the 10th percentile of images with least saliency on
+ink", so the deciles r = 0.1, 0.2, …, 1.0, each at acc(⌈rN⌉) (distinct k only, so min(10, N)
+points: ``kendall_points``). The paper does not name the variant; we report τ-b (scipy's
+default; τ-a when no two accuracies tie), and scipy's two-sided p-value (exact without ties,
+the normal approximation with them). Over all N curve points instead, the p-value shrinks as
+N grows though the curve's shape does not change; even over ten points it treats them as
+independent, which they are not (each acc(k) holds the images of the points before it), so
+read it as descriptive. Accuracies are compared to 12 decimals, so that equal accuracies
+reached by different float sums tie.
 """
 
 from __future__ import annotations
@@ -39,9 +46,10 @@ from scipy import stats
 from audit.errors import AuditError
 from audit.metrics.base import MapBatch, Metric, scored_images
 from audit.metrics.global_saliency import mean_on_masks, peak_shares
-from audit.metrics.intervals import json_number
+from audit.metrics.intervals import BINOMIAL_INTERVAL, json_number, proportion_interval
 
 MAX_CURVE_POINTS = 101
+KENDALL_RESPONSE_RATES = np.arange(1, 11) / 10  # Pfau et al., Fig. 2: the deciles
 
 
 def response_rate_curve(scores: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -74,14 +82,39 @@ def downsample_curve(r: np.ndarray, accuracy: np.ndarray, max_points: int = MAX_
     return {"r": r[keep].tolist(), "accuracy": accuracy[keep].tolist()}
 
 
+def percentile_points(r: np.ndarray, accuracy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The curve at the deciles, acc(⌈rN⌉) for r = 0.1, …, 1.0, distinct k only."""
+    n = r.size
+    k = np.unique(np.ceil(np.round(KENDALL_RESPONSE_RATES * n, 9)).astype(int))
+    return r[k - 1], accuracy[k - 1]
+
+
+def kendall(r: np.ndarray, accuracy: np.ndarray) -> dict:
+    """{"kendall_tau", "kendall_p_value", "kendall_points"} over the percentile points, with
+    "kendall_reason" where τ is undefined."""
+    r, accuracy = percentile_points(r, accuracy)
+    accuracy = np.round(accuracy, 12)
+    result: dict = {"kendall_tau": None, "kendall_p_value": None, "kendall_points": int(r.size)}
+    if r.size < 2:
+        result["kendall_reason"] = "one image: a single curve point"
+    elif np.all(accuracy == accuracy[0]):
+        result["kendall_reason"] = "the accuracy is the same at every percentile point (a flat curve)"
+    else:
+        tau, p_value = stats.kendalltau(r, accuracy)
+        result.update(kendall_tau=json_number(tau), kendall_p_value=json_number(p_value))
+    return result
+
+
 class Aurrac(Metric):
-    """AURRAC, plain accuracy, their difference, Kendall's τ and the curve."""
+    """AURRAC, plain accuracy (with a Clopper–Pearson interval), their difference, Kendall's τ
+    over the deciles and the curve."""
 
     name = "aurrac"
 
-    def __init__(self, score: str = "mean", percentile: float = 98.0, absolute: bool = False
-                 ) -> None:
-        """score: "mean" orders by m(X), "peak" by n(X) at ``percentile``; ``absolute`` uses |g|."""
+    def __init__(self, score: str = "mean", percentile: float = 98.0, absolute: bool = False,
+                 confidence: float = 0.95) -> None:
+        """score: "mean" orders by m(X), "peak" by n(X) at ``percentile``; ``absolute`` uses |g|;
+        confidence: level of the plain accuracy's Clopper–Pearson interval."""
         if score not in ("mean", "peak"):
             raise AuditError(f"AURRAC score {score!r} is unknown; use 'mean' or 'peak'")
         if not 0.0 < percentile < 100.0:
@@ -89,6 +122,7 @@ class Aurrac(Metric):
         self.score = score
         self.percentile = percentile
         self.absolute = absolute
+        self.confidence = confidence
         self._scores: list[float] = []
         self._correct: list[bool] = []
         self._excluded = {"no_artefact_mask": 0, "empty_artefact_mask": 0, "unlabelled": 0}
@@ -119,20 +153,18 @@ class Aurrac(Metric):
             "ties": "accuracy averaged over all orders of tied images",
             "n": int(scores.size),
             "excluded": dict(self._excluded),
-            "value": None, "accuracy": None, "difference": None,
-            "kendall_tau": None, "kendall_p_value": None, "curve": {"r": [], "accuracy": []},
+            "value": None, "accuracy": None, "accuracy_ci95": None, "interval": BINOMIAL_INTERVAL,
+            "difference": None, "kendall_tau": None, "kendall_p_value": None, "kendall_points": 0,
+            "curve": {"r": [], "accuracy": []},
         }
         if scores.size == 0:
             result["reason"] = "no labelled image with a non-empty artefact mask"
             return result
         r, accuracy = response_rate_curve(scores, correct)
-        value, plain = float(accuracy.mean()), float(correct.mean())
-        result.update(value=value, accuracy=plain, difference=value - plain,
-                      curve=downsample_curve(r, accuracy))
-        tau, p_value = stats.kendalltau(r, accuracy) if scores.size > 1 else (math.nan, math.nan)
-        result.update(kendall_tau=json_number(tau), kendall_p_value=json_number(p_value))
-        if result["kendall_tau"] is None:
-            result["kendall_reason"] = "the curve is flat or has a single point"
+        value, plain = float(accuracy.mean()), proportion_interval(correct, self.confidence)
+        result.update(value=value, accuracy=plain["mean"], difference=value - plain["mean"],
+                      accuracy_ci95=[plain["ci_low"], plain["ci_high"]],
+                      curve=downsample_curve(r, accuracy), **kendall(r, accuracy))
         return result
 
     def per_image(self) -> dict[str, list]:

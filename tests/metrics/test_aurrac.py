@@ -31,7 +31,12 @@ def test_curve_and_area_by_hand():
                                "accuracy": [1, 1, pytest.approx(2 / 3), 0.5]}
     assert result["value"] == pytest.approx((1 + 1 + 2 / 3 + 1 / 2) / 4)
     assert result["accuracy"] == 0.5
+    expected = stats.binomtest(2, 4).proportion_ci(method="exact")
+    assert result["accuracy_ci95"] == pytest.approx([expected.low, expected.high])
     assert result["difference"] == pytest.approx(result["value"] - 0.5)
+    # four images: the deciles fall on k = 1, 1, 2, 2, 2, 3, 3, 4, 4, 4, so four points
+    assert result["kendall_points"] == 4
+    assert result["kendall_tau"] == pytest.approx(stats.kendalltau([1, 2, 3, 4], [1, 1, 2 / 3, 1 / 2]).statistic)
 
 
 def test_area_equals_harmonic_percentile_rank_weighting():
@@ -71,14 +76,36 @@ def test_failures_most_artefact_salient_give_aurrac_above_accuracy(n_right, n_wr
     assert result["kendall_tau"] < 0
 
 
-def test_kendall_tau_matches_scipy_on_the_curve():
+@pytest.mark.parametrize("n", [40, 37, 10, 1000])
+def test_kendall_tau_is_over_the_deciles_of_the_curve(n):
     rng = np.random.default_rng(6)
-    scores, correct = rng.normal(size=40), rng.random(40) < 0.7
+    scores, correct = rng.normal(size=n), rng.random(n) < 0.7
     result = aurrac_of(scores, correct).compute()
-    r, accuracy = response_rate_curve(scores, correct)
-    expected = stats.kendalltau(r, accuracy)
+    _, accuracy = response_rate_curve(scores, correct)
+    k = [math.ceil(d * n / 10) for d in range(1, 11)]  # Pfau et al., Fig. 2: 10th, 20th, ... percentile
+    expected = stats.kendalltau(np.arange(10), accuracy[np.array(k) - 1])
+    assert result["kendall_points"] == 10
     assert result["kendall_tau"] == pytest.approx(expected.statistic)
     assert result["kendall_p_value"] == pytest.approx(expected.pvalue)
+
+
+def test_a_curve_falling_at_every_decile_has_the_exact_ten_point_p_value():
+    # decile j (images 10j..10j+9 by score) holds 10 − j correct images: acc = 1 − j/20 at the
+    # j-th decile, strictly falling. Ten points, no ties: τ = −1, exact P = 2/10!.
+    scores = np.arange(100.0)
+    correct = np.concatenate([np.arange(10) < 10 - j for j in range(10)])
+    result = aurrac_of(scores, correct).compute()
+    assert result["kendall_tau"] == pytest.approx(-1.0)
+    assert result["kendall_p_value"] == pytest.approx(2 / math.factorial(10))
+    everything = stats.kendalltau(*response_rate_curve(scores, correct))
+    assert everything.pvalue < 1e-12 < result["kendall_p_value"]  # over all 100 points: overconfident
+
+
+def test_one_image_has_no_tau_and_says_why():
+    result = aurrac_of([1.0], [True]).compute()
+    assert result["value"] == 1.0 and result["kendall_points"] == 1
+    assert result["kendall_tau"] is None and result["kendall_p_value"] is None
+    assert "single" in result["kendall_reason"]
 
 
 def test_only_labelled_images_with_an_artefact_mask_count():
