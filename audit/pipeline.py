@@ -260,7 +260,6 @@ def _results(
     ablation: ArtefactAblation,
     states: dict[str, MethodState],
 ) -> dict[str, Any]:
-    overall = performance.compute()
     spec = classifier.spec
     report = dataset.mask_report
     ablated = ablation.compute()
@@ -297,13 +296,7 @@ def _results(
             "masks_unreadable": [{"path": s.path, "reason": s.reason} for s in report.unreadable],
             "skipped": [{"path": s.path, "reason": s.reason} for s in dataset.skipped],
         },
-        "performance": {
-            "accuracy": overall["accuracy"],
-            "auc": overall["auc"],
-            "n": overall["n"],
-            **({"reason": overall["auc_reason"]} if "auc_reason" in overall else {}),
-            "by_artefact": subsets.compute(),
-        },
+        "performance": {**performance.compute(), "by_artefact": subsets.compute()},
         "ablation": {"fill": ablated["fill"], "artefact": ablated["artefact"], "region": ablated["region"]},
         "methods": {
             name: {

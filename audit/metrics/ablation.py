@@ -19,9 +19,11 @@ forward-only path ``classifier.logits`` (onnxruntime for ONNX models) and
 argmax classes in either case.
 
 Images without the mask file or with an empty mask are excluded from that ablation and
-counted. Summaries: the share of unchanged predictions and the mean delta, each a mean of the
-per-image values with a 95% t-interval (``intervals.mean_interval``), and how many changed
-predictions went to each class (Pfau report the share moved to "Other").
+counted. Summaries: the share of unchanged predictions with a 95% Clopper–Pearson interval
+(a proportion of images: ``intervals.proportion_interval``; 0 of 30 changed gives 88.4%–100%
+unchanged, not a point), the mean delta with a 95% Student t-interval
+(``intervals.mean_interval``), and how many changed predictions went to each class (Pfau
+report the share moved to "Other").
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ import torch
 
 from audit.data.batch import Batch
 from audit.metrics.base import scored_images
-from audit.metrics.intervals import CI_METHOD, mean_interval
+from audit.metrics.intervals import mean_interval, proportion_interval
+from audit.metrics.suite import exclusion_reason
 from audit.models.classifier import Classifier
 
 KINDS = ("artefact", "region")
@@ -119,24 +122,26 @@ class ArtefactAblation:
         return AblationResult(**columns)
 
     def compute(self) -> dict:
-        """{"name", "fill", "interval", "artefact": {...}, "region": {...}}; per kind
-        "n" (ablated images), "excluded" (counts by reason), "unchanged" (share of same
-        predictions, mean_interval), "delta_probability" (mean_interval of p_t after − before),
-        "changed_to" ({class index: count} over the changed predictions)."""
+        """{"name", "fill", "artefact": {...}, "region": {...}}; per kind "n" (ablated images),
+        "excluded" (counts by reason), "unchanged" (share of same predictions,
+        proportion_interval), "delta_probability" (mean_interval of p_t after − before),
+        "changed_to" ({class index: count} over the changed predictions), and "reason" when no
+        image could be ablated."""
         result: dict = {
             "name": self.name,
             "fill": "per-channel mean of the whole image, in [0, 1] image space",
-            "interval": CI_METHOD,
         }
         for kind in KINDS:
             same = np.asarray(self._same[kind], dtype=np.float64)
-            result[kind] = {
+            block = result[kind] = {
                 "n": int(np.count_nonzero(~np.isnan(same))),
                 "excluded": dict(self._excluded[kind]),
-                "unchanged": mean_interval(same, self.confidence),
+                "unchanged": proportion_interval(same, self.confidence),
                 "delta_probability": mean_interval(np.asarray(self._delta[kind]), self.confidence),
                 "changed_to": {str(k): c for k, c in sorted(self._after[kind].items())},
             }
+            if block["n"] == 0:
+                block["reason"] = exclusion_reason(block["excluded"])
         return result
 
     def per_image(self) -> dict[str, list]:

@@ -3,7 +3,9 @@
 AUROC is sklearn's ``roc_auc_score``: for two classes on the probability of class 1; for more
 classes (or ``--multilabel`` outputs) the unweighted mean of one-vs-rest AUROCs over the classes
 present with both outcomes (sklearn's ``multi_class="ovr", average="macro"`` for softmax outputs).
-Only images with a known label count. A value that cannot be computed is None with a reason.
+Accuracy is a proportion of images: its 95% interval (``accuracy_ci95``) is Clopper–Pearson
+(``intervals.proportion_interval``). Only images with a known label count. A value that cannot
+be computed is None with a reason ("reason" for accuracy, "auc_reason" for AUROC).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
+
+from audit.metrics.intervals import BINOMIAL_INTERVAL, proportion_interval
 
 
 def auroc(labels: np.ndarray, probabilities: np.ndarray) -> tuple[float | None, str | None]:
@@ -34,7 +38,8 @@ def auroc(labels: np.ndarray, probabilities: np.ndarray) -> tuple[float | None, 
 class Performance:
     """Accuracy and AUROC over every image seen (``update`` per batch, ``compute`` at the end)."""
 
-    def __init__(self) -> None:
+    def __init__(self, confidence: float = 0.95) -> None:
+        self.confidence = confidence
         self._labels: list[np.ndarray] = []
         self._probabilities: list[np.ndarray] = []
 
@@ -48,16 +53,20 @@ class Performance:
         return np.concatenate(self._labels), np.concatenate(self._probabilities)
 
     def compute(self, subset: np.ndarray | None = None) -> dict[str, Any]:
+        """{"n", "accuracy", "accuracy_ci95", "interval", "auc"} on the labelled images (of
+        ``subset``), with "reason" / "auc_reason" where a value is None."""
         labels, probabilities = self.arrays()
         if subset is not None:
             labels, probabilities = labels[subset], probabilities[subset]
         known = labels >= 0
         labels, probabilities = labels[known], probabilities[known]
-        result: dict[str, Any] = {"n": int(len(labels))}
+        result: dict[str, Any] = {"n": int(len(labels)), "accuracy": None, "accuracy_ci95": None,
+                                  "interval": BINOMIAL_INTERVAL, "auc": None}
         if len(labels) == 0:
-            result.update(accuracy=None, auc=None, reason="no labelled images")
+            result["reason"] = "no labelled images"
             return result
-        result["accuracy"] = float(np.mean(probabilities.argmax(axis=1) == labels))
+        accuracy = proportion_interval(probabilities.argmax(axis=1) == labels, self.confidence)
+        result.update(accuracy=accuracy["mean"], accuracy_ci95=[accuracy["ci_low"], accuracy["ci_high"]])
         result["auc"], reason = auroc(labels, probabilities)
         if reason:
             result["auc_reason"] = reason

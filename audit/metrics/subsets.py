@@ -4,9 +4,9 @@ Table 2: AUROC on the inked and the uninked validation images).
 
 An image has the artefact when it has an artefact mask file *and* the mask is non-empty
 (``artefact_present``); every other image, with or without a mask file, is in "absent".
-Accuracy and AUROC are those of ``audit.metrics.performance`` (AUROC: sklearn's
-``roc_auc_score`` through ``performance.auroc``, one-vs-rest macro mean for more than two
-classes), on the images of the subset with a known label. A value that cannot be computed
+Accuracy (with its Clopper–Pearson interval) and AUROC are those of ``audit.metrics.performance``
+(AUROC: sklearn's ``roc_auc_score`` through ``performance.auroc``, one-vs-rest macro mean for
+more than two classes), on the images of the subset with a known label. A value that cannot be computed
 (no labelled image in the subset, one class only) is None with a reason.
 """
 
@@ -48,8 +48,9 @@ class PerformanceBySubset:
         self._present.append(present)
 
     def compute(self) -> dict[str, Any]:
-        """{"present": {...}, "absent": {...}}, each {"images", "n", "accuracy", "auc"} with
-        "reason" (no labelled image) or "auc_reason" (one class) where a value is None.
+        """{"present": {...}, "absent": {...}}, each {"images", "n", "accuracy",
+        "accuracy_ci95", "interval", "auc"} with "reason" (no labelled image) or "auc_reason"
+        (one class) where a value is None.
         "images" counts every image of the subset, "n" those with a known label."""
         present = np.concatenate(self._present) if self._present else np.zeros(0, bool)
         result: dict[str, Any] = {}

@@ -29,6 +29,9 @@ REGION_KEYS = {
     "rank_accuracy": "relevance_rank_accuracy",
 }
 
+AURRAC_KEYS = ("value", "accuracy", "accuracy_ci95", "interval", "difference", "kendall_tau", "kendall_p_value",
+               "kendall_points", "kendall_reason", "curve", "n", "excluded")
+
 
 def _interval(summary: dict[str, Any]) -> list[float | None] | None:
     if summary.get("ci_low") is None and summary.get("ci_high") is None:
@@ -36,31 +39,43 @@ def _interval(summary: dict[str, Any]) -> list[float | None] | None:
     return [summary.get("ci_low"), summary.get("ci_high")]
 
 
+def _entry(summary: dict[str, Any], why: str | None = None) -> dict[str, Any]:
+    """{"mean", "ci95", "n"} of an ``intervals`` summary, with "reason" (``why`` first) where
+    the mean is null, or "ci95_reason" where only the interval is (one image)."""
+    result = {"mean": summary.get("mean"), "ci95": _interval(summary), "n": summary.get("n", 0)}
+    if result["mean"] is None:
+        result["reason"] = why or summary.get("reason")
+    elif result["ci95"] is None:
+        result["ci95_reason"] = summary.get("reason")
+    return result
+
+
 def _by_class(groups: dict[str, dict[str, Any]], class_names: list[str]) -> dict[str, Any]:
     def name(key: str) -> str:
         return class_names[int(key)] if key.lstrip("-").isdigit() and 0 <= int(key) < len(class_names) else key
 
-    return {name(k): {"mean": v.get("mean"), "ci95": _interval(v), "n": v.get("n")} for k, v in groups.items()}
+    return {name(k): _entry(v) for k, v in groups.items()}
 
 
 def _statistic(block: dict[str, Any], class_names: list[str], why: str) -> dict[str, Any]:
-    """{overall, ci95, n, by_class, by_prediction, inter_class_variance} from a metric's summary block."""
-    overall = block.get("overall", {})
+    """{overall, ci95, n, interval, by_class, by_prediction, inter_class_variance} from a
+    metric's summary block; ``why`` explains a null overall."""
+    overall = _entry(block.get("overall") or {}, why)
     result = {
-        "overall": overall.get("mean"),
-        "ci95": _interval(overall),
-        "n": overall.get("n", 0),
-        "by_class": _by_class(block.get("by_label", {}), class_names),
-        "by_prediction": _by_class(block.get("by_prediction", {}), class_names),
+        "overall": overall.pop("mean"),
+        **overall,
+        "interval": (block.get("overall") or {}).get("interval"),
+        "by_class": _by_class(block.get("by_label") or {}, class_names),
+        "by_prediction": _by_class(block.get("by_prediction") or {}, class_names),
     }
-    if "inter_class_variance" in block:
-        result["inter_class_variance"] = block["inter_class_variance"]
-    if result["overall"] is None:
-        result["reason"] = overall.get("reason") or why
+    for key in ("inter_class_variance", "inter_class_variance_reason"):
+        if key in block:
+            result[key] = block[key]
     return result
 
 
-def _exclusions(excluded: dict[str, int]) -> str:
+def exclusion_reason(excluded: dict[str, int]) -> str:
+    """Why nothing was scored: "no image could be scored (<reason>: <count>, ...)"."""
     counts = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in excluded.items() if v)
     return f"no image could be scored ({counts or 'no images'})"
 
@@ -94,11 +109,12 @@ class MethodMetrics:
         enrichment = self.enrichment.compute()
         aurrac = self.aurrac.compute()
         region = self.localisation.compute()
-        no_artefact = _exclusions(glob["excluded"])
+        no_artefact = exclusion_reason(glob["excluded"])
         return {
             "artefact": {
                 "mean_saliency": {
-                    **_statistic(glob["mean_saliency_z"], self.class_names, glob.get("reason") or no_artefact),
+                    **_statistic(glob["mean_saliency_z"], self.class_names,
+                                 glob["mean_saliency_z"].get("reason") or no_artefact),
                     "normalisation": "z-score over all pixels of all images (Pfau et al. 2019)",
                     "raw": _statistic(glob["mean_saliency"], self.class_names, no_artefact),
                     "pixel_mean": glob["normalisation"]["pixel_mean"],
@@ -109,31 +125,26 @@ class MethodMetrics:
                     "percentile": glob["percentile"],
                 },
                 "enrichment": {
-                    **_statistic(enrichment, self.class_names, _exclusions(enrichment["excluded"])),
-                    "pooled": enrichment["pooled"].get("value"),
+                    **_statistic(enrichment, self.class_names, exclusion_reason(enrichment["excluded"])),
+                    "pooled": enrichment["pooled"]["value"],
+                    **({"pooled_reason": enrichment["pooled"]["reason"]} if "reason" in enrichment["pooled"] else {}),
                 },
                 "map": glob["map"],
                 "excluded": glob["excluded"],
             },
             "aurrac": {
-                "value": aurrac.get("value"),
-                "accuracy": aurrac.get("accuracy"),
-                "difference": aurrac.get("difference"),
-                "kendall_tau": aurrac.get("kendall_tau"),
-                "kendall_p_value": aurrac.get("kendall_p_value"),
-                "curve": aurrac.get("curve"),
-                "n": aurrac.get("n"),
-                "excluded": aurrac.get("excluded"),
-                **({"reason": aurrac.get("reason") or _exclusions(aurrac["excluded"])} if aurrac.get("value") is None else {}),
+                **{key: aurrac[key] for key in AURRAC_KEYS if key in aurrac},
+                **({"reason": exclusion_reason(aurrac["excluded"])} if aurrac["value"] is None else {}),
             },
             "region": {
                 **{
-                    key: {"mean": region[source].get("mean"), "ci95": _interval(region[source]), "n": region[source].get("n")}
+                    key: {**_entry(region[source], exclusion_reason(region["excluded"])),
+                          "interval": region[source]["interval"]}
                     for key, source in REGION_KEYS.items()
                 },
                 "blur_sigma": region["blur_sigma"],
                 "ties": region["ties"],
                 "excluded": region["excluded"],
-                **({"reason": _exclusions(region["excluded"])} if region["iou"].get("mean") is None else {}),
+                **({"reason": exclusion_reason(region["excluded"])} if region["iou"].get("mean") is None else {}),
             },
         }

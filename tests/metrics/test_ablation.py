@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 from torch import nn
 
 from audit.data.batch import Batch
@@ -122,6 +123,10 @@ def test_summary_exclusions_and_changed_to():
     same = result.artefact_same[~np.isnan(result.artefact_same)]
     assert art["n"] == 10 == art["unchanged"]["n"]
     assert art["unchanged"]["mean"] == pytest.approx(same.mean())
+    expected = stats.binomtest(int(same.sum()), 10).proportion_ci(method="exact")
+    assert [art["unchanged"]["ci_low"], art["unchanged"]["ci_high"]] == pytest.approx([expected.low, expected.high])
+    assert art["unchanged"]["interval"] == "clopper-pearson"
+    assert art["delta_probability"]["interval"] == "student-t"
     delta = result.artefact_delta[~np.isnan(result.artefact_delta)]
     half = 2.2621571627409915 * delta.std(ddof=1) / math.sqrt(10)  # t_{0.975, 9}
     assert art["delta_probability"]["ci_low"] == pytest.approx(delta.mean() - half)
@@ -146,8 +151,12 @@ def test_a_model_that_ignores_the_artefact_keeps_every_prediction():
     metric.update(batch, classifier, probabilities, probabilities.argmax(1))
     result = metric.compute()
     assert result["artefact"]["unchanged"]["mean"] == 1.0
+    # 5 of 5 unchanged: the 95% bound solves p^5 = 0.025, not a certain 100%
+    assert result["artefact"]["unchanged"]["ci_low"] == pytest.approx(0.025 ** (1 / 5))
     assert result["artefact"]["delta_probability"]["mean"] == pytest.approx(0.0, abs=1e-7)
     assert result["region"]["n"] == 0 and result["region"]["unchanged"]["mean"] is None
+    assert result["region"]["reason"] == "no image could be scored (no region mask: 5)"
+    assert "reason" not in result["artefact"]
 
 
 def test_streaming_in_batches_gives_the_same_results():

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from audit.data.batch import Batch
@@ -30,6 +31,9 @@ def test_accuracy_and_auroc_per_subset_match_sklearn():
         assert result[subset]["images"] == int(members.sum())
         assert result[subset]["n"] == int(known.sum())
         assert result[subset]["accuracy"] == pytest.approx(np.mean(p.argmax(1) == y))
+        ci = stats.binomtest(int(np.sum(p.argmax(1) == y)), len(y)).proportion_ci(method="exact")
+        assert result[subset]["accuracy_ci95"] == pytest.approx([ci.low, ci.high])
+        assert result[subset]["interval"] == "clopper-pearson"
         assert result[subset]["auc"] == pytest.approx(
             roc_auc_score(y, p, multi_class="ovr", average="macro"))
     json.dumps(result, allow_nan=False)
@@ -52,6 +56,7 @@ def test_undefined_values_are_null_with_a_reason():
     assert result["present"]["auc"] is None and "one class" in result["present"]["auc_reason"]
     assert result["absent"]["images"] == 1 and result["absent"]["n"] == 0
     assert result["absent"]["accuracy"] is None and result["absent"]["reason"]
+    assert result["absent"]["accuracy_ci95"] is None
     empty = PerformanceBySubset().compute()
     assert empty["present"]["n"] == 0 and empty["present"]["auc"] is None
 

@@ -66,3 +66,72 @@ def test_per_image_columns_align_with_images() -> None:
     assert all(len(values) == 6 for values in columns.values())
     assert columns["artefact_enrichment"][0] == pytest.approx(1.0)  # uniform map: chance
     assert columns["artefact_enrichment"][1] == pytest.approx((4 / 18) / (2 / 16))
+
+
+def nulls_without_reason(block, path="", reason=False):
+    """Paths of None values in ``block`` that have neither a "<key>_reason" beside them nor a
+    "reason" in a dict on the way down."""
+    if isinstance(block, dict):
+        reason = reason or isinstance(block.get("reason"), str)
+        missing = []
+        for key, value in block.items():
+            if value is None and not reason and not any(
+                    k.endswith("_reason") and f"{key}_".startswith(k.removesuffix("reason")) for k in block):
+                missing.append(f"{path}{key}")
+            missing += nulls_without_reason(value, f"{path}{key}.", reason)
+        return missing
+    if isinstance(block, list):
+        return [m for i, v in enumerate(block) for m in nulls_without_reason(v, f"{path}{i}.", reason)]
+    return []
+
+
+def rebuilt(data: MapBatch, n: int | None = None, maps=None, labels=None) -> MapBatch:
+    """The first ``n`` images of ``data``, with other maps or labels."""
+    n = len(data) if n is None else n
+    maps = data.maps if maps is None else maps
+    labels = data.labels if labels is None else labels
+    return MapBatch.from_predictions(data.paths[:n], labels[:n], data.predictions[:n], data.probabilities[:n],
+                                     maps[:n], data.artefact[:n], data.region[:n], data.has_artefact[:n],
+                                     data.has_region[:n])
+
+
+@pytest.mark.parametrize("case", ["constant maps", "one image", "no region masks", "one class", "negative maps"])
+def test_every_null_has_a_reason(case) -> None:
+    data = batch(with_regions=case != "no region masks")
+    data = rebuilt(data, n=1 if case == "one image" else None,
+                   maps={"constant maps": np.ones_like(data.maps), "negative maps": -data.maps}.get(case),
+                   labels=np.zeros(len(data), int) if case == "one class" else None)
+    suite = MethodMetrics(["cat", "dog"])
+    suite.update(data)
+    assert nulls_without_reason(suite.compute()) == []
+
+
+def test_reasons_say_why() -> None:
+    suite = MethodMetrics(["cat", "dog"])
+    suite.update(rebuilt(batch(), n=1))
+    result = suite.compute()
+    assert result["artefact"]["enrichment"]["ci95"] is None
+    assert result["artefact"]["enrichment"]["ci95_reason"] == "one image: no spread, no interval"
+    assert "single curve point" in result["aurrac"]["kendall_reason"]
+    assert "two classes" in result["artefact"]["peak_share"]["inter_class_variance_reason"]
+    suite = MethodMetrics(["cat", "dog"])
+    suite.update(rebuilt(batch(), maps=np.ones_like(batch().maps)))
+    mean = suite.compute()["artefact"]["mean_saliency"]
+    assert mean["overall"] is None and "same value" in mean["reason"]
+    assert mean["raw"]["overall"] == 1.0
+    suite = MethodMetrics(["cat", "dog"])
+    suite.update(rebuilt(batch(), maps=-batch().maps))
+    region = suite.compute()["region"]
+    assert region["iou"]["mean"] is not None and region["relevance_mass"]["mean"] is None
+    assert "relevance mass without positive saliency: 6" in region["relevance_mass"]["reason"]
+
+
+def test_intervals_are_named_per_block() -> None:
+    suite = MethodMetrics(["cat", "dog"])
+    suite.update(batch())
+    result = suite.compute()
+    assert result["artefact"]["enrichment"]["interval"] == "student-t"
+    assert result["region"]["iou"]["interval"] == "student-t"
+    assert result["region"]["pointing_game"]["interval"] == "clopper-pearson"
+    assert result["aurrac"]["interval"] == "clopper-pearson"
+    assert result["aurrac"]["kendall_points"] == 6
