@@ -33,11 +33,12 @@ from audit.metrics.ablation import ArtefactAblation
 from audit.metrics.base import MapBatch
 from audit.metrics.intervention import SaliencyIntervention
 from audit.metrics.performance import Performance
-from audit.metrics.randomisation import RandomisationCheck
+from audit.metrics.randomisation import RandomisationCheck, sanity
 from audit.metrics.subsets import PerformanceBySubset, artefact_present
 from audit.metrics.suite import MethodMetrics
 from audit.models.classifier import Classifier
 from audit.report.examples import ExampleKeeper
+from audit.report.finding import finding
 from audit.report.per_image import PerImageWriter
 from audit.report.results_file import SCHEMA, write_results
 from audit.saliency import methods
@@ -186,6 +187,7 @@ def run_audit(
     if shifted := latentshift_method(config.methods):
         save_strips(classifier, config.method_options.get(shifted, {}), out_dir / "maps" / f"{shifted}.npz", out_dir / STRIPS, target=target_rule)
     results = _results(classifier, dataset, config, images, performance, subsets, ablation, states, explained)
+    results["finding"] = finding(results)
     write_results(results, out_dir / "results.json")
     return results
 
@@ -235,7 +237,7 @@ def _randomization(state: MethodState, classifier: Classifier) -> dict[str, Any]
     try:
         return state.randomisation.compute(classifier)
     except AuditError as exc:
-        return {"cascading": None, "independent": None, "reason": str(exc)}
+        return {"cascading": None, "independent": None, "reason": f"the check failed to run: {exc}"}
 
 
 def _method_results(name: str, state: MethodState, classifier: Classifier, config: RunConfig) -> dict[str, Any]:
@@ -245,6 +247,7 @@ def _method_results(name: str, state: MethodState, classifier: Classifier, confi
         "signed": state.method.signed,
         **state.metrics.compute(),
         "randomization": randomization,
+        "sanity": sanity(randomization),
         "saliency_vs_ablation": state.intervention.compute(),
     }
 
