@@ -1,8 +1,9 @@
 """``audit run``: stream a dataset through model → saliency → metrics, keeping per-image numbers only.
 
-Per batch: normalise, forward, pick the target class, compute each method's maps, update the
-streaming metrics, ablate the artefact and the region (forward passes only), append per-image
-rows, drop the maps. Memory is bounded by the batch size, per-image scalars, a fixed number of
+Per batch: normalise, forward, resolve the explained class (``audit.target``), compute each
+method's maps for it, update the streaming metrics, ablate the artefact and the region (forward
+passes only; the change of the explained class's probability), append per-image rows, drop the
+maps. Memory is bounded by the batch size, per-image scalars, a fixed number of
 kept example maps and the images kept for the randomisation check (``randomization_images``).
 
 When a method's map is a function of the target logit's input gradient (gradient,
@@ -32,15 +33,17 @@ from audit.metrics.ablation import ArtefactAblation
 from audit.metrics.base import MapBatch
 from audit.metrics.intervention import SaliencyIntervention
 from audit.metrics.performance import Performance
-from audit.metrics.randomisation import RandomisationCheck
+from audit.metrics.randomisation import RandomisationCheck, sanity
 from audit.metrics.subsets import PerformanceBySubset, artefact_present
 from audit.metrics.suite import MethodMetrics
 from audit.models.classifier import Classifier
 from audit.report.examples import ExampleKeeper
+from audit.report.finding import finding
 from audit.report.per_image import PerImageWriter
 from audit.report.results_file import SCHEMA, write_results
 from audit.saliency import methods
 from audit.saliency.base import SaliencyMethod
+from audit.target import ExplainedClasses, Target
 
 
 @dataclass
@@ -74,24 +77,6 @@ def build_methods(classifier: Classifier, config: RunConfig) -> dict[str, Salien
         if not cls.forward_only:
             classifier.differentiable  # noqa: B018  (builds and verifies the twin now)
     return built
-
-
-def check_target_option(target: str, classifier: Classifier) -> None:
-    if target in ("predicted", "label"):
-        return
-    if not target.lstrip("-").isdigit() or not 0 <= int(target) < classifier.num_classes:
-        raise AuditError(f"--target {target!r}: use predicted, label or a class index 0..{classifier.num_classes - 1}")
-
-
-def resolve_target(target: str, batch: Batch, predictions: np.ndarray) -> np.ndarray:
-    if target == "predicted":
-        return predictions
-    if target == "label":
-        unknown = [path for path, label in zip(batch.paths, batch.labels) if label < 0]
-        if unknown:
-            raise AuditError(f"{unknown[0]}: --target label needs a label for every image; use --target predicted")
-        return batch.labels.astype(np.int64)
-    return np.full(len(batch), int(target), dtype=np.int64)
 
 
 def attribute(method: SaliencyMethod, classifier: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
@@ -142,7 +127,7 @@ def run_audit(
 ) -> dict[str, Any]:
     """Run the audit and write ``out_dir/per_image.csv``, ``out_dir/maps/*.npz`` and ``out_dir/results.json``."""
     seed_everything(config.seed)
-    check_target_option(config.target, classifier)
+    target_rule = Target.parse(config.target, classifier.num_classes)
     built = build_methods(classifier, config)
     share_gradient = any(method.uses_input_gradient for method in built.values())
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -160,6 +145,7 @@ def run_audit(
     performance, subsets, ablation = Performance(), PerformanceBySubset(), ArtefactAblation()
     writer = PerImageWriter(out_dir)
     images = 0
+    explained = ExplainedClasses(target_rule, classifier.class_names)
     try:
         for batch in prefetch(dataset.batches(config.batch_size)):
             x = spec.to_tensor(batch.images)
@@ -168,9 +154,10 @@ def run_audit(
             _check_finite(classifier, batch, logits)
             probabilities = classifier.probabilities(logits).numpy()
             predictions = probabilities.argmax(axis=1)
-            target = torch.from_numpy(resolve_target(config.target, batch, predictions))
+            classes = target_rule.resolve(batch.paths, batch.labels, predictions)
+            target = torch.from_numpy(classes)
             gradient = shared.gradient(target) if shared else None
-            ablated = ablation.update(batch, classifier, probabilities, predictions)
+            ablated = ablation.update(batch, classifier, probabilities, classes)
             for name, state in states.items():
                 maps = state.maps(classifier, x, target, gradient)
                 if not np.isfinite(maps).all():
@@ -182,7 +169,8 @@ def run_audit(
                     state.randomisation.update(x, target)
             performance.update(batch.labels, probabilities)
             subsets.update(batch.labels, probabilities, artefact_present(batch))
-            writer.append(_rows(batch, predictions, probabilities))
+            writer.append(_rows(batch, predictions, classes, probabilities))
+            explained.update(classes, predictions)
             images += len(batch)
             on_batch(len(batch))
         if images == 0:
@@ -197,8 +185,9 @@ def run_audit(
     for name, state in states.items():
         state.examples.save(out_dir / "maps" / f"{name}.npz")
     if shifted := latentshift_method(config.methods):
-        save_strips(classifier, config.method_options.get(shifted, {}), out_dir / "maps" / f"{shifted}.npz", out_dir / STRIPS, target=config.target)
-    results = _results(classifier, dataset, config, images, performance, subsets, ablation, states)
+        save_strips(classifier, config.method_options.get(shifted, {}), out_dir / "maps" / f"{shifted}.npz", out_dir / STRIPS, target=target_rule)
+    results = _results(classifier, dataset, config, images, performance, subsets, ablation, states, explained)
+    results["finding"] = finding(results)
     write_results(results, out_dir / "results.json")
     return results
 
@@ -227,13 +216,14 @@ def _map_batch(batch: Batch, predictions: np.ndarray, probabilities: np.ndarray,
     )
 
 
-def _rows(batch: Batch, predictions: np.ndarray, probabilities: np.ndarray):
+def _rows(batch: Batch, predictions: np.ndarray, targets: np.ndarray, probabilities: np.ndarray):
     for i, path in enumerate(batch.paths):
         label = int(batch.labels[i])
         yield (
             path,
             label if label >= 0 else "",
             int(predictions[i]),
+            int(targets[i]),
             round(float(probabilities[i, predictions[i]]), 6),
             int(predictions[i] == label) if label >= 0 else "",
             int(batch.artefact[i].sum()),
@@ -247,7 +237,19 @@ def _randomization(state: MethodState, classifier: Classifier) -> dict[str, Any]
     try:
         return state.randomisation.compute(classifier)
     except AuditError as exc:
-        return {"cascading": None, "independent": None, "reason": str(exc)}
+        return {"cascading": None, "independent": None, "reason": f"the check failed to run: {exc}"}
+
+
+def _method_results(name: str, state: MethodState, classifier: Classifier, config: RunConfig) -> dict[str, Any]:
+    randomization = _randomization(state, classifier)
+    return {
+        "options": config.method_options.get(name, {}),
+        "signed": state.method.signed,
+        **state.metrics.compute(),
+        "randomization": randomization,
+        "sanity": sanity(randomization),
+        "saliency_vs_ablation": state.intervention.compute(),
+    }
 
 
 def _results(
@@ -259,6 +261,7 @@ def _results(
     subsets: PerformanceBySubset,
     ablation: ArtefactAblation,
     states: dict[str, MethodState],
+    explained: ExplainedClasses,
 ) -> dict[str, Any]:
     spec = classifier.spec
     report = dataset.mask_report
@@ -269,7 +272,8 @@ def _results(
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": config.command,
         "seed": config.seed,
-        "target": config.target,
+        "target": str(explained.target),
+        "explained": explained.compute(),
         "model": {
             "path": str(classifier.path),
             "format": classifier.format,
@@ -298,14 +302,5 @@ def _results(
         },
         "performance": {**performance.compute(), "by_artefact": subsets.compute()},
         "ablation": {"fill": ablated["fill"], "artefact": ablated["artefact"], "region": ablated["region"]},
-        "methods": {
-            name: {
-                "options": config.method_options.get(name, {}),
-                "signed": state.method.signed,
-                **state.metrics.compute(),
-                "randomization": _randomization(state, classifier),
-                "saliency_vs_ablation": state.intervention.compute(),
-            }
-            for name, state in states.items()
-        },
+        "methods": {name: _method_results(name, state, classifier, config) for name, state in states.items()},
     }

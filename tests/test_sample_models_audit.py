@@ -2,7 +2,9 @@
 
 The biased model decides by the distractor box: its gradient maps sit on the box far more than
 the unbiased model's, removing the box changes its predictions while the unbiased model's
-barely move, and its maps decorrelate as the network is randomised from the top.
+barely move, and its maps decorrelate as the network is randomised from the top. Occlusion's do
+not (on black backgrounds it is zero wherever the image is, whatever the weights): it fails the
+sanity check, and the finding leaves it out.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def audits(valid_split: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
             masks=valid_split / "artefacts",
             regions=valid_split / "regions",
         )
-        config = RunConfig(methods=["gradient"], randomization_images=8, seed=0)
+        config = RunConfig(methods=["gradient", "occlusion"], randomization_images=8, seed=0)
         results[name] = run_audit(classifier, dataset, config, tmp_path_factory.mktemp(name))
     return results
 
@@ -70,3 +72,15 @@ def test_gradient_maps_decorrelate_under_cascading_randomisation(audits) -> None
         cascading = audits[name]["methods"]["gradient"]["randomization"]["cascading"]
         assert len(cascading) >= 10
         assert cascading[-1]["spearman"] < 0.5 * cascading[0]["spearman"]
+
+
+def test_occlusion_fails_the_sanity_check_and_is_left_out_of_the_finding(audits) -> None:
+    for name, results in audits.items():
+        gradient, occlusion = (results["methods"][m]["sanity"] for m in ("gradient", "occlusion"))
+        assert gradient["status"] == "passed" and gradient["ci95"][1] < 0.5, (name, gradient)
+        assert occlusion["status"] == "failed" and occlusion["spearman"] > 0.9, (name, occlusion)  # measured 0.99 on 32 images
+        evidence = results["finding"]["evidence"]["methods"]
+        assert evidence["gradient"]["counted"] and not evidence["occlusion"]["counted"]
+        assert "Left out: occlusion" in results["finding"]["detail"]
+    biased = audits["biased.onnx"]["finding"]
+    assert (biased["code"], biased["evidence"]["methods"]["gradient"]["salient"]) == ("uses_artefact", True)

@@ -48,7 +48,7 @@ def compare(
 
 
 def _print(console: Console, comparison: dict[str, Any], gate: dict[str, Any]) -> None:
-    from audit.report.gate.compare_page import number, signed
+    from audit.report.gate.compare_page import delta, number
 
     for label in ("base", "new"):
         side = comparison[label]
@@ -60,7 +60,7 @@ def _print(console: Console, comparison: dict[str, Any], gate: dict[str, Any]) -
     for title in ("BASE", "NEW", "Δ"):
         table.add_column(title, justify="right")
     for row in comparison["rows"]:
-        table.add_row(Text(row["key"]), number(row["base"]), number(row["new"]), signed(row["delta"]))
+        table.add_row(Text(row["key"]), number(row["base"]), number(row["new"]), delta(row), style="bold yellow" if row.get("changed") else None)
     console.print(table)
     if not gate["checks"]:
         console.print("gate: no checks")

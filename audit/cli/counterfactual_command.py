@@ -80,6 +80,7 @@ def counterfactual_command(
     from audit.counterfactual.search import rule as search_rule
     from audit.data.dataset import open_dataset
     from audit.models.loader import load_classifier
+    from audit.target import Target
 
     thresholds = dict(
         drop=drop, rise=rise, floor=floor, bound=bound, step=step, fine_step=fine_step,
@@ -87,6 +88,7 @@ def counterfactual_command(
     )
     options = ShiftOptions(rule=search_rule(rule, **thresholds), frames=frames, upper_frames=upper_frames, direction=direction)
     classifier = load_classifier(model, model_options(input_size, channels, mean, std, value_range_text, multilabel))
+    explained = Target.parse(target, classifier.num_classes)
     ae = checked_autoencoder(autoencoder, classifier.spec.shape)
     dataset = open_dataset(data, size=(classifier.spec.height, classifier.spec.width), channels=classifier.spec.channels)
     if len(dataset.classes) == classifier.num_classes:
@@ -96,7 +98,7 @@ def counterfactual_command(
     with Progress(*columns, console=err, disable=quiet, transient=True) as progress:
         task = progress.add_task("counterfactuals", total=len(dataset))
         summary = run_counterfactuals(
-            classifier, ae, dataset, out, options, target=target, batch_size=batch_size,
+            classifier, ae, dataset, out, options, target=explained, batch_size=batch_size,
             on_batch=lambda n: progress.advance(task, n),
         )
     if not quiet:

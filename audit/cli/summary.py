@@ -29,10 +29,12 @@ HEADLINES = (
     ("AURRAC − acc.", ("aurrac", "difference")),
     ("IoU", ("region", "iou", "mean")),
     ("pointing", ("region", "pointing_game", "mean")),
+    ("sanity", ("sanity", "status")),
 )
 CAPTION = (
     "enrichment: share of |saliency| on the artefact over its share of the area (1 = chance); "
-    "peak share: share of the top 2% pixels on the artefact; IoU and pointing game against the region masks"
+    "peak share: share of the top 2% pixels on the artefact; IoU and pointing game against the region masks; "
+    "sanity: the randomisation check (a failed method is not counted in the finding)"
 )
 
 
@@ -70,6 +72,8 @@ def print_summary(console: Console, results: dict[str, Any], out: Path, report: 
     console.print(table)
     if results["methods"]:
         console.print(_methods_table(results["methods"]))
+    if "finding" in results:
+        console.print(Text(f"finding ({results['finding']['code']}): {results['finding']['sentence']}", style="bold"))
     if "gate" in results:
         console.print(_gate_table(results["gate"]))
     written = [out / "results.json", out / "per_image.csv", *([report] if report else [])]

@@ -26,8 +26,8 @@ from audit.counterfactual.maps import MAPS
 from audit.counterfactual.storage import atomic_write
 from audit.data.batch import Batch
 from audit.data.dataset import Dataset
-from audit.errors import AuditError
 from audit.models.classifier import Classifier
+from audit.target import Target
 
 COLUMNS = [
     "path", "label", "target", "status", "lambda_low", "lambda_high", "stop_low", "stop_high",
@@ -35,17 +35,11 @@ COLUMNS = [
 ]
 
 
-def targets_for(batch: Batch, target: str, classes: int) -> np.ndarray | None:
-    """``predicted`` → None (explain_batch picks argmax f(x)), ``label`` or a class index."""
-    if target == "predicted":
-        return None
-    if target == "label":
-        if (batch.labels < 0).any():
-            raise AuditError(f"--target label: {batch.paths[int(np.argmax(batch.labels < 0))]} has no label; use --target predicted")
-        return batch.labels
-    if not target.isdigit() or int(target) >= classes:
-        raise AuditError(f"--target {target!r}: use predicted, label or a class index below {classes}")
-    return np.full(len(batch), int(target))
+def targets_for(classifier: Classifier, batch: Batch, target: Target) -> np.ndarray:
+    """The batch's explained classes by ``audit.target``'s rule, the predictions from one forward
+    pass (negligible beside the λ search's passes)."""
+    predictions = classifier.logits(classifier.spec.to_tensor(batch.images)).argmax(dim=1).numpy()
+    return target.resolve(batch.paths, batch.labels, predictions)
 
 
 def _row(e: Explanation, i: int, path: str, label: int) -> dict[str, Any]:
@@ -75,12 +69,14 @@ def run_counterfactuals(
     out: Path,
     options: ShiftOptions = ShiftOptions(),
     *,
-    target: str = "predicted",
+    target: Target | None = None,
     batch_size: int | None = None,
     on_batch: Callable[[int], None] = lambda n: None,
 ) -> dict[str, Any]:
-    """Explain every image of ``dataset``; write the outputs above and return the summary.
-    ``batch_size`` None: ``options.batch_size`` for the model's input shape."""
+    """Explain every image of ``dataset`` for the classes ``target`` resolves (default: the
+    predicted ones); write the outputs above and return the summary. ``batch_size`` None:
+    ``options.batch_size`` for the model's input shape."""
+    target = target or Target("predicted", classifier.num_classes)
     batch_size = batch_size or options.batch_size(classifier.spec.shape)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,7 +86,7 @@ def run_counterfactuals(
         writer = csv.DictWriter(handle, COLUMNS)
         writer.writeheader()
         for batch in dataset.batches(batch_size):
-            t = targets_for(batch, target, classifier.num_classes)
+            t = targets_for(classifier, batch, target)
             e = explain_batch(classifier, autoencoder, batch.images, t, options)
             for i, path in enumerate(batch.paths):
                 name = classifier.class_names[int(e.target[i])]
@@ -103,7 +99,7 @@ def run_counterfactuals(
             sums["status"].extend(e.status)
             on_batch(len(batch))
     partial.replace(out / "counterfactuals.csv")
-    summary = _summary(classifier, dataset, options, sums)
+    summary = _summary(classifier, dataset, options, sums, target)
     atomic_write(out / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
     return summary
 
@@ -113,7 +109,7 @@ def _accuracy(predicted: np.ndarray, labels: np.ndarray) -> float | None:
     return float((predicted[known] == labels[known]).mean()) if known.any() else None
 
 
-def _summary(classifier: Classifier, dataset: Dataset, options: ShiftOptions, sums: dict[str, list]) -> dict[str, Any]:
+def _summary(classifier: Classifier, dataset: Dataset, options: ShiftOptions, sums: dict[str, list], target: Target) -> dict[str, Any]:
     labels = np.asarray(sums["labels"])
     p_original, p_start = np.asarray(sums["p_original"]), np.asarray(sums["p_start"])
     statuses = sums["status"]
@@ -121,6 +117,7 @@ def _summary(classifier: Classifier, dataset: Dataset, options: ShiftOptions, su
         "schema": "audit.counterfactual/1",
         "model": {"path": str(classifier.path), "sha256": classifier.sha256, "classes": classifier.class_names},
         "data": {"root": str(dataset.base), "images": len(labels), "skipped": [dataclasses.asdict(s) for s in dataset.skipped]},
+        "target": {"option": str(target), "rule": target.describe(classifier.class_names)},
         "search": {**dataclasses.asdict(options.rule), "frames": options.frames, "upper_frames": options.upper_frames, "direction": options.direction},
         "maps": list(MAPS),
         "status": {name: statuses.count(name) for name in sorted(set(statuses))},

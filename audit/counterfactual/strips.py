@@ -29,6 +29,7 @@ from audit.errors import AuditError
 
 if TYPE_CHECKING:
     from audit.models.classifier import Classifier
+    from audit.target import Target
 
 PREFIX = "latentshift-"
 GROUP = "most_artefact_salient"
@@ -40,15 +41,6 @@ def latentshift_method(names: list[str] | dict[str, Any]) -> str | None:
     return next((name for name in names if str(name).startswith(PREFIX) and name[len(PREFIX) :] in MAPS), None)
 
 
-def _targets(target: str, predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """The class explained, as ``audit run --target`` chose it: predicted, label or an index."""
-    if target == "predicted":
-        return predictions
-    if target == "label":
-        return np.where(labels >= 0, labels, predictions)
-    return np.full(len(predictions), int(target), dtype=np.int64)
-
-
 def save_strips(
     classifier: Classifier,
     method_options: dict[str, Any],
@@ -56,17 +48,20 @@ def save_strips(
     out: Path,
     count: int = 4,
     *,
-    target: str = "predicted",
+    target: Target | None = None,
 ) -> Path | None:
     """Explain the first ``count`` most artefact-salient images of ``examples_npz`` with the Latent
     Shift method whose options (``autoencoder``, ``rule``, thresholds, ``frames``…) are
-    ``method_options``, and write the strips to ``out`` (atomically). The map is the one named by
-    the file (``maps/latentshift-mean.npz`` → mean; max otherwise). Returns ``out``, or None
-    (removing a stale ``out``) when the examples file holds no such image (no artefact masks)."""
+    ``method_options``, for the classes ``target`` (``audit run``'s; default: predicted)
+    resolves from the images' labels and predictions, and write the strips to ``out``
+    (atomically). The map is the one named by the file (``maps/latentshift-mean.npz`` → mean;
+    max otherwise). Returns ``out``, or None (removing a stale ``out``) when the examples file
+    holds no such image (no artefact masks)."""
     from audit.counterfactual.explain import explain_batch
     from audit.counterfactual.method import checked_autoencoder
     from audit.counterfactual.storage import atomic_write
     from audit.saliency import methods
+    from audit.target import Target
 
     examples_npz, out = Path(examples_npz), Path(out)
     method = examples_npz.stem if latentshift_method([examples_npz.stem]) else f"{PREFIX}max"
@@ -85,7 +80,8 @@ def save_strips(
         return None
     images = group["image"][:n].astype(np.float32)
     labels, predictions = group["label"][:n].astype(np.int64), group["prediction"][:n].astype(np.int64)
-    targets = _targets(target, predictions, labels)
+    target = target or Target("predicted", classifier.num_classes)
+    targets = target.resolve(list(group["path"][:n].astype(str)), labels, predictions)
     autoencoder = checked_autoencoder(shift.autoencoder, classifier.spec.shape)
     e = explain_batch(classifier, autoencoder, images, targets, shift.options, maps=(shift.map,))
     order = np.arange(e.zero, -1, -1)  # λ = 0 first, down to λ_low

@@ -3,12 +3,18 @@
 Bias", Appendix A.1: pixels are replaced "with the mean value pixel for that image", and the
 share of predictions that remain invariant is reported: 52% for their baseline model.)
 
-Per image X with predicted class t (the caller's predictions) and class probabilities p:
+Per image X with class probabilities p, predicted class y = argmax_k p_k(X) and explained class
+t (``--target``, ``audit.target``; t = y by default):
 
     artefact ablation   X_A = X with every pixel of the artefact mask A set to μ(X)
     region ablation     X_R = X with every pixel *outside* the region mask R set to μ(X)
-    same   = [argmax_k p_k(X') = t]
-    delta  = p_t(X') − p_t(X)          (negative: the ablation lowered the class's probability)
+    same   = [argmax_k p_k(X') = y]    (the prediction survives, whatever class is explained)
+    delta  = p_t(X') − p_t(X)          (negative: the ablation lowered the explained class's probability)
+
+"Same" is Pfau's invariance of the prediction, so the flip rate means the same thing under every
+``--target``; the delta is the explained class's, the class whose maps the saliency-vs-ablation
+correlation compares it with (our choice: with ``--target label`` on a misclassified image the
+maps explain the label, and so does the delta).
 
 μ(X) is the per-channel mean over all pixels of the original image (artefact and region
 included), computed in [0, 1] image space before ``spec.to_tensor``. Our choice; because the
@@ -69,10 +75,11 @@ def ablate(images: np.ndarray, masks: np.ndarray, keep: bool) -> np.ndarray:
 class ArtefactAblation:
     """Streaming artefact and region ablation over batches (see the module docstring).
 
-    ``update(batch, classifier, probabilities, predictions)`` per batch: ``probabilities`` is
-    the (N, K) output on the original images, ``predictions`` the (N,) classes to follow
-    (normally the argmax). One extra forward pass per ablation kind on the eligible images of
-    the batch; only per-image scalars are kept. ``confidence`` sets the level of the intervals.
+    ``update(batch, classifier, probabilities, target)`` per batch: ``probabilities`` is the
+    (N, K) output on the original images (its argmax is the prediction), ``target`` the (N,)
+    explained classes whose probability change is recorded. One extra forward pass per ablation
+    kind on the eligible images of the batch; only per-image scalars are kept. ``confidence``
+    sets the level of the intervals.
     """
 
     name = "ablation"
@@ -92,15 +99,16 @@ class ArtefactAblation:
         batch: Batch,
         classifier: Classifier,
         probabilities: np.ndarray,
-        predictions: np.ndarray,
+        target: np.ndarray,
     ) -> AblationResult:
         """Ablate, forward, record; returns this batch's per-image results."""
         probabilities = np.asarray(probabilities, dtype=np.float64)
-        predictions = np.asarray(predictions, dtype=np.int64)
+        target = np.asarray(target, dtype=np.int64)
         n = len(batch)
-        if probabilities.shape[0] != n or predictions.shape != (n,):
-            raise ValueError(f"probabilities {probabilities.shape} and predictions "
-                             f"{predictions.shape} do not match a batch of {n} images")
+        if probabilities.shape[0] != n or target.shape != (n,):
+            raise ValueError(f"probabilities {probabilities.shape} and target "
+                             f"{target.shape} do not match a batch of {n} images")
+        predictions = probabilities.argmax(axis=1)
         columns: dict[str, np.ndarray] = {}
         for kind, masks in (("artefact", batch.artefact), ("region", batch.region)):
             same = np.full(n, math.nan)
@@ -110,12 +118,12 @@ class ArtefactAblation:
                 ablated = ablate(batch.images[eligible], masks[eligible], keep=kind == "region")
                 logits = classifier.logits(classifier.spec.to_tensor(ablated))
                 after = classifier.probabilities(logits).to(torch.float64).numpy()
-                target = predictions[eligible]
-                rows = np.arange(len(target))
+                predicted, explained = predictions[eligible], target[eligible]
+                rows = np.arange(len(explained))
                 new_class = after.argmax(axis=1)
-                same[eligible] = (new_class == target).astype(np.float64)
-                delta[eligible] = after[rows, target] - probabilities[eligible][rows, target]
-                self._after[kind].update(int(k) for k in new_class[new_class != target])
+                same[eligible] = (new_class == predicted).astype(np.float64)
+                delta[eligible] = after[rows, explained] - probabilities[eligible][rows, explained]
+                self._after[kind].update(int(k) for k in new_class[new_class != predicted])
             self._same[kind].extend(same.tolist())
             self._delta[kind].extend(delta.tolist())
             columns[f"{kind}_same"], columns[f"{kind}_delta"] = same, delta

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-BASE_COLUMNS = ("path", "label", "prediction", "probability", "correct", "artefact_pixels", "region_pixels")
+BASE_COLUMNS = ("path", "label", "prediction", "target", "probability", "correct", "artefact_pixels", "region_pixels")
 
 
 class PerImageWriter:

@@ -55,6 +55,59 @@ def test_run_writes_results_that_match_an_independent_computation(synthetic_root
     assert "occlusion" in results["methods"]
 
 
+@pytest.mark.parametrize("target", ["label", "1"])
+def test_a_non_default_target_drives_maps_ablation_and_their_correlation(target, synthetic_root, tmp_path, capsys) -> None:
+    """The biased sample model (ONNX) against its TorchScript twin in torch: the maps, the
+    ablation's probability change and their correlation are all for the explained class."""
+    from scipy import stats
+    from skimage.io import imread
+
+    models = Path(__file__).resolve().parents[2] / "sample_models"
+    out = tmp_path / "out"
+    args = valid_args(synthetic_root, models / "biased.onnx", out) + ["--method", "gradient", "--randomization-images", "0", "--target", target]
+    code, _, err = run(args, capsys)
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    table = pd.read_csv(out / "per_image.csv")
+    valid = synthetic_root / "valid"
+    images = np.stack([imread(valid / "images" / p) / 255.0 for p in table.path]).astype(np.float32)[:, None]
+    artefact = np.stack([imread(valid / "artefacts" / p) > 0 for p in table.path])
+    classes = table.label.to_numpy() if target == "label" else np.full(len(table), int(target))
+    # independent reference: the TorchScript file in torch, autograd, and the ablation by hand
+    module = torch.jit.load(str(models / "biased.pt")).eval()
+    x = torch.from_numpy(images).requires_grad_(True)
+    logits = module(x)
+    (gradient,) = torch.autograd.grad(logits.gather(1, torch.tensor(classes)[:, None]).sum(), x)
+    g = gradient.abs()[:, 0].numpy().astype(np.float64)
+    area = artefact.sum(axis=(1, 2)) / artefact[0].size
+    enrichment = (g * artefact).sum(axis=(1, 2)) / g.sum(axis=(1, 2)) / area
+    ablated = np.where(artefact[:, None], images.mean(axis=(2, 3), keepdims=True), images)
+    with torch.no_grad():
+        before = torch.softmax(logits, dim=1).numpy()
+        after = torch.softmax(module(torch.from_numpy(ablated)), dim=1).numpy()
+    rows = np.arange(len(table))
+    predictions = before.argmax(axis=1)
+    assert table.prediction.tolist() == predictions.tolist() and table.target.tolist() == classes.tolist()
+    np.testing.assert_allclose(table["gradient.artefact_enrichment"], enrichment, rtol=1e-3)
+    np.testing.assert_allclose(table.ablation_artefact_delta, after[rows, classes] - before[rows, classes], atol=1e-4)
+    assert table.ablation_artefact_same.tolist() == (after.argmax(axis=1) == predictions).astype(float).tolist()
+    rho = stats.spearmanr(enrichment, before[rows, classes] - after[rows, classes])[0]
+    assert results["methods"]["gradient"]["saliency_vs_ablation"]["spearman"] == pytest.approx(rho, abs=1e-3)
+    assert results["target"] == target
+    names = results["model"]["classes"]
+    assert results["explained"]["by_class"] == {names[k]: int(c) for k, c in zip(*np.unique(classes, return_counts=True))}
+    assert results["explained"]["not_predicted"] == int((classes != predictions).sum()) > 0
+
+
+def test_target_label_on_an_unlabelled_image_is_one_line(synthetic_root, tiny_model_files, tmp_path, capsys) -> None:
+    for name in ("a.png", "b.png"):
+        shutil.copy(next((synthetic_root / "valid" / "images").rglob("*.png")), tmp_path / name)
+    (tmp_path / "manifest.csv").write_text("path,label\na.png,0\nb.png,\n")
+    args = ["run", tiny_model_files["onnx"], "--data", tmp_path / "manifest.csv", "--out", tmp_path / "o", "--quiet", "--method", "occlusion"]
+    assert_one_line_error(*run(args + ["--target", "label"], capsys)[::2], "b.png: --target label needs a label")
+    assert_one_line_error(*run(args + ["--target", "2"], capsys)[::2], "--target '2'", "0..1")
+
+
 def test_json_flag_prints_results_on_stdout_only(synthetic_root, tiny_model_files, tmp_path, capsys) -> None:
     args = valid_args(synthetic_root, tiny_model_files["onnx"], tmp_path / "o")
     args.remove("--quiet")

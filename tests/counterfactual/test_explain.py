@@ -18,6 +18,7 @@ from audit.counterfactual.search import rule
 from audit.data.synthetic import generate_split, make_synthetic
 from audit.errors import AuditError
 from audit.saliency import methods
+from tests.counterfactual.conftest import SAMPLES
 
 FAST = ShiftOptions(rule=rule("paper", bound=300))
 
@@ -130,3 +131,18 @@ def test_bad_autoencoder_is_one_line_exit_2(tmp_path, capsys):
     code = main(["counterfactual", "sample_models/biased.onnx", "--autoencoder", str(pickled), "--data", str(data), "--out", str(out)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "pickled" in err and not out.exists()
+
+
+def test_counterfactual_target_by_the_run_s_rule(tmp_path, capsys):
+    data = make_synthetic(tmp_path / "data", seed=5, n_train=2, n_valid=2, n_test=2) / "train" / "images"
+    ae = str(SAMPLES / "autoencoder.pt")
+    bad = tmp_path / "bad"
+    code = main(["counterfactual", "sample_models/biased.onnx", "--autoencoder", ae, "--data", str(data), "--out", str(bad), "--target", "2"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == "audit: error: --target '2': use predicted, label or a class index 0..1" and not bad.exists()
+    out = tmp_path / "cf"
+    code = main(["counterfactual", "sample_models/biased.onnx", "--autoencoder", ae, "--data", str(data), "--out", str(out),
+                 "--target", "1", "--bound", "20", "--quiet"])
+    assert code == 0
+    assert [row["target"] for row in csv.DictReader((out / "counterfactuals.csv").open())] == ["1", "1"]
+    assert json.loads((out / "summary.json").read_text())["target"] == {"option": "1", "rule": "class 1 (1-two-crosses) for every image"}

@@ -119,3 +119,18 @@ def test_pdf_page(runs: dict[str, Path], results: dict[str, dict], tmp_path: Pat
     assert len(reader.pages) == 1
     enrichment = results["biased"]["methods"]["gradient"]["artefact"]["enrichment"]["overall"]
     assert f"{enrichment:.4g}" in text and ENRICHMENT in text and "Gate: FAIL" in text
+
+
+def test_the_finding_is_compared_as_text_and_gated_on_new(runs: dict[str, Path], results: dict[str, dict], capsys) -> None:
+    code, out, _ = compare([runs["unbiased"], runs["biased"], "--json", "--fail-on", 'finding.code == "uses_artefact"'], capsys)
+    assert code == 1
+    table = rows(out)
+    codes = results["unbiased"]["finding"]["code"], results["biased"]["finding"]["code"]
+    assert codes[1] == "uses_artefact" != codes[0]
+    assert table["finding.code"] == {"key": "finding.code", "base": codes[0], "new": codes[1], "delta": None, "changed": True}
+    assert table["methods.gradient.sanity.status"] == {
+        "key": "methods.gradient.sanity.status", "base": "not run", "new": "not run", "delta": None, "changed": False}
+    _, shown, _ = compare([runs["unbiased"], runs["biased"]], capsys)
+    line = next(line for line in shown.splitlines() if "finding.code" in line)
+    assert codes[0] in line and "uses_artefact" in line and "changed" in line
+    assert compare([runs["biased"], runs["unbiased"], "--fail-on", 'finding.code == "uses_artefact"'], capsys)[0] == 0

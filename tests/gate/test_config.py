@@ -93,3 +93,12 @@ def test_missing_config_and_pyproject_without_table(tmp_path: Path) -> None:
 def test_cli_expressions_are_checked_too(tmp_path: Path) -> None:
     with pytest.raises(AuditError, match="--fail-on 'auc < x': expected KEY OP NUMBER"):
         gate_checks(["auc < x"], None, tmp_path)
+
+
+def test_string_checks_in_the_file(tmp_path: Path) -> None:
+    text_check = 'finding.code == "uses_artefact"'
+    write(tmp_path / "audit.toml", "fail_on = ['finding.code == \"uses_artefact\"', \"finding.level != 'none'\"]\n")
+    assert gate_checks([], None, tmp_path) == ([text_check, "finding.level != 'none'"], False)
+    write(tmp_path / "audit.toml", "fail_on = ['finding.code > \"uses_artefact\"']\n")
+    with pytest.raises(AuditError, match=r"audit\.toml: fail_on 'finding\.code > \"uses_artefact\"': > compares numbers"):
+        gate_checks([], None, tmp_path)

@@ -40,11 +40,31 @@ def test_unknown_key_names_the_closest_valid_key(results: dict[str, dict], expre
     )
 
 
-def test_a_group_or_text_is_not_a_number(results: dict[str, dict]) -> None:
+def test_a_group_is_not_a_value_and_text_compares_with_text_only(results: dict[str, dict]) -> None:
     with pytest.raises(AuditError, match=f"is a group of values, not a number; did you mean '{ENRICHMENT}'"):
         evaluate_gate(results["biased"], ["methods.gradient.artefact.enrichment > 2"], False)
-    with pytest.raises(AuditError, match="model.format is 'onnx', not a number"):
+    with pytest.raises(AuditError, match="did you mean 'finding.code'"):
+        evaluate_gate(results["biased"], ['finding == "uses_artefact"'], False)
+    with pytest.raises(AuditError) as error:
         evaluate_gate(results["biased"], ["model.format == 1"], False)
+    assert str(error.value) == ("gate check 'model.format == 1': model.format is the text \"onnx\"; compare it with == or != "
+                                "and a quoted string, e.g. 'model.format == \"onnx\"'")
+    with pytest.raises(AuditError, match="performance.auc is the number .*; compare it with a number"):
+        evaluate_gate(results["biased"], ['performance.auc == "0.8"'], False)
+
+
+def test_the_finding_gates_the_biased_model_only(results: dict[str, dict]) -> None:
+    expressions = ['finding.code == "uses_artefact"', "finding.level != 'none'"]
+    gates = {name: evaluate_gate(r, expressions, False) for name, r in results.items()}
+    assert results["biased"]["finding"]["code"] == "uses_artefact"
+    assert [c["outcome"] for c in gates["biased"]["checks"]] == ["fail", "fail"]
+    assert gates["biased"]["checks"][0] == {
+        "expression": expressions[0], "key": "finding.code", "operator": "==", "threshold": "uses_artefact",
+        "value": "uses_artefact", "outcome": "fail", "reason": '"uses_artefact" == "uses_artefact" holds',
+    }
+    unbiased = results["unbiased"]["finding"]
+    assert unbiased["code"] != "uses_artefact" and gates["unbiased"]["checks"][0]["outcome"] == "pass"
+    assert gates["unbiased"]["checks"][1]["outcome"] == ("pass" if unbiased["level"] == "none" else "fail")
 
 
 def test_null_metric_fails_with_its_reason_unless_allowed_missing(results: dict[str, dict]) -> None:

@@ -81,3 +81,56 @@ def test_method_keys_checked_against_the_run_methods_before_the_run() -> None:
         "--fail-on 'methods.gradcam.region.iou.mean < 0.2': method 'gradcam' is not in this run "
         "(--method gradient --method grad-cam); did you mean 'grad-cam'?"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "operator", "threshold"),
+    [
+        ('finding.code == "uses_artefact"', "finding.code", "==", "uses_artefact"),
+        ("finding.code!='no_evidence'", "finding.code", "!=", "no_evidence"),
+        ('  finetune.verdict.code  ==  "two words, 1 < 2"  ', "finetune.verdict.code", "==", "two words, 1 < 2"),
+        ('finding.code == ""', "finding.code", "==", ""),
+        ("finding.code == '3'", "finding.code", "==", "3"),
+    ],
+)
+def test_quoted_strings(text: str, key: str, operator: str, threshold: str) -> None:
+    check = parse_expression(text)
+    assert (check.key, check.operator, check.threshold, check.is_text) == (key, operator, threshold, True)
+
+
+@pytest.mark.parametrize("operator", ["<", "<=", ">", ">="])
+def test_order_on_a_string_is_one_line_error(operator: str) -> None:
+    text = f'finding.code {operator} "uses_artefact"'
+    with pytest.raises(AuditError) as error:
+        validate_expressions([text])
+    assert str(error.value) == (f"--fail-on {text!r}: {operator} compares numbers; a quoted string takes == or != only, "
+                                "e.g. 'finding.code == \"uses_artefact\"'")
+
+
+@pytest.mark.parametrize("text", ['finding.code == "open', "finding.code == 'mixed\"", 'finding.code == "a" "b"', "finding.code == uses_artefact"])
+def test_malformed_strings_are_one_line_errors(text: str) -> None:
+    with pytest.raises(AuditError, match="expected KEY OP NUMBER .*or KEY == \"TEXT\""):
+        validate_expressions([text])
+
+
+def test_text_comparison_is_generic_and_exact() -> None:
+    results = {"finetune": {"verdict": {"code": "improved", "sentence": "Better."}}, "n": 3}
+    expressions = ['finetune.verdict.code == "improved"', 'finetune.verdict.code != "improved"',
+                   "finetune.verdict.code == 'Improved'", 'finetune.verdict.code != "worse"']
+    gate = evaluate_gate(results, expressions, allow_missing=False)
+    assert [c["outcome"] for c in gate["checks"]] == ["fail", "pass", "pass", "fail"]
+    assert gate["checks"][1]["reason"] == '"improved" != "improved" does not hold'
+    null = evaluate_gate({"finding": {"code": None, "reason": "not computed"}}, ['finding.code == "x"'], allow_missing=True)
+    assert null["checks"][0]["outcome"] == "skipped" and "not computed" in null["checks"][0]["reason"]
+
+
+def test_delta_of_text_has_no_value() -> None:
+    base, new = {"finding": {"code": "no_evidence"}, "p": 1.0}, {"finding": {"code": "uses_artefact"}, "p": 2.0}
+    with pytest.raises(AuditError) as error:
+        evaluate_gate(new, ["delta.finding.code != 0"], allow_missing=False, base=base)
+    assert str(error.value) == (
+        "gate check 'delta.finding.code != 0': finding.code is text (BASE \"no_evidence\", NEW \"uses_artefact\") and text "
+        "has no delta.; gate on NEW with 'finding.code == \"...\"' or '!= \"...\"' (the `audit compare` table shows both runs' values)"
+    )
+    with pytest.raises(AuditError, match="a delta. is NEW − BASE, a number; compare it with a number"):
+        evaluate_gate(new, ['delta.p == "1"'], allow_missing=False, base=base)

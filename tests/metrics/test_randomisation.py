@@ -8,8 +8,8 @@ from torch import nn
 
 import audit.saliency  # noqa: F401  (registers the built-in methods)
 from audit.errors import AuditError
-from audit.metrics.randomisation import (RandomisationCheck, execution_order, map_spearman,
-                                         randomisation_check)
+from audit.metrics.randomisation import (SANITY_THRESHOLD, RandomisationCheck, execution_order,
+                                         map_spearman, randomisation_check, sanity)
 from audit.models.classifier import from_module
 from audit.models.spec import InputSpec
 from audit.saliency import methods
@@ -231,3 +231,37 @@ def test_onnx_twin_end_to_end(tmp_path):
     assert classifier.differentiable is twin
     for key, value in state(twin).items():
         assert torch.equal(value, before[key])
+
+
+class InputMap(SaliencyMethod):
+    """|x|: a map that ignores the model (Adebayo et al.'s edge detector), so it must fail."""
+
+    def attribute(self, model, x, target):
+        return x.abs().amax(dim=1).numpy()
+
+
+def step(spearman, ci, **extra):
+    return {"cascading": [{"layer": "head", "spearman": 0.0, "ci95": [-0.1, 0.1], "n": 4},
+                          {"layer": "features.0", "spearman": spearman, "ci95": ci, "n": 4, **extra}]}
+
+
+def test_sanity_verdict_is_the_last_steps_upper_bound_against_the_threshold():
+    assert SANITY_THRESHOLD == 0.5
+    passed = sanity(step(0.3, [0.1, 0.49]))
+    assert passed == {"status": "passed", "spearman": 0.3, "ci95": [0.1, 0.49], "n": 4, "threshold": 0.5, "layers": 2}
+    assert sanity(step(0.3, [0.1, 0.5]))["status"] == "failed"  # not shown to fall below 0.5
+    assert sanity(step(-0.8, [-0.9, -0.7]))["status"] == "passed"  # an inverted ranking is no longer the same map
+    lone = sanity(step(0.2, [None, None], reason="one image: no spread, no interval", constant_maps=3))
+    assert lone["status"] == "not run" and lone["ci95"] is None
+    assert lone["reason"].startswith("the last cascading step gives no interval (one image: no spread, no interval; 3 constant")
+    skipped = sanity({"cascading": None, "independent": None, "reason": "skipped (--randomization-images 0)"})
+    assert (skipped["status"], skipped["spearman"], skipped["reason"]) == ("not run", None, "skipped (--randomization-images 0)")
+
+
+def test_a_map_that_ignores_the_model_fails_and_the_gradient_passes():
+    _, _, _, result = check(method=InputMap(), n=8, independent=False)
+    failed = sanity(result)
+    assert failed["status"] == "failed" and failed["spearman"] == pytest.approx(1.0)
+    _, _, _, result = check(n=8, independent=False)
+    passed = sanity(result)
+    assert passed["status"] == "passed" and passed["ci95"][1] < 0.5, passed

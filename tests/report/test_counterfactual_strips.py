@@ -104,3 +104,14 @@ def test_no_latentshift_method_no_section_and_no_examples_no_strips(strip_run: S
     shutil.copytree(strip_run.strips.parent, stale.parent)
     assert save_strips(strip_run.classifier, OPTIONS, tmp_path / "maps" / f"{METHOD}.npz", stale) is None
     assert not stale.exists()  # a stale file from an earlier run is removed, not shown
+
+
+def test_strips_explain_the_class_the_run_explained(strip_run: StripRun, tmp_path: Path) -> None:
+    from audit.target import Target
+
+    examples_npz = strip_run.run_dir / "maps" / f"{METHOD}.npz"
+    out = save_strips(strip_run.classifier, OPTIONS, examples_npz, tmp_path / "label.npz", count=2, target=Target.parse("label", 2))
+    with np.load(out) as s, np.load(examples_npz) as examples:
+        labels = examples["most_artefact_salient/label"][:2]
+        assert s["targets"].tolist() == labels.tolist()
+        assert (labels != examples["most_artefact_salient/prediction"][:2]).any()  # the biased model is wrong on them

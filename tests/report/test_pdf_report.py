@@ -131,3 +131,16 @@ def test_numbers_and_intervals_are_formatted_for_reading() -> None:
     assert interval([1.5, 2.25]) == "1.500–2.250" and interval([-0.5, 0.25]) == "-0.500 to 0.250" and interval(None) == ""
     assert with_interval(None, [1, 2]) == "n/a" and percent(0.5) == "50.0%"
     assert escape("<b>&co") == "&lt;b&gt;&amp;co"
+
+
+def test_first_page_shows_the_stored_finding_and_marks_a_method_that_failed_the_sanity_check(report: Report, tmp_path: Path) -> None:
+    assert report.results["finding"]["code"] == "uses_artefact"
+    results = copy.deepcopy(report.results)
+    results["finding"].update(sentence="A stored <sentence>", detail="A stored detail & more.")
+    results["methods"]["grad-cam"]["sanity"]["status"] = "failed"
+    first = flat(read_pages(write_report(results, tmp_path, tmp_path / "stored.pdf"))[0])
+    assert "A stored <sentence> A stored detail & more." in first
+    assert "grad-cam failed sanity check: not evidence" in first and "gradient failed" not in first
+    del results["finding"]  # a results.json from before the finding: computed from the numbers
+    first = flat(read_pages(write_report(results, tmp_path, tmp_path / "old.pdf"))[0])
+    assert "The model uses the artefact" in first and "Left out: grad-cam" in first

@@ -1,7 +1,9 @@
 """Align two runs (BASE, NEW) on their headline numbers, and state where they differ.
 
-Rows cover the run (images, performance overall and by artefact subset, ablation) and, for every
-method present in both runs, its headline metrics. A method in only one run gets no rows; it is
+Rows cover the run (images, performance overall and by artefact subset, ablation, the finding's
+level and code) and, for every method present in both runs, its headline metrics and sanity
+status. A number's row has Δ = NEW − BASE; text has no Δ (null) and ``changed`` says whether
+it differs, so a finding that moved from ``no_evidence`` to ``uses_artefact`` shows. A method in only one run gets no rows; it is
 listed among the mismatches, as are different data (root, image count, classes), model
 classes, target and method options: those rows are still shown, but compare different things.
 """
@@ -11,10 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from audit.report.gate.keys import MISSING, is_metric, lookup
+from audit.report.gate.keys import MISSING, is_metric, is_value, lookup
 from audit.report.results_file import read_results
 
 RUN_KEYS = (
+    "finding.level",
+    "finding.code",
     "data.images",
     "performance.accuracy",
     "performance.auc",
@@ -38,6 +42,7 @@ METHOD_KEYS = (
     "region.relevance_mass.mean",
     "saliency_vs_ablation.spearman",
     "randomization.cascading.-1.spearman",
+    "sanity.status",
 )
 MATCHED = ("data.root", "data.images", "data.classes", "model.classes", "target")
 
@@ -49,7 +54,8 @@ def load_run(path: Path) -> tuple[dict[str, Any], Path]:
 
 
 def compare_results(base: dict[str, Any], new: dict[str, Any], base_path: Path, new_path: Path) -> dict[str, Any]:
-    """``{"base", "new", "methods", "mismatches", "rows"}``; rows are ``{"key", "base", "new", "delta"}``."""
+    """``{"base", "new", "methods", "mismatches", "rows"}``; rows are ``{"key", "base", "new", "delta"}``,
+    with ``"changed"`` added to the rows of text values."""
     base_methods, new_methods = list(base.get("methods", {})), list(new.get("methods", {}))
     methods = [name for name in base_methods if name in new_methods]
     keys = [*RUN_KEYS, *(f"methods.{name}.{key}" for name in methods for key in METHOD_KEYS)]
@@ -71,6 +77,9 @@ def _side(results: dict[str, Any], path: Path) -> dict[str, Any]:
 def _row(key: str, base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
     segments = key.split(".")
     values = [lookup(base, segments), lookup(new, segments)]
+    if any(isinstance(v, str) for v in values):
+        b, n = (v if is_value(v) else None for v in values)
+        return {"key": key, "base": b, "new": n, "delta": None, "changed": b != n}
     if not any(is_metric(v) for v in values):
         return None
     b, n = (v if is_metric(v) else None for v in values)

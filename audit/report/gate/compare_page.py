@@ -17,18 +17,26 @@ from reportlab.lib.styles import getSampleStyleSheet
 from reportlab.lib.units import mm
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
+CHANGED = colors.HexColor("#b35806")  # a text row (the finding, a sanity status) that differs
 OUTCOME_COLOURS = {"pass": colors.HexColor("#1a7f37"), "fail": colors.HexColor("#cf222e"), "skipped": colors.grey}
 
 
 def number(value: Any) -> str:
-    """Numbers to four significant decimals, absent values to ``n/a``."""
+    """Numbers to four significant decimals, text as it is, absent values to ``n/a``."""
     if value is None:
         return "n/a"
-    return str(value) if isinstance(value, int) else f"{value:.4g}"
+    return str(value) if isinstance(value, (int, str)) else f"{value:.4g}"
 
 
 def signed(value: Any) -> str:
     return "n/a" if value is None else f"{value:+.4g}"
+
+
+def delta(row: dict[str, Any]) -> str:
+    """The Δ column: NEW − BASE for numbers, "changed" or "same" for text."""
+    if "changed" in row:
+        return "changed" if row["changed"] else "same"
+    return signed(row["delta"])
 
 
 def write_compare_pdf(comparison: dict[str, Any], gate: dict[str, Any] | None, path: Path) -> Path:
@@ -58,7 +66,7 @@ def write_compare_pdf(comparison: dict[str, Any], gate: dict[str, Any] | None, p
 
 
 def _rows_table(rows: list[dict[str, Any]]) -> Table:
-    data = [["key", "BASE", "NEW", "Δ"]] + [[r["key"], number(r["base"]), number(r["new"]), signed(r["delta"])] for r in rows]
+    data = [["key", "BASE", "NEW", "Δ"]] + [[r["key"], number(r["base"]), number(r["new"]), delta(r)] for r in rows]
     table = Table(data, colWidths=[110 * mm, 22 * mm, 22 * mm, 22 * mm], repeatRows=1)
     table.setStyle(TableStyle([
         ("FONTSIZE", (0, 0), (-1, -1), 7.5),
@@ -68,7 +76,8 @@ def _rows_table(rows: list[dict[str, Any]]) -> Table:
         ("ROWBACKGROUNDS", (0, 1), (-1, -1), [colors.white, colors.HexColor("#f2f2f2")]),
         ("TOPPADDING", (0, 0), (-1, -1), 1),
         ("BOTTOMPADDING", (0, 0), (-1, -1), 1),
-    ]))
+    ] + [(command, (0, i), (-1, i), value) for i, r in enumerate(rows, start=1) if r.get("changed")
+         for command, value in (("FONTNAME", "Helvetica-Bold"), ("TEXTCOLOR", CHANGED))]))
     return table
 
 

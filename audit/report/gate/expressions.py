@@ -1,9 +1,12 @@
-"""Gate expressions: ``KEY OP NUMBER``; a check *fails* when its expression holds.
+"""Gate expressions: ``KEY OP NUMBER`` or ``KEY == "TEXT"``; a check *fails* when its expression holds.
 
 ``--fail-on "methods.gradient.artefact.enrichment.overall > 2.0"`` fails the run when the
 enrichment is above 2. OP is one of ``<  <=  >  >=  ==  !=``; NUMBER is a decimal or
-scientific literal (``0.8``, ``-1``, ``2e-3``); spaces around OP are optional. KEY is a dotted
-path into results.json (see ``keys``); ``delta.KEY`` is NEW − BASE and exists in
+scientific literal (``0.8``, ``-1``, ``2e-3``); spaces around OP are optional. A quoted string
+(``"uses_artefact"`` or ``'uses_artefact'``, no escapes) compares text with ``==`` or ``!=``
+only: ``--fail-on 'finding.code == "uses_artefact"'``; ``<`` and the others on a string are an
+error, and so is a string compared with a number (``evaluate``). KEY is a dotted path into
+results.json (see ``keys``); ``delta.KEY`` is NEW − BASE, for numbers, and exists in
 ``audit compare`` only.
 """
 
@@ -27,10 +30,11 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
 }
 DELTA = "delta."
 EXAMPLE = "methods.gradient.artefact.enrichment.overall > 2.0"
+TEXT_OPERATORS = ("==", "!=")
 _SEGMENT = r"[^\s.<>=!]+"
 _PATTERN = re.compile(
     rf"\s*(?P<key>{_SEGMENT}(?:\.{_SEGMENT})*)\s*(?P<op><=|>=|==|!=|<|>)\s*"
-    r"(?P<number>[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*"
+    r"(?:(?P<number>[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)|\"(?P<double>[^\"]*)\"|'(?P<single>[^']*)')\s*"
 )
 
 
@@ -41,7 +45,7 @@ class Check:
     expression: str
     key: str  # as written, with ``delta.`` when present
     operator: str
-    threshold: float
+    threshold: float | str  # a str compares text (== and != only)
 
     @property
     def is_delta(self) -> bool:
@@ -52,19 +56,31 @@ class Check:
         """The path into results.json (without ``delta.``)."""
         return self.key.removeprefix(DELTA).split(".")
 
-    def holds(self, value: float) -> bool:
+    @property
+    def is_text(self) -> bool:
+        return isinstance(self.threshold, str)
+
+    def holds(self, value: float | str) -> bool:
         return OPERATORS[self.operator](value, self.threshold)
 
 
 def parse_expression(expression: str, source: str = "--fail-on") -> Check:
-    """Parse ``KEY OP NUMBER``; AuditError (one line, with the expected form) otherwise."""
+    """Parse ``KEY OP NUMBER`` or ``KEY ==|!= "TEXT"``; AuditError (one line, with the expected form) otherwise."""
     match = _PATTERN.fullmatch(expression)
     if match is None:
         raise AuditError(
             f"{source} {expression!r}: expected KEY OP NUMBER with OP one of {' '.join(sorted(OPERATORS, key=len))}, "
-            f"e.g. {EXAMPLE!r}"
+            f"or KEY == \"TEXT\" / KEY != \"TEXT\", e.g. {EXAMPLE!r}"
         )
-    return Check(expression.strip(), match["key"], match["op"], float(match["number"]))
+    if match["number"] is not None:
+        return Check(expression.strip(), match["key"], match["op"], float(match["number"]))
+    if match["op"] not in TEXT_OPERATORS:
+        raise AuditError(
+            f"{source} {expression!r}: {match['op']} compares numbers; a quoted string takes == or != only, "
+            f"e.g. 'finding.code == \"uses_artefact\"'"
+        )
+    text = match["double"] if match["double"] is not None else match["single"]
+    return Check(expression.strip(), match["key"], match["op"], text)
 
 
 def validate_expressions(

@@ -1,8 +1,9 @@
-"""Dotted key paths into results.json: lookup, the valid metric keys, the closest one to a typo.
+"""Dotted key paths into results.json: lookup, the valid keys, the closest one to a typo.
 
 A key is a dotted path (``methods.gradient.artefact.enrichment.overall``); a segment that is an
 integer indexes a list (``methods.gradient.randomization.cascading.0.spearman``, ``-1`` is the
-last entry). A *metric key* leads to a number or to null (a metric that could not be computed).
+last entry). A *metric* is a number or null (a metric that could not be computed); a *value*,
+what a check can read, is a metric or a string (``finding.code``, ``methods.M.sanity.status``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 from typing import Any
 
 MISSING = object()
-PREFERRED_LEAVES = ("overall", "mean", "value")
+PREFERRED_LEAVES = ("overall", "mean", "value", "code", "status")
 
 
 def lookup(results: Any, segments: list[str]) -> Any:
@@ -32,15 +33,20 @@ def is_metric(value: Any) -> bool:
     return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
-def metric_keys(node: Any, prefix: str = "") -> list[str]:
-    """Every key path under ``node`` that leads to a number or null."""
+def is_value(value: Any) -> bool:
+    """A number, a string or null: what a gate check can compare."""
+    return is_metric(value) or isinstance(value, str)
+
+
+def value_keys(node: Any, prefix: str = "") -> list[str]:
+    """Every key path under ``node`` that leads to a number, a string or null."""
     if isinstance(node, dict):
         children = ((str(k), v) for k, v in node.items())
     elif isinstance(node, list):
         children = ((str(i), v) for i, v in enumerate(node))
     else:
-        return [prefix] if prefix and is_metric(node) else []
-    return [key for name, value in children for key in metric_keys(value, f"{prefix}.{name}" if prefix else name)]
+        return [prefix] if prefix and is_value(node) else []
+    return [key for name, value in children for key in value_keys(value, f"{prefix}.{name}" if prefix else name)]
 
 
 def closest_key(key: str, candidates: list[str]) -> str | None:
@@ -50,12 +56,12 @@ def closest_key(key: str, candidates: list[str]) -> str | None:
 
 
 def suggestion_for_group(key: str, group: Any) -> str | None:
-    """For a key that names a group (a dict or list), the metric key under it to use instead."""
+    """For a key that names a group (a dict or list), the key under it to use instead."""
     if isinstance(group, dict):
         for leaf in PREFERRED_LEAVES:
-            if is_metric(group.get(leaf, "")):
+            if leaf in group and is_value(group[leaf]):
                 return f"{key}.{leaf}"
-    return closest_key(key, metric_keys(group, key))
+    return closest_key(key, value_keys(group, key))
 
 
 def null_reason(results: Any, segments: list[str]) -> str | None:

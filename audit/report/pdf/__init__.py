@@ -1,7 +1,7 @@
 """The PDF report of an ``audit run``: ``write_report(results, run_dir, out)``.
 
 reportlab lays out the pages; matplotlib draws the figures in memory. Modules: ``document``
-(assembly), ``first_page``, ``verdict`` (the plain-language finding), ``fig_*`` (one family
+(assembly), ``first_page`` (with the finding of ``audit.report.finding``), ``fig_*`` (one family
 of figures each), ``appendix`` and ``definitions``, ``inputs`` (maps and per-image table),
 ``plot``, ``style`` and ``text`` (escaping and number formatting).
 """

@@ -12,7 +12,7 @@ from reportlab.platypus import Flowable
 from audit.report.pdf.definitions import METRICS, REFERENCES
 from audit.report.pdf.first_page import P, T, WIDTH, grid
 from audit.report.pdf.text import NA, escape
-from audit.report.pdf.verdict import THRESHOLDS
+from audit.report.finding import THRESHOLDS
 
 PACKAGES = ("audit", "torch", "onnxruntime", "onnxruntime-gpu", "captum", "numpy", "scikit-learn", "scipy", "reportlab", "matplotlib")
 LISTED_FILES = 40

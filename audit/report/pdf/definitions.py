@@ -58,7 +58,7 @@ METRICS: tuple[tuple[str, str, str, str], ...] = (
         "ablation.artefact, ablation.region",
         "The artefact pixels (or every pixel outside the region) are replaced by the image's per-channel mean; "
         "'unchanged' is the share of images whose predicted class stays the same, 'delta' the mean change of the "
-        "predicted class's probability, each with a 95% t-interval.",
+        "explained class's probability (--target; the predicted class by default), each with a 95% t-interval.",
         f"{PFAU}, App. A.1",
     ),
     (
@@ -101,6 +101,14 @@ METRICS: tuple[tuple[str, str, str, str], ...] = (
         "Spearman correlation between the absolute original and randomised maps, with a 95% t-interval and the "
         "standard deviation. The unrandomised correlation is never averaged in.",
         f"{ADEBAYO}; {COHEN}, Sec. 4.5, Fig. 5, App. H",
+    ),
+    (
+        "Sanity verdict",
+        "methods.M.sanity",
+        "'passed' when the 95% CI of the last cascading step (every layer re-initialised) lies below 0.5, 'failed' "
+        "otherwise, 'not run' (with the reason) when the check was skipped or gave no interval. A failed method's "
+        "numbers are reported but not counted in the finding.",
+        f"this tool's threshold, measured on the sample models; test from {ADEBAYO}",
     ),
     (
         "Confidence intervals",

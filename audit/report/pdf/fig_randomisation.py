@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from audit.metrics.randomisation import SANITY_THRESHOLD
 from audit.report.pdf import plot, style
 from audit.report.pdf.plot import Figure
 from audit.report.pdf.text import get, is_number, plain, shorten
@@ -28,7 +29,8 @@ def randomisation(results: dict[str, Any]) -> Figure:
         "mean over the checked images, band: ± one standard deviation. Top (cascading): layers are re-initialised one "
         "more at a time from the output towards the input. Bottom (independent): one layer at a time, the rest as "
         "trained. A trustworthy method falls quickly towards 0; a method that stays high after the network is "
-        "randomised shows the image rather than what the model learned, and its other numbers deserve less weight.",
+        "randomised shows the image rather than what the model learned. Dotted line: the sanity threshold; a method whose "
+        f"last cascading step has a 95% CI reaching {SANITY_THRESHOLD:g} fails the check and does not count in the finding.",
     )
     fig, axes = plot.new(2, 1, height=5.8, gridspec_kw={"hspace": 0.85})
     drawn, lowest = False, 0.0
@@ -54,6 +56,8 @@ def randomisation(results: dict[str, Any]) -> Figure:
         if names:
             _ticks(ax, names)
         ax.axhline(0, color="#888888", linewidth=0.6)
+        if kind == "cascading":
+            ax.axhline(SANITY_THRESHOLD, color=style.FAIL, linewidth=0.8, linestyle=":")
         ax.set_xlabel("layer re-initialised" + (" (and all after it)" if kind == "cascading" else ""))
     if not drawn:
         return plot.unavailable(figure, "Unavailable: " + "; ".join(figure.notes or ["no saliency method was run"]))

@@ -11,7 +11,7 @@ from audit.report.pdf import plot, style
 from audit.report.pdf.inputs import RunFiles, class_names, column
 from audit.report.pdf.plot import Figure
 from audit.report.pdf.text import get, plain, shorten
-from audit.report.pdf.verdict import ENRICHMENT
+from audit.report.finding import ENRICHMENT
 
 ALL = "all images"
 MAP_COLUMNS = 6

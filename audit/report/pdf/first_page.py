@@ -1,6 +1,9 @@
 """The first page: the finding, the gate, what was audited, and the headline numbers per method.
 
-Someone who reads only this page learns whether the model uses the artefact (``verdict``).
+Someone who reads only this page learns whether the model uses the artefact: the finding is
+results.json's ``finding`` (``audit.report.finding``), computed here only for results written
+before it existed. A method that failed the randomisation sanity check is marked beside its
+numbers; the finding leaves it out.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ from reportlab.lib import colors
 from reportlab.lib.units import mm
 from reportlab.platypus import Flowable, Paragraph, Spacer, Table, TableStyle
 
+from audit.metrics.randomisation import FAILED, NOT_RUN
+from audit.report.finding import finding_of, method_sanity
 from audit.report.pdf import style
 from audit.report.pdf.style import STYLES
 from audit.report.pdf.text import NA, escape, get, interval, is_number, number, percent, shorten, timestamp
-from audit.report.pdf.verdict import Finding, finding
 
 GUIDE = (
     "Section 1: how much saliency falls on the artefact, per class. Section 2: whether the predictions change "
@@ -24,7 +28,7 @@ GUIDE = (
     "average map per class and example images. The appendix defines every number, gives its source, and lists the "
     "thresholds behind the finding above, the command line, the seed and the package versions."
 )
-FINDING_COLOURS = {"uses": style.FAIL, "salient": style.WARN, "none": style.PASS, "unknown": style.INFO}
+FINDING_COLOURS = {"uses": style.FAIL, "uncertain": style.WARN, "salient": style.WARN, "none": style.PASS, "unknown": style.INFO}
 WIDTH = 174 * mm
 
 # (column title, width, keys inside methods.M, keys of its CI or None)
@@ -68,13 +72,14 @@ def grid(rows: list[list[Any]], widths: list[float], header: bool = True) -> Tab
     return table
 
 
-def finding_box(result: Finding) -> Table:
+def finding_box(result: dict[str, Any]) -> Table:
+    """The finding's sentence in bold and its detail, on the level's colour."""
     box = Table(
-        [[P(f"<b>{escape(result.headline)}</b>", "finding")], [P(escape(result.detail), "finding")]],
+        [[P(f"<b>{escape(result.get('sentence', ''))}</b>", "finding")], [P(escape(result.get("detail", "")), "finding")]],
         colWidths=[WIDTH],
     )
     box.setStyle(TableStyle([
-        ("BACKGROUND", (0, 0), (-1, -1), colors.HexColor(FINDING_COLOURS[result.level])),
+        ("BACKGROUND", (0, 0), (-1, -1), colors.HexColor(FINDING_COLOURS.get(result.get("level"), style.INFO))),
         ("LEFTPADDING", (0, 0), (-1, -1), 8),
         ("RIGHTPADDING", (0, 0), (-1, -1), 8),
         ("TOPPADDING", (0, 0), (-1, 0), 7),
@@ -160,7 +165,7 @@ def headlines(results: dict[str, Any]) -> list[Flowable]:
     rows: list[list[Any]] = [head]
     notes: list[str] = []
     for name, entry in methods.items():
-        row: list[Any] = [T(name, "cell_head")]
+        row: list[Any] = [method_cell(name, entry)]
         for title, _, keys, ci_keys in HEADLINES:
             value = get(entry, *keys)
             text = escape(number(value))
@@ -180,10 +185,22 @@ def headlines(results: dict[str, Any]) -> list[Flowable]:
         "artefact over its share of the area (1 = chance). Peak share: share of the top 2% salient pixels on the artefact. "
         "IoU and pointing game against the region masks (1 = perfect). Saliency vs ablation: Spearman ρ between saliency "
         "on the artefact and the probability drop when it is removed. Last column: correlation of the maps with those of "
-        "the fully randomised model (near 0 is good; high means the method does not reflect what the model learned).", "note"))
+        "the fully randomised model (near 0 is good; high means the method does not reflect what the model learned): a "
+        "method whose 95% CI reaches the threshold fails the sanity check and is left out of the finding above.", "note"))
     for note in notes:
         flowables.append(P(f"{NA}: {escape(note)}", "note"))
     return flowables
+
+
+def method_cell(name: str, entry: dict[str, Any]) -> Paragraph:
+    """The method's name, with its sanity check beneath when it failed or did not run."""
+    check = method_sanity(entry)
+    text = f"<b>{escape(name)}</b>"
+    if check.get("status") == FAILED:
+        text += f"<br/><font size='6.5' color='{style.FAIL}'>failed sanity check: not evidence</font>"
+    elif check.get("status") == NOT_RUN:
+        text += f"<br/><font size='6.5' color='{style.NEUTRAL}'>sanity check not run</font>"
+    return P(text, "cell")
 
 
 def ablation_line(results: dict[str, Any]) -> Paragraph:
@@ -202,7 +219,7 @@ def first_page(results: dict[str, Any]) -> list[Flowable]:
     return [
         P("Artefact audit report", "title"),
         P(f"{escape(model_name)} · {escape(timestamp(results.get('created', '')))}", "subtitle"),
-        finding_box(finding(results)),
+        finding_box(finding_of(results)),
         Spacer(0, 6),
         *gate(results),
         Spacer(0, 6),
