@@ -35,7 +35,8 @@ METRICS: tuple[tuple[str, str, str, str], ...] = (
     (
         "Peak saliency share",
         "methods.M.artefact.peak_share",
-        "n(X) = |P_98(g) ∩ A| / |P_98(g)|, P_98 the pixels at or above the 98th percentile of the map.",
+        "n(X) = |P_98(g) ∩ A| / |P_98(g)|, P_98 the top ⌈2% · HW⌉ pixels of the map (the 98th percentile); pixels "
+        "tied at the threshold share the remaining budget by expected value.",
         f"{PFAU}, Eq. 3, App. C",
     ),
     (
@@ -43,7 +44,8 @@ METRICS: tuple[tuple[str, str, str, str], ...] = (
         "methods.M.aurrac",
         "Sort the labelled images with an artefact by m(X), least first; acc(k) is the accuracy on the k least "
         "artefact-salient; AURRAC = (1/N) Σ_k acc(k), the area under accuracy against response rate r = k/N (ties "
-        "averaged). Above plain accuracy: the map predicts failure. Kendall's τ between r and acc is descriptive.",
+        "averaged). Above plain accuracy: the map predicts failure. Kendall's τ-b between r and acc at the deciles "
+        "r = 0.1, …, 1.0 (Pfau's percentile points), with its p-value, descriptive.",
         f"{PFAU}, App. B, Fig. 2",
     ),
     (
@@ -58,7 +60,8 @@ METRICS: tuple[tuple[str, str, str, str], ...] = (
         "ablation.artefact, ablation.region",
         "The artefact pixels (or every pixel outside the region) are replaced by the image's per-channel mean; "
         "'unchanged' is the share of images whose predicted class stays the same, 'delta' the mean change of the "
-        "explained class's probability (--target; the predicted class by default), each with a 95% t-interval.",
+        "explained class's probability (--target; the predicted class by default); 'unchanged' with a 95% "
+        "Clopper–Pearson interval, 'delta' with a 95% t-interval.",
         f"{PFAU}, App. A.1",
     ),
     (
@@ -71,7 +74,8 @@ METRICS: tuple[tuple[str, str, str, str], ...] = (
     (
         "IoU, IoP, IoT",
         "methods.M.region.iou / iop / iot",
-        "The top-p pixels of |g| with p = |L| (ties at the threshold kept) form S; IoU = |S∩L|/|S∪L|, IoP = |S∩L|/|L|, "
+        "The top-p pixels of |g| with p = |L| (pixels tied at the threshold share the remaining budget by expected "
+        "value, so |S| = |L|) form S; IoU = |S∩L|/|S∪L|, IoP = |S∩L|/|L|, "
         "IoT = |S∩L|/|S|, against the region mask L; images with no or an empty region mask are excluded and counted.",
         f"{VIVIANO}; {COHEN}, Sec. 3.4",
     ),
@@ -113,7 +117,8 @@ METRICS: tuple[tuple[str, str, str, str], ...] = (
     (
         "Confidence intervals",
         "ci95",
-        "Student t-interval on the mean of the per-image values: mean ± t_{0.975, n−1} · s/√n.",
+        "Means of continuous per-image values: Student t-interval, mean ± t_{0.975, n−1} · s/√n. Proportions "
+        "(accuracy, unchanged predictions, pointing game): Clopper–Pearson interval from beta quantiles.",
         "this tool (the papers show 95% CI error bars without saying how)",
     ),
 )
