@@ -7,8 +7,9 @@ Per method, over the images with an artefact (both values defined):
 
     rho = Spearman rank correlation between s(X) and d(X)
     s(X) = artefact enrichment E(X) = (Σ_A |g| / Σ |g|) / (|A| / HW)   (``enrichment``)
-    d(X) = p_t(X) − p_t(X_A)   (drop of the predicted class's probability when the artefact is
-                                replaced by the image mean; ``ablation``, = −artefact_delta)
+    d(X) = p_t(X) − p_t(X_A)   (drop of the explained class's probability, t from ``--target``,
+                                when the artefact is replaced by the image mean; ``ablation``,
+                                = −artefact_delta)
 
 Why enrichment rather than m(X) of |g| (our choice): E is invariant to the scale of each
 image's map, and gradient magnitudes vary from image to image with the logit's saturation,
