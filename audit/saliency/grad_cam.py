@@ -3,52 +3,62 @@ gradient-based localization")."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from captum.attr import LayerAttribution, LayerGradCam
 
-from audit.errors import AuditError
 from audit.models.classifier import Classifier
 from audit.saliency.base import SaliencyMethod, leaf_input, methods
-from audit.saliency.layers import find_layer
-from audit.saliency.reduce import single_channel
+from audit.saliency.layers import FeatureLayer, feature_layer, layer_module
 
 
-def grad_cam(
-    model: Classifier,
-    layer: torch.nn.Module,
-    layer_name: str,
-    x: torch.Tensor,
-    target: torch.Tensor,
-) -> torch.Tensor:
-    """ReLU(Σ_k α_k A^k), α_k = mean_ij ∂y_t/∂A^k_ij, upsampled bilinearly to x: (N, 1, H, W)."""
-    cam = LayerGradCam(model.differentiable, layer).attribute(
-        leaf_input(x), target=target, relu_attributions=True
-    )
-    if cam.dim() != 4:
-        raise AuditError(
-            f"grad-cam: layer {layer_name!r} of model {model.path} gives a {cam.dim()}-D output; "
-            f"choose a convolutional layer with (N, C, H, W) activations"
-        )
-    return LayerAttribution.interpolate(cam, tuple(x.shape[2:]), interpolate_mode="bilinear")
+class LayerMethod(SaliencyMethod):
+    """A method that reads the activations of one layer, the option ``layer`` (default: the
+    input of the global pooling that feeds the classifier head, see ``layers.feature_layer``).
 
-
-@methods.register("grad-cam")
-class GradCam(SaliencyMethod):
-    """M(x) = upsample_bilinear(ReLU(Σ_k α_k A^k)), α_k = (1/Z) Σ_ij ∂y_t/∂A^k_ij.
-
-    A is the activation of ``layer`` (default: the last ``nn.Conv2d`` of the model); the sum
-    over the layer's channels is the method's own reduction. Non-negative.
+    ``prepare`` settles the layer once per run (checking a named one); the maps of a model with
+    re-initialised weights (the randomisation check) are taken at the layer of the same name.
     """
 
     needs_layer: ClassVar[bool] = True
+    #: The method's CLI name, for messages.
+    label: ClassVar[str]
 
     def __init__(self, *, layer: str | None = None) -> None:
         self.layer = layer
+        self.chosen: FeatureLayer | None = None
+
+    def prepare(self, model: Classifier) -> None:
+        self.chosen = feature_layer(model, self.layer, self.label)
+
+    def provenance(self) -> dict[str, Any]:
+        return {"layer": self.chosen.to_json()} if self.chosen is not None else {}
+
+    def layer_module(self, model: Classifier) -> torch.nn.Module:
+        if self.chosen is None:
+            self.prepare(model)
+        return layer_module(model, self.chosen.name, self.label)
+
+    def grad_cam(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(N, H, W) float32: ReLU(Σ_k α_k A^k), α_k = mean_ij ∂y_t/∂A^k_ij, upsampled to x."""
+        cam = LayerGradCam(model.differentiable, self.layer_module(model)).attribute(
+            leaf_input(x), target=target, relu_attributions=True
+        )
+        upsampled = LayerAttribution.interpolate(cam.detach(), tuple(x.shape[2:]), interpolate_mode="bilinear")
+        return upsampled[:, 0]
+
+
+@methods.register("grad-cam")
+class GradCam(LayerMethod):
+    """M(x) = upsample_bilinear(ReLU(Σ_k α_k A^k)), α_k = (1/Z) Σ_ij ∂y_t/∂A^k_ij.
+
+    A is the activation of the layer (``LayerMethod``); the sum over the layer's channels is the
+    method's own reduction. Non-negative.
+    """
+
+    label: ClassVar[str] = "grad-cam"
 
     def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
-        layer = find_layer(model, self.layer, "grad-cam")
-        layer_name = "last conv" if self.layer is None else str(self.layer)
-        return single_channel(grad_cam(model, layer, layer_name, x, target))
+        return self.grad_cam(model, x, target).numpy()
