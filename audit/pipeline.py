@@ -76,6 +76,7 @@ def build_methods(classifier: Classifier, config: RunConfig) -> dict[str, Salien
             raise AuditError(f"method {name!r}: bad option ({exc}); see `audit run --help`") from exc
         if not cls.forward_only:
             classifier.differentiable  # noqa: B018  (builds and verifies the twin now)
+        built[name].prepare(classifier)  # e.g. Grad-CAM's layer, checked before any image
     return built
 
 
@@ -245,6 +246,7 @@ def _method_results(name: str, state: MethodState, classifier: Classifier, confi
     return {
         "options": config.method_options.get(name, {}),
         "signed": state.method.signed,
+        **state.method.provenance(),
         **state.metrics.compute(),
         "randomization": randomization,
         "sanity": sanity(randomization),

@@ -14,7 +14,7 @@ each method as its docstring says and are at the input's spatial size.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -41,6 +41,14 @@ class SaliencyMethod(ABC):
     def from_input_gradient(self, x: torch.Tensor, gradient: torch.Tensor) -> np.ndarray:
         """Maps from ``gradient`` = ∂y_t/∂x (N, C, H, W); only for ``uses_input_gradient`` methods."""
         raise NotImplementedError
+
+    def prepare(self, model: Classifier) -> None:
+        """Check and settle what the method needs of ``model`` (Grad-CAM's layer), so that a bad
+        choice fails before any image is processed; the pipeline calls it once per run."""
+
+    def provenance(self) -> dict[str, Any]:
+        """What ``prepare`` settled, for ``methods.<m>`` in results.json (Grad-CAM: ``layer``)."""
+        return {}
 
     @abstractmethod
     def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:

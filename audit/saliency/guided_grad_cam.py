@@ -7,42 +7,34 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from captum.attr import GuidedGradCam as CaptumGuidedGradCam
+from captum.attr import GuidedBackprop as CaptumGuidedBackprop
 
-from audit.errors import AuditError
 from audit.models.classifier import Classifier
-from audit.saliency.base import SaliencyMethod, leaf_input, methods
-from audit.saliency.layers import find_layer, require_relu_modules
-from audit.saliency.reduce import sum_over_channels
+from audit.saliency.base import leaf_input, methods
+from audit.saliency.grad_cam import LayerMethod
+from audit.saliency.layers import require_relu_modules
 
 
 @methods.register("guided-grad-cam")
-class GuidedGradCam(SaliencyMethod):
+class GuidedGradCam(LayerMethod):
     """M(x)_ij = Σ_c GB_cij · upsample_bilinear(Grad-CAM)_ij: guided backprop times Grad-CAM.
 
-    Grad-CAM as in ``grad-cam`` (ReLU on, bilinear upsampling, same ``layer`` option, default
-    the last ``nn.Conv2d``); guided backprop as in ``guided-backprop``. Signed, summed over
-    channels. Needs ``nn.ReLU`` modules.
+    Grad-CAM as in ``grad-cam`` (same layer and default, same upsampling); guided
+    backprop as in ``guided-backprop``. The product is captum's ``GuidedGradCam`` with bilinear
+    upsampling. Signed, summed over channels. Needs ``nn.ReLU`` modules.
     """
 
-    needs_layer: ClassVar[bool] = True
     signed: ClassVar[bool] = True
+    label: ClassVar[str] = "guided-grad-cam"
 
-    def __init__(self, *, layer: str | None = None) -> None:
-        self.layer = layer
+    def prepare(self, model: Classifier) -> None:
+        require_relu_modules(model, self.label)
+        super().prepare(model)
 
     def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
-        layer = find_layer(model, self.layer, "guided-grad-cam")
-        require_relu_modules(model, "guided-grad-cam")
-        with warnings.catch_warnings():
+        require_relu_modules(model, self.label)
+        cam = self.grad_cam(model, x, target)
+        with warnings.catch_warnings():  # captum announces its ReLU hooks on every call
             warnings.simplefilter("ignore", UserWarning)
-            attribution = CaptumGuidedGradCam(model.differentiable, layer).attribute(
-                leaf_input(x), target=target, interpolate_mode="bilinear"
-            )
-        if attribution.shape != x.shape:
-            layer_name = "last conv" if self.layer is None else str(self.layer)
-            raise AuditError(
-                f"guided-grad-cam: layer {layer_name!r} of model {model.path} "
-                f"cannot be upsampled to the input; choose a convolutional layer"
-            )
-        return sum_over_channels(attribution)
+            guided = CaptumGuidedBackprop(model.differentiable).attribute(leaf_input(x), target=target)
+        return (guided.detach().sum(dim=1) * cam).numpy()

@@ -2,28 +2,80 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
+import torch
 from torch import nn
 
 from audit.errors import AuditError
 from audit.models.classifier import Classifier
+from audit.models.feature_map import head_feature_map
 
 
-def find_layer(model: Classifier, name: str | None, method: str) -> nn.Module:
-    """The sub-module called ``name``, or by default the last ``nn.Conv2d`` in module order."""
-    modules = dict(model.differentiable.named_modules())
+@dataclass(frozen=True)
+class FeatureLayer:
+    """The layer a Grad-CAM-style method uses: its name in ``model.differentiable``, the
+    (C, H, W) shape of its output, and whether it is the default (not ``-o M.layer=NAME``)."""
+
+    name: str
+    shape: tuple[int, int, int]
+    default: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "default": self.default}
+
+
+def feature_layer(model: Classifier, name: str | None, method: str) -> FeatureLayer:
+    """The layer called ``name``, checked to give (N, C, H, W) feature maps, or by default the
+    input of the global pooling that feeds the classifier head (``audit.models.feature_map``).
+    Both run one forward pass of a zero image, so a bad choice fails before any data is read."""
+    probe = torch.zeros((1, *model.spec.shape))
     if name is None:
-        convolutions = [module for module in modules.values() if isinstance(module, nn.Conv2d)]
-        if not convolutions:
+        try:
+            found = head_feature_map(model.differentiable, probe)
+        except AuditError as exc:
             raise AuditError(
-                f"{method} needs a convolutional layer; model {model.path} has none; "
-                f"use --method gradient"
-            )
-        return convolutions[-1]
+                f"{method}: model {model.path} {exc}, so it has no default layer; name a convolutional layer "
+                f"with -o {method}.layer=NAME, or use --method gradient"
+            ) from exc
+        return FeatureLayer(found.layer, found.shape, default=True)
     name = str(name)  # ``--option grad-cam.layer=0`` arrives as the int 0
+    shape = _output_shape(model, name, method, probe)
+    if len(shape) != 4:
+        raise AuditError(
+            f"{method}: layer {name!r} of model {model.path} gives a {len(shape)}-D output {shape}; choose a "
+            f"convolutional layer with (N, C, H, W) activations, or leave out -o {method}.layer for the default"
+        )
+    return FeatureLayer(name, tuple(shape[1:]), default=False)  # type: ignore[arg-type]
+
+
+def layer_module(model: Classifier, name: str, method: str) -> nn.Module:
+    """The sub-module of ``model.differentiable`` called ``name``; the error lists the valid names."""
+    modules = dict(model.differentiable.named_modules())
     if not name or name not in modules:
         valid = ", ".join(key for key in modules if key)
         raise AuditError(f"{method}: model {model.path} has no layer {name!r}; valid: {valid}")
     return modules[name]
+
+
+def _output_shape(model: Classifier, name: str, method: str, probe: torch.Tensor) -> tuple[int, ...]:
+    """The shape of layer ``name``'s output (its last call's) on ``probe``; () if not a tensor."""
+    layer = layer_module(model, name, method)
+    shapes: list[tuple[int, ...]] = []
+
+    def record(module: nn.Module, inputs: Any, output: Any) -> None:
+        shapes.append(tuple(output.shape) if isinstance(output, torch.Tensor) else ())
+
+    hook = layer.register_forward_hook(record)
+    try:
+        with torch.no_grad():
+            model.differentiable(probe)
+    finally:
+        hook.remove()
+    if not shapes:
+        raise AuditError(f"{method}: layer {name!r} of model {model.path} is never called; choose another layer")
+    return shapes[-1]
 
 
 def require_relu_modules(model: Classifier, method: str) -> None:

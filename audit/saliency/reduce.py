@@ -19,7 +19,3 @@ def sum_over_channels(attribution: torch.Tensor) -> np.ndarray:
     """Σ_c a_c per pixel, for signed maps (keeps completeness-style sums)."""
     return _to_numpy(attribution.detach().sum(dim=1))
 
-
-def single_channel(attribution: torch.Tensor) -> np.ndarray:
-    """(N, 1, H, W) → (N, H, W), for maps that are already one channel (Grad-CAM)."""
-    return _to_numpy(attribution.detach()[:, 0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -21,24 +23,29 @@ def captum_grad_cam(module, layer, x, target):
     return LayerAttribution.interpolate(cam, tuple(x.shape[2:]), "bilinear")[:, 0].detach()
 
 
-def test_default_layer_is_the_last_conv(case):
-    expected = captum_grad_cam(case.module, case.module.conv2, case.x, case.target)
-    maps = methods.get("grad-cam")().attribute(case.model, case.x, case.target)
+def test_default_layer_is_the_input_of_the_global_pooling(case):
+    method = methods.get("grad-cam")()
+    method.prepare(case.model)
+    assert method.provenance() == {"layer": {"name": "pool", "shape": [6, 8, 8], "default": True}}
+    expected = captum_grad_cam(case.module, case.module.pool, case.x, case.target)
+    maps = method.attribute(case.model, case.x, case.target)
     np.testing.assert_allclose(maps, expected.numpy(), rtol=1e-5, atol=1e-6)
     assert (maps >= 0).all() and (maps > 0).any()
 
 
 def test_named_layer(case):
     expected = captum_grad_cam(case.module, case.module.conv1, case.x, case.target)
-    maps = methods.get("grad-cam")(layer="conv1").attribute(case.model, case.x, case.target)
+    method = methods.get("grad-cam")(layer="conv1")
+    maps = method.attribute(case.model, case.x, case.target)
     np.testing.assert_allclose(maps, expected.numpy(), rtol=1e-5, atol=1e-6)
+    assert method.provenance()["layer"] == {"name": "conv1", "shape": [4, 16, 16], "default": False}
     default = methods.get("grad-cam")().attribute(case.model, case.x, case.target)
     assert not np.allclose(maps, default)
 
 
 def test_unknown_layer_lists_valid_layers(case):
-    with pytest.raises(AuditError, match=r"no layer 'conv9'; valid: conv1, bn, relu1, conv2"):
-        methods.get("grad-cam")(layer="conv9").attribute(case.model, case.x, case.target)
+    with pytest.raises(AuditError, match=r"no layer 'conv9'; valid: conv1, bn, relu1, conv2, relu2, pool, fc"):
+        methods.get("grad-cam")(layer="conv9").prepare(case.model)
 
 
 def test_numeric_layer_name_from_the_command_line():
@@ -50,25 +57,29 @@ def test_numeric_layer_name_from_the_command_line():
     np.testing.assert_allclose(maps, expected.numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_layer_without_spatial_output_is_refused(case):
-    with pytest.raises(AuditError, match="'fc'.*2-D output"):
-        methods.get("grad-cam")(layer="fc").attribute(case.model, case.x, case.target)
-    with pytest.raises(AuditError, match="'fc'.*cannot be upsampled"):
-        methods.get("guided-grad-cam")(layer="fc").attribute(case.model, case.x, case.target)
+@pytest.mark.parametrize("name", ["grad-cam", "guided-grad-cam"])
+def test_layer_without_spatial_output_is_refused_when_prepared(case, name):
+    method = methods.get(name)(layer="fc")
+    classes = case.model.num_classes
+    message = (f"{name}: layer 'fc' of model <in-memory> gives a 2-D output (1, {classes}); choose a convolutional layer "
+               f"with (N, C, H, W) activations, or leave out -o {name}.layer for the default")
+    with pytest.raises(AuditError, match=re.escape(message)):
+        method.prepare(case.model)
 
 
 @pytest.mark.parametrize("name", ["grad-cam", "guided-grad-cam"])
-def test_model_without_conv_layer(name):
-    module = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
+def test_model_without_global_pooling_has_no_default_layer(name):
+    module = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32, 2))
     model = from_module(module, InputSpec(1, 4, 4), ["a", "b"])
-    message = f"{name} needs a convolutional layer; model <in-memory> has none; use --method gradient"
-    with pytest.raises(AuditError, match=message):
-        methods.get(name)().attribute(model, torch.randn(1, 1, 4, 4), torch.tensor([0]))
+    message = (f"{name}: model <in-memory> has no global pooling over H and W before its classifier head, so it has "
+               f"no default layer; name a convolutional layer with -o {name}.layer=NAME, or use --method gradient")
+    with pytest.raises(AuditError, match=re.escape(message)):
+        methods.get(name)().prepare(model)
 
 
 @pytest.mark.parametrize("layer", [None, "conv1"])
 def test_guided_grad_cam_is_signed_channel_sum(case, layer):
-    module_layer = case.module.conv2 if layer is None else case.module.conv1
+    module_layer = case.module.pool if layer is None else case.module.conv1
     expected = GuidedGradCam(case.module, module_layer).attribute(
         case.x, target=case.target, interpolate_mode="bilinear"
     )

@@ -168,6 +168,21 @@ class OnnxGraphModule(nn.Module):
         self._n_slots = len(slots) + 1
         self._plan = [(name, ins, [o if o >= 0 else self._n_slots - 1 for o in outs]) for name, ins, outs in plan]
 
+    @property
+    def plan(self) -> list[tuple[str, list[int], list[int]]]:
+        """The execution plan, for reading: (module name, input slots, output slots) per node in
+        run order. Slots name values: ``input_slots`` hold the graph inputs, ``output_slots`` its
+        outputs, slot 0 a missing optional input."""
+        return self._plan
+
+    @property
+    def input_slots(self) -> list[int]:
+        return self._input_slots
+
+    @property
+    def output_slots(self) -> list[int]:
+        return self._output_slots
+
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         if len(inputs) != len(self._input_slots):
             raise TypeError(f"expected {len(self._input_slots)} input(s) {self.input_names}, got {len(inputs)}")

@@ -41,6 +41,22 @@ def _files(title: str, entries: list[dict[str, Any]]) -> list[Flowable]:
     return flowables
 
 
+def _layers(results: dict[str, Any]) -> list[Flowable]:
+    """One line per layer-based method (Grad-CAM): the layer its maps were taken at."""
+    flowables = []
+    for name, entry in (results.get("methods") or {}).items():
+        layer = (entry or {}).get("layer")
+        if not layer:
+            continue
+        shape = " × ".join(str(size) for size in layer.get("shape") or []) or NA
+        how = ("the default: the input of the global pooling that feeds the classifier head" if layer.get("default")
+               else f"chosen with -o {name}.layer")
+        flowables.append(P(
+            f"{escape(name)} maps are taken at layer <font name='DejaVuSansMono'>{escape(layer.get('name', NA))}</font>, "
+            f"a {escape(shape)} (channels × height × width) feature map, {escape(how)}.", "small"))
+    return flowables
+
+
 def appendix(results: dict[str, Any]) -> list[Flowable]:
     flowables: list[Flowable] = [P("Appendix", "h1"), P("A. How the finding on the first page is decided", "h2")]
     flowables += [P(f"• {escape(rule)}") for rule in THRESHOLDS]
@@ -59,6 +75,7 @@ def appendix(results: dict[str, Any]) -> list[Flowable]:
     command = results.get("command") or "(not recorded)"
     flowables.append(P("Command line:", "small"))
     flowables.append(P(escape(command), "mono"))
+    flowables += _layers(results)
     rows = [[T("package", "cell_head"), T("version", "cell_head")]]
     rows += [[T(name, "mono"), T(version, "mono")] for name, version in versions()]
     flowables.append(P(

@@ -1,0 +1,169 @@
+"""The last spatial feature map a classifier's head reads, found from the model's graph.
+
+A classifier ends in a global pooling (GlobalAveragePool/GlobalMaxPool, ReduceMean/ReduceMax
+over H and W, an AveragePool/MaxPool whose window covers the map; torch's adaptive and
+functional poolings) whose output feeds the head. Its *input* is the feature map the head
+reads: Grad-CAM's layer (Selvaraju et al. 2017 use the last convolutional feature maps).
+The graph is
+
+- the execution plan of the ONNX interpreter twin (``OnnxGraphModule``; ONNX files, and
+  TorchScript/torch.export programs converted to ONNX), whose every node is a module;
+- for any other ``nn.Module`` (in-memory models), its ``torch.fx`` trace.
+
+One probe forward pass of a zero image gives the shapes. A pooling node is global when its
+input is (N, C, H, W) and its output (N, C, 1, 1) or (N, C). Of the global poolings the logits
+depend on, the last ones (those no other such pooling depends on: a squeeze-and-excitation
+block's pooling feeds the final one) must all read one tensor; that tensor's producing module
+is the layer, named as in ``named_modules()`` so that ``-o grad-cam.layer=NAME`` selects the
+same one. Because the twin's names follow the original module paths, the .onnx, .pt and .pt2
+files of one model give the same name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Hashable
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from audit.errors import AuditError, first_line
+from audit.models.loader import ImageByImage
+from audit.models.onnx_graph import OnnxGraphModule
+from audit.models.onnx_graph.ops.pool import AveragePool, GlobalPool, MaxPool
+from audit.models.onnx_graph.ops.reduce import Reduce
+
+TORCH_POOLINGS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.MaxPool2d)
+POOLING_FUNCTIONS = (torch.mean, torch.amax, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.avg_pool2d, F.max_pool2d)
+POOLING_METHODS = ("mean", "amax")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One node of a graph: the module that runs it (its name in ``named_modules()``, None for
+    a function), whether it is a pooling, and the ids of the values it reads and writes."""
+
+    module: str | None
+    pooling: bool
+    inputs: tuple[Hashable, ...]
+    outputs: tuple[Hashable, ...]
+
+
+@dataclass(frozen=True)
+class Graph:
+    steps: list[Step]
+    outputs: tuple[Hashable, ...]
+    shapes: dict[Hashable, tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class FeatureMap:
+    """``layer``: the module whose output is the feature map; ``shape``: (C, H, W) of it."""
+
+    layer: str
+    shape: tuple[int, int, int]
+
+
+def head_feature_map(module: nn.Module, probe: torch.Tensor) -> FeatureMap:
+    """The feature map read by ``module``'s global pooling (module docstring); ``probe`` is one
+    (1, C, H, W) input. AuditError says why there is none."""
+    graph = _graph(module, probe)
+    value = _pooled_value(graph)
+    producers = [step for step in graph.steps if value in step.outputs]
+    if not producers or producers[0].module is None or len(producers[0].outputs) != 1:
+        raise AuditError("pools a tensor that no module of its own outputs")
+    name = producers[0].module
+    if any(step.module == name for step in graph.steps[graph.steps.index(producers[0]) + 1:]):
+        raise AuditError(f"calls module {name!r}, which makes the pooled feature map, again afterwards")
+    _, channels, height, width = graph.shapes[value]
+    return FeatureMap(name, (channels, height, width))
+
+
+def _pooled_value(graph: Graph) -> Hashable:
+    """The one value that the last global poolings before the logits read."""
+    used = _ancestors(graph.steps, set(graph.outputs))
+    poolings = [step for step in graph.steps if step.pooling and step.outputs[0] in used
+                and _is_global(graph.shapes.get(step.inputs[0]), graph.shapes.get(step.outputs[0]))]
+    if not poolings:
+        raise AuditError("has no global pooling over H and W before its classifier head")
+    upstream = set().union(*(_ancestors(graph.steps, {step.inputs[0]}) for step in poolings))
+    read = {step.inputs[0] for step in poolings if step.outputs[0] not in upstream}
+    if len(read) > 1:
+        raise AuditError(f"has {len(read)} global poolings of different feature maps before its head")
+    return read.pop()
+
+
+def _ancestors(steps: list[Step], values: set[Hashable]) -> set[Hashable]:
+    """``values`` and every value they are computed from (steps are in execution order)."""
+    found = set(values)
+    for step in reversed(steps):
+        if any(o in found for o in step.outputs):
+            found.update(step.inputs)
+    return found
+
+
+def _is_global(before: tuple[int, ...] | None, after: tuple[int, ...] | None) -> bool:
+    return (before is not None and after is not None and len(before) == 4
+            and tuple(after) in (before[:2], (*before[:2], 1, 1)))
+
+
+def _graph(module: nn.Module, probe: torch.Tensor) -> Graph:
+    if isinstance(module, ImageByImage) and isinstance(module.model, OnnxGraphModule):
+        return _twin_graph(module.model, probe, "model.")
+    if isinstance(module, OnnxGraphModule):
+        return _twin_graph(module, probe, "")
+    return _traced_graph(module, probe)
+
+
+def _twin_graph(twin: OnnxGraphModule, probe: torch.Tensor, prefix: str) -> Graph:
+    """The interpreter's plan; shapes from forward hooks on its modules."""
+    outputs: dict[str, tuple] = {}
+    hooks = [module.register_forward_hook(lambda m, i, o, name=name: outputs.__setitem__(name, o))
+             for name, module in twin.named_children() if name != "constants"]
+    try:
+        with torch.no_grad():
+            twin(probe)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    shapes: dict[Hashable, tuple[int, ...]] = {slot: tuple(probe.shape) for slot in twin.input_slots}
+    steps = []
+    for name, ins, outs in twin.plan:
+        values = outputs.get(name)
+        for slot, value in zip(outs, values if isinstance(values, tuple) else (values,)):
+            if isinstance(value, torch.Tensor):
+                shapes[slot] = tuple(value.shape)
+        module = getattr(twin, name)
+        pooling = isinstance(module, (GlobalPool, AveragePool, MaxPool)) or (
+            isinstance(module, Reduce) and module.kind in ("Mean", "Max"))
+        steps.append(Step(prefix + name, pooling, tuple(ins), tuple(outs)))
+    return Graph(steps, tuple(twin.output_slots), shapes)
+
+
+def _traced_graph(module: nn.Module, probe: torch.Tensor) -> Graph:
+    """``torch.fx`` trace (torch.nn layers as leaves); shapes by ``ShapeProp``."""
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    try:
+        traced = fx.symbolic_trace(module)
+        with torch.no_grad():
+            ShapeProp(traced).propagate(probe)
+    except Exception as exc:
+        raise AuditError(f"cannot be traced by torch.fx to find its layers ({first_line(exc)})") from exc
+    steps, shapes, outputs = [], {}, ()
+    for node in traced.graph.nodes:
+        meta = node.meta.get("tensor_meta")
+        if meta is not None and hasattr(meta, "shape"):
+            shapes[node] = tuple(meta.shape)
+        if node.op == "output":
+            outputs = tuple(node.all_input_nodes)
+        elif node.op in ("call_module", "call_function", "call_method"):
+            pooling = ((node.op == "call_module" and isinstance(traced.get_submodule(node.target), TORCH_POOLINGS))
+                       or (node.op == "call_function" and node.target in POOLING_FUNCTIONS)
+                       or (node.op == "call_method" and node.target in POOLING_METHODS))
+            first = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
+            inputs = ((first,) if first is not None else ()) + tuple(n for n in node.all_input_nodes if n is not first)
+            steps.append(Step(node.target if node.op == "call_module" else None, pooling and first is not None,
+                              inputs, (node,)))
+    return Graph(steps, outputs, shapes)
