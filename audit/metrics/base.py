@@ -23,7 +23,7 @@ class MapBatch:
     probabilities: (N,) probability of the predicted class.
     correct: (N,) bool, prediction == label; False where the label is unknown.
     labelled: (N,) bool, label known (label >= 0).
-    maps: (N, H, W) float32 saliency for the predicted class, possibly signed. Pixels equal in
+    maps: (N, H, W) float32 saliency for the explained class (``--target``), possibly signed. Pixels equal in
     exact arithmetic must be bit-equal (methods compute them so: Grad-CAM's ``upsample``), so
     that the metrics' tie rules, not float32 rounding, decide ties, and an image gets the same
     rank-based values at every batch size (README, "Stable ranking").
