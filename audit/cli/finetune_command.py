@@ -18,14 +18,17 @@ from audit.cli.options import Channels, InputSize, Mean, Std, ValueRange, model_
 def finetune(
     model: Path = typer.Argument(..., help="TorchScript (.pt), torch.export (.pt2) or ONNX (.onnx) classifier."),
     data: Path = typer.Option(..., "--data", help="Training images: folder with one sub-folder per class, or CSV manifest."),
-    valid: Path = typer.Option(..., "--valid", help="Validation images (model selection, early stopping, verdict)."),
+    valid: Path = typer.Option(..., "--valid", help="Validation images: select the epoch and stop early."),
+    test: Optional[Path] = typer.Option(None, "--test", help="Test images the verdict reports on (default: half of --valid, held out)."),
     regions: Optional[Path] = typer.Option(None, "--regions", help="Training region masks: keep the region, permute the rest (the paper)."),
     masks: Optional[Path] = typer.Option(None, "--masks", help="Training artefact masks: permute the artefact pixels instead."),
     valid_regions: Optional[Path] = typer.Option(None, "--valid-regions", help="Validation region masks (IoU of the saliency maps)."),
     valid_masks: Optional[Path] = typer.Option(None, "--valid-masks", help="Validation artefact masks (enrichment on the artefact)."),
-    loss: str = typer.Option(..., "--loss", help="actdiff, gradmask, actdiff+gradmask, classify-masked, none, or a plugin's."),
+    test_regions: Optional[Path] = typer.Option(None, "--test-regions", help="Test region masks (IoU of the saliency maps)."),
+    test_masks: Optional[Path] = typer.Option(None, "--test-masks", help="Test artefact masks (enrichment on the artefact)."),
+    loss: list[str] = typer.Option(..., "--loss", help="actdiff, gradmask, actdiff+gradmask, classify-masked, none, or a plugin's (repeatable; one shared control)."),
     epochs: int = typer.Option(30, "--epochs", min=1, help="Epochs at most (the control gets the same)."),
-    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
+    lr: float = typer.Option(3e-3, "--lr", help="Adam learning rate."),
     lambda_act: float = typer.Option(1.0, "--lambda-act", help="Weight of the actdiff penalty."),
     lambda_grad: float = typer.Option(10.0, "--lambda-grad", help="Weight of the gradmask penalty."),
     layers: str = typer.Option("features", "--layers", help="Comma-separated actdiff layers (default: the pooled features before the classifier)."),
@@ -57,13 +60,17 @@ def finetune(
     size, chans = (classifier.spec.height, classifier.spec.width), classifier.spec.channels
     train_set = open_dataset(data, size=size, channels=chans, masks=masks, regions=regions, mask_blur=blur)
     valid_set = open_dataset(valid, size=size, channels=chans, masks=valid_masks, regions=valid_regions)
+    test_set = None if test is None else open_dataset(test, size=size, channels=chans, masks=test_masks, regions=test_regions)
+    if test is None and (test_masks is not None or test_regions is not None):
+        raise AuditError("--test-regions and --test-masks need --test; without --test the verdict reports on half of "
+                         "--valid, with --valid-regions and --valid-masks")
     if len(valid_set.classes) == classifier.num_classes:
         classifier.class_names = list(valid_set.classes)
     config = ExperimentConfig(
-        train=TrainConfig(loss=loss, epochs=epochs, lr=lr, lambda_act=lambda_act, lambda_grad=lambda_grad,
+        train=TrainConfig(loss=loss[0], epochs=epochs, lr=lr, lambda_act=lambda_act, lambda_grad=lambda_grad,
                           layers=tuple(n.strip() for n in layers.split(",") if n.strip()), batch_size=batch_size,
                           seed=seed, patience=patience, mode="regions" if regions is not None else "masks"),
-        seeds=seeds, mask_fraction=mask_fraction, command=shlex.join(["audit", *sys.argv[1:]]),
+        losses=tuple(loss), seeds=seeds, mask_fraction=mask_fraction, command=shlex.join(["audit", *sys.argv[1:]]),
     )
     err = Console(stderr=True)
     steps = epochs * math.ceil(len(train_set) / batch_size)
@@ -83,11 +90,13 @@ def finetune(
             auc = "–" if log.valid_auc is None else f"{log.valid_auc:.3f}"
             bar.update(current[0], auc=f"{auc} (epoch {log.epoch})")
 
-        results = run_experiment(classifier, options, train_set, valid_set, config, out,
+        results = run_experiment(classifier, options, train_set, valid_set, test_set, config, out,
                                  Callbacks(on_run=on_run, on_batch=on_batch, on_epoch=on_epoch))
-    Console(highlight=False).print(results["verdict"]["sentence"])
+    for block in results["verdict"].values():
+        Console(highlight=False).print(block["sentence"])
     if not quiet:
-        err.print(f"wrote {out / 'results.json'}, {out / 'report.pdf'} and {results['model']['fine_tuned']}", highlight=False)
+        models = ", ".join(results["model"]["fine_tuned"].values())
+        err.print(f"wrote {out / 'results.json'}, {out / 'report.pdf'} and {models}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from audit.data.batch import Batch
-from audit.data.dataset import Dataset
+from audit.data.dataset import Dataset, MaskReport
 from audit.data.prefetch import prefetch
 from audit.finetune.masking import scrambled_pixels
 
@@ -70,3 +70,16 @@ class Split:
             _, has_mask = scrambled_pixels(batch, mode)
             found += [p for p, has in zip(batch.paths, has_mask.tolist()) if has]
         return found
+
+
+def halves(dataset: Dataset) -> tuple[Dataset, Dataset]:
+    """The validation set cut in two when no ``--test`` set is given: one half selects epochs
+    and stops early, the other reports, so the verdict is not measured on the images that
+    chose the model. Deterministic and stratified (our rule): within each label, in path
+    order, images alternate between the halves, the first going to selection."""
+    by_label: dict[int, list] = {}
+    for entry in sorted(dataset.entries, key=lambda e: str(e[0])):
+        by_label.setdefault(entry[1], []).append(entry)
+    selection = [e for group in by_label.values() for e in group[0::2]]
+    report = [e for group in by_label.values() for e in group[1::2]]
+    return tuple(replace(dataset, entries=part, skipped=[], mask_report=MaskReport()) for part in (selection, report))

@@ -8,14 +8,14 @@ batch that have a mask (``step.has_mask``); a batch without any takes no penalty
 - ``none``: L_clf = cross-entropy on x (the control: plain training for the same epochs).
 - ``classify-masked``: cross-entropy on x_masked (train on masked inputs, evaluate on x).
 - ``actdiff``: L_clf + λ_act · L_act, L_act = (1/n) Σ_l mean_i ||o_l(x_masked,i) − o_l(x_i)||₂
-  over the chosen layers' pre-activation outputs; one forward pass of [x; x_masked], the
-  masked half not detached.
+  over the chosen layers' pre-activation outputs; x and x_masked in two forward passes (the
+  reference code's), the masked pass not detached.
 - ``gradmask``: L_clf + λ_grad · L_grad, L_grad = mean_i Σ_pixels |∂c_i/∂x_i ⊙ s_i|, where s
   marks the scrambled pixels (outside the kept region, or on the artefact: 1 − mask in the
   paper) and c_i = |y_t − max_{k≠t} y_k| is the logit contrast between the target (label) class
   t and the strongest other class — for two classes exactly the paper's |y_1 − y_0|. Computed
   with ``create_graph=True``; the reference sums absolute values.
-- ``actdiff+gradmask``: both penalties on one forward pass.
+- ``actdiff+gradmask``: both penalties.
 
 Plugins add losses through the ``audit.losses`` entry-point group (see
 ``plugins/audit-losses-example``).
@@ -88,22 +88,27 @@ def _zero(step: Step) -> torch.Tensor:
 
 
 def _forward(step: Step, with_masked: bool, input_gradient: bool) -> dict[str, torch.Tensor]:
-    """Shared body of actdiff and gradmask: one forward of x (and of x_masked for the images
-    with a mask), cross-entropy on x, and the requested penalties."""
+    """Shared body of actdiff and gradmask: a forward pass of x and, for actdiff, a second one
+    of x_masked for the images with a mask (two passes, as the reference code: in train mode
+    each is normalised by its own batch statistics); cross-entropy on x and the requested
+    penalties."""
     x = step.x.detach().clone().requires_grad_(True) if input_gradient else step.x
-    masked = step.x_masked[step.has_mask] if with_masked else step.x[:0]
-    n = len(x)
     with step.taps.recording():
-        logits = step.model(torch.cat([x, masked]) if len(masked) else x)
-    terms = {"clf": F.cross_entropy(logits[:n], step.labels)}
+        logits = step.model(x)
+    clean = step.taps.taken()
+    terms = {"clf": F.cross_entropy(logits, step.labels)}
     total = terms["clf"]
     if with_masked:
-        taken = step.taps.taken()
-        terms["act"] = actdiff_penalty([t[:n][step.has_mask] for t in taken], [t[n:] for t in taken]) if len(masked) else _zero(step)
+        if bool(step.has_mask.any()):
+            with step.taps.recording():
+                step.model(step.x_masked[step.has_mask])
+            terms["act"] = actdiff_penalty([t[step.has_mask] for t in clean], step.taps.taken())
+        else:
+            terms["act"] = _zero(step)
         total = total + step.lambda_act * terms["act"]
     if input_gradient:
         if bool(step.has_mask.any()):
-            (gradient,) = torch.autograd.grad(contrast(logits[:n], step.labels).sum(), x, create_graph=True)
+            (gradient,) = torch.autograd.grad(contrast(logits, step.labels).sum(), x, create_graph=True)
             terms["grad"] = gradmask_penalty(gradient[step.has_mask], step.scrambled[step.has_mask])
         else:
             terms["grad"] = _zero(step)

@@ -1,6 +1,6 @@
-"""One PDF page for ``audit finetune``: training curves, before/control/after tables, the
-verdict, and example saliency maps (|∂y_pred/∂x|) before and after, drawn with matplotlib and
-laid out with reportlab."""
+"""One PDF page for ``audit finetune``: the verdicts, Viviano et al.'s Table 1 for the model,
+training curves with the selected and collapse epochs marked, and example saliency maps
+(|∂y_pred/∂x|) before and after; drawn with matplotlib and laid out with reportlab."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from reportlab.lib.styles import getSampleStyleSheet  # noqa: E402
 from reportlab.lib.units import cm  # noqa: E402
 from reportlab.platypus import Image, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle  # noqa: E402
 
+from xml.sax.saxutils import escape  # noqa: E402
+
 from audit.data.batch import Batch  # noqa: E402
 
 
@@ -31,15 +33,31 @@ def _png(figure: plt.Figure) -> io.BytesIO:
 
 
 def _curves(results: dict[str, Any]) -> io.BytesIO:
-    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 2.8))
-    for block, colour in ((results["after"], "tab:blue"), (results["control"], "tab:grey")):
-        for seed, history in block["history"].items():
+    """Validation AUROC and training loss per epoch for every arm and seed; the selected epoch
+    is circled and a collapse is marked with a red cross and a dashed line at its epoch."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.0))
+    palette = plt.get_cmap("tab10")
+    for k, (arm, block) in enumerate(results["arms"].items()):
+        colour = "tab:grey" if arm == results["config"]["control"] else palette(k)
+        for i, row in enumerate(block["per_seed"]):
+            history = block["history"][row["seed"]] if row["seed"] in block["history"] else block["history"][str(row["seed"])]
             epochs = [h["epoch"] for h in history]
-            left.plot(epochs, [h["valid_auc"] for h in history], color=colour, alpha=0.8,
-                      label=f"{block['loss']} seed {seed}")
-            right.plot(epochs, [h["losses"]["total"] for h in history], color=colour, alpha=0.8)
-    left.axhline(results["before"]["valid"]["auc"] or 0.0, color="k", linestyle=":", label="before")
-    left.set(xlabel="epoch", ylabel="validation AUC", ylim=(-0.02, 1.02))
+            aucs = [np.nan if h["valid_auc"] is None else h["valid_auc"] for h in history]
+            totals = [h["losses"].get("total", np.nan) for h in history]
+            left.plot(epochs, aucs, color=colour, alpha=0.8, label=arm if i == 0 else None)
+            right.plot(epochs, totals, color=colour, alpha=0.8)
+            best = row["best_epoch"]
+            if 1 <= best <= len(history):
+                left.plot([best], [aucs[best - 1]], "o", mfc="none", color=colour)
+            collapse = row["collapse"]["epoch"] if row["collapse"]["collapsed"] else None
+            if collapse is not None and 1 <= collapse <= len(history):
+                for axis, values in ((left, aucs), (right, totals)):
+                    axis.axvline(collapse, color="red", linestyle="--", linewidth=0.8)
+                    axis.plot([collapse], [values[collapse - 1]], "x", color="red", markersize=7)
+    before = results["before"]["valid"]["auc"]
+    if before is not None:
+        left.axhline(before, color="k", linestyle=":", label="before")
+    left.set(xlabel="epoch", ylabel="validation AUROC (selection)", ylim=(-0.02, 1.02))
     right.set(xlabel="epoch", ylabel="training loss (total)", yscale="log")
     left.legend(fontsize=6)
     return _png(figure)
@@ -64,18 +82,25 @@ def _maps(batch: Batch, maps: dict[str, np.ndarray]) -> io.BytesIO:
     return _png(figure)
 
 
-def _number(value: Any) -> str:
-    return "–" if value is None else f"{value:.3f}"
+def _number(value: Any, spread: Any = None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3f}" if spread is None else f"{value:.3f} ± {spread:.3f}"
 
 
 def _table(results: dict[str, Any]) -> Table:
-    header = ["validation", "AUC", "± seeds", "accuracy", "enrichment (artefact)", "IoU (regions)"]
+    """Viviano et al.'s Table 1 for this model (means ± standard deviation over seeds)."""
+    header = ["loss", "train AUROC", "valid AUROC", "test AUROC", "ΔIoU vs before", "best epoch", "collapsed"]
     rows = [header]
-    for name in ("before", "control", "after"):
-        block = results[name]["valid"]
-        label = name if name == "before" else f"{name} ({results[name]['loss']})"
-        rows.append([label, _number(block["auc"]), _number(block["auc_std"]), _number(block["accuracy"]),
-                     _number(block["enrichment"]), _number(block["iou"])])
+    before = results["before"]
+    rows.append(["before", _number(before["train"]["auc"]), _number(before["valid"]["auc"]),
+                 _number(before["test"]["auc"]), "–", "–", "–"])
+    for row in results["table"]:
+        rows.append([row["loss"], _number(row["train_auc"], row["train_auc_std"]),
+                     _number(row["valid_auc"], row["valid_auc_std"]), _number(row["test_auc"], row["test_auc_std"]),
+                     _number(row["delta_iou"], row["delta_iou_std"]),
+                     "–" if row["best_epoch"] is None else f"{row['best_epoch']:.1f}",
+                     ", ".join(f"seed {s}" for s in row["collapsed_seeds"]) or "no"])
     table = Table(rows)
     table.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.3, colors.grey), ("FONTSIZE", (0, 0), (-1, -1), 8),
                                ("BACKGROUND", (0, 0), (-1, 0), colors.whitesmoke)]))
@@ -86,17 +111,26 @@ def write_report(results: dict[str, Any], batch: Batch, maps: dict[str, np.ndarr
     """Write the report page to ``path``."""
     styles = getSampleStyleSheet()
     config = results["config"]
+    normalisation = results["normalisation"]
+    losses = ", ".join(config["losses"]) or config["control"]
     story = [
-        Paragraph(f"audit finetune: {results['after']['loss']} on {Path(results['model']['path']).name}", styles["Heading2"]),
-        Paragraph(f"{config['epochs']} epochs max, lr {config['lr']}, λ_act {config['lambda_act']}, "
-                  f"λ_grad {config['lambda_grad']}, layers {', '.join(config['layers'])}, masks: {config['mode']}, "
-                  f"seeds {', '.join(map(str, config['seeds']))}", styles["Normal"]),
+        Paragraph(f"audit finetune: {escape(losses)} on {escape(Path(results['model']['path']).name)}", styles["Heading2"]),
+        Paragraph(escape(f"{config['epochs']} epochs max (patience {config['patience']}), lr {config['lr']}, "
+                         f"λ_act {config['lambda_act']}, λ_grad {config['lambda_grad']}, layers {', '.join(config['layers'])}, "
+                         f"masks: {config['mode']}, seeds {', '.join(map(str, config['seeds']))}. "
+                         f"{results['data']['split']}. Training: {normalisation['training']}; {normalisation['note']}."),
+                  styles["Normal"]),
         Spacer(1, 0.3 * cm),
-        Paragraph(results["verdict"]["sentence"], styles["Normal"]),
+        *[Paragraph(escape(block["sentence"]), styles["Normal"]) for block in results["verdict"].values()],
         Spacer(1, 0.3 * cm),
         _table(results),
+        Paragraph("Means ± standard deviation over seeds. AUROC on train, on the selection (valid) and on the "
+                  "report (test) images; ΔIoU: IoU of the gradient map's peak with the regions on the report "
+                  "images, minus the model's before fine-tuning.", styles["Normal"]),
         Spacer(1, 0.3 * cm),
-        Image(_curves(results), width=17 * cm, height=5.2 * cm),
+        Image(_curves(results), width=17 * cm, height=5.6 * cm),
+        Paragraph("Circles: the selected epoch. Red crosses and dashed lines: the epoch where a run collapsed.",
+                  styles["Normal"]),
         Paragraph("Gradient saliency |∂y/∂x| (first seed); regions in green, artefact in red.", styles["Normal"]),
         Image(_maps(batch, maps), width=min(17, 2.2 * len(batch)) * cm, height=2.2 * (len(maps) + 1) * cm),
     ]

@@ -1,89 +1,188 @@
-"""The verdict of ``audit finetune``, in plain words.
+"""The verdict of ``audit finetune`` for one loss against the ``none`` control, in plain words.
 
 Viviano et al. (2019) find that better saliency maps and better generalisation need not go
-together, so the two are judged separately, each as the chosen loss minus the ``none`` control
-(same start, epochs and seeds), per seed:
+together, so the two are judged separately, each as the loss minus the control (same start,
+epochs and seeds), on the report images (``experiment``):
 
-- generalisation: ΔAUC = AUC(after) − AUC(control). "improved" when the mean exceeds both
-  ``MIN_AUC`` and the standard deviation across seeds, "worse" when it is below minus that,
-  else "unchanged".
-- saliency: ΔIoU of the gradient map's peak with the regions (better when it rises beyond
-  ``MIN_IOU`` and the spread) and Δenrichment of saliency on the artefact (better when it drops
-  beyond ``MIN_ENRICHMENT`` and the spread), whichever the validation masks allow: "toward the
-  region" when at least one is better and none worse, "away from the region" when at least one
-  is worse and none better, "mixed" when they conflict, "unchanged", or "unknown" without masks.
-- agree: whether generalisation improved exactly when saliency moved toward the region (None
-  when saliency is unknown).
+- generalisation: ΔAUROC = AUROC(loss) − AUROC(control). "collapsed" when at least half the
+  seeds' runs collapsed (``collapse``); else "improved" / "worse" when the 95% interval of
+  ΔAUROC lies above / below 0, "no detectable change" when it covers 0.
+- saliency: ΔIoU of the gradient map's peak with the regions (better when it rises) and
+  Δenrichment of saliency on the artefact (better when it falls), whichever the report masks
+  allow. "toward the region" needs at least one better measure with an interval clear of 0,
+  none worse, and no measure's mean moving the wrong way (so it is never said while ΔIoU is
+  negative); "away from the region" the mirror image; "mixed" when one is better and another
+  worse; "no detectable change"; "unknown" without masks.
+- agree: whether generalisation improved exactly when saliency moved toward the region.
+
+Intervals (``uncertainty``): with one seed a paired, class-stratified bootstrap over the report
+images; with several, Student's t over the per-seed differences (their standard deviation is
+the spread).
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-MIN_AUC = 0.01
-MIN_IOU = 0.01
-MIN_ENRICHMENT = 0.05
+from audit.finetune.uncertainty import bootstrap, direction, resampled_auroc, t_interval
 
-
-def _differences(after: dict[str, Any], control: dict[str, Any], key: str) -> list[float]:
-    pairs = zip(after["per_seed"], control["per_seed"])
-    return [a[key] - c[key] for a, c in pairs if a.get(key) is not None and c.get(key) is not None]
+COLUMNS = {"iou": "gradient.region_iou", "enrichment": "gradient.artefact_enrichment"}  # per_image.csv
+MEASURES = (("iou", "IoU with the regions", 1), ("enrichment", "enrichment on the artefact", -1))
 
 
-def _change(values: list[float], minimum: float) -> tuple[int, float | None, float | None]:
-    """(+1 up, −1 down, 0 unchanged), mean and standard deviation across seeds."""
-    if not values:
-        return 0, None, None
-    mean = float(np.mean(values))
-    spread = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    bar = max(minimum, spread)
-    return (1 if mean > bar else -1 if mean < -bar else 0), mean, spread
+@dataclass(frozen=True)
+class Outcome:
+    """What the verdict reads of one trained model: its JSON row and report-image values."""
+
+    row: dict[str, Any]
+    labels: np.ndarray
+    probabilities: np.ndarray
+    per_image: pd.DataFrame
+
+    @classmethod
+    def of(cls, measured: Any) -> Outcome:
+        return cls(measured.row, measured.evaluation.labels, measured.evaluation.probabilities, measured.per_image)
+
+    def auc(self, rows: np.ndarray) -> np.ndarray:
+        return resampled_auroc(self.labels, self.probabilities, rows)
 
 
-def _fmt(value: float | None) -> str:
+def _column(outcome: Outcome, key: str) -> np.ndarray | None:
+    column = COLUMNS[key]
+    return outcome.per_image[column].to_numpy(dtype=np.float64) if column in outcome.per_image else None
+
+
+def _mean_difference(after: np.ndarray, control: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Per resample, the mean of after − control over the resampled images where both are defined."""
+    difference = (after - control)[rows]
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(np.where(np.isfinite(difference), difference, np.nan), axis=1)
+
+
+def _change(after: list[Outcome], control: list[Outcome], key: str, seed: int) -> dict[str, Any] | None:
+    """Mean, 95% interval and spread over seeds of the loss − control difference of ``key``."""
+    if key == "auc":
+        per_seed = [a.row["test"]["auc"] - c.row["test"]["auc"] for a, c in zip(after, control)
+                    if a.row["test"]["auc"] is not None and c.row["test"]["auc"] is not None]
+    else:
+        per_seed = [a.row["test"][key] - c.row["test"][key] for a, c in zip(after, control)
+                    if a.row["test"].get(key) is not None and c.row["test"].get(key) is not None]
+    if not per_seed:
+        return None
+    if len(after) == 1:
+        a, c = after[0], control[0]
+        if key == "auc":
+            interval = bootstrap(lambda index: a.auc(index) - c.auc(index), a.labels, seed)
+        else:
+            values_a, values_c = _column(a, key), _column(c, key)
+            if values_a is None or values_c is None:
+                return None
+            interval = bootstrap(lambda index: _mean_difference(values_a, values_c, index), a.labels, seed)
+        how, spread = f"bootstrap over {len(a.labels)} images", None
+    else:
+        interval, how = t_interval(per_seed), f"t-interval over {len(per_seed)} seeds"
+        spread = float(np.std(per_seed, ddof=1))
+    return {"mean": float(np.mean(per_seed)), "ci95": list(interval) if interval else None, "std": spread,
+            "interval": how, "per_seed": per_seed}
+
+
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.3f}"
+
+
+def _number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def verdict(loss: str, before: dict[str, Any], control: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """The ``verdict`` block of results.json from the three ``valid`` blocks."""
-    n = len(after["per_seed"])
-    auc_sign, auc_mean, auc_std = _change(_differences(after, control, "auc"), MIN_AUC)
-    generalisation = {1: "improved", -1: "worse", 0: "unchanged"}[auc_sign]
-    measures = {}
-    for key, name, minimum, direction in (("iou", "IoU with the regions", MIN_IOU, 1),
-                                          ("enrichment", "enrichment on the artefact", MIN_ENRICHMENT, -1)):
-        sign, mean, std = _change(_differences(after, control, key), minimum)
-        if mean is not None:
-            measures[name] = (sign * direction, mean, std)
-    signs = {sign for sign, _, _ in measures.values()}
-    if not measures:
-        saliency = "unknown"
-    elif signs >= {1, -1}:
-        saliency = "mixed"
+def _with_interval(change: dict[str, Any]) -> str:
+    text = _signed(change["mean"])
+    if change["std"] is not None:
+        text += f" ± {change['std']:.3f}"
+    if change["ci95"] is not None:
+        low, high = change["ci95"]
+        text += f", 95% CI {low:+.3f} to {high:+.3f}, {change['interval']}"
+    return text
+
+
+def _saliency(changes: dict[str, dict[str, Any]]) -> str:
+    if not changes:
+        return "unknown"
+    better = {name for name, (change, sense) in changes.items() if direction(change["ci95"]) * sense > 0}
+    worse = {name for name, (change, sense) in changes.items() if direction(change["ci95"]) * sense < 0}
+    means_better = all(change["mean"] * sense >= 0 for change, sense in changes.values())
+    means_worse = all(change["mean"] * sense <= 0 for change, sense in changes.values())
+    if better and worse:
+        return "mixed"
+    if better and means_better:
+        return "toward the region"
+    if worse and means_worse:
+        return "away from the region"
+    return "no detectable change"
+
+
+def verdict(loss: str, after: list[Outcome], control: list[Outcome], before: Outcome,
+            report_name: str = "test") -> dict[str, Any]:
+    """The ``verdict.<loss>`` block of results.json."""
+    seed = int(after[0].row["seed"])
+    n = len(after)
+    collapsed = [o.row for o in after if o.row["collapse"]["collapsed"]]
+    auc = _change(after, control, "auc", seed)
+    if 2 * len(collapsed) >= n:
+        generalisation = "collapsed"
     else:
-        saliency = "toward the region" if 1 in signs else "away from the region" if -1 in signs else "unchanged"
-    agree = None if saliency == "unknown" else (generalisation == "improved") == (saliency == "toward the region")
+        generalisation = {1: "improved", -1: "worse", 0: "no detectable change"}[direction(auc["ci95"]) if auc else 0]
+    changes = {name: (change, sense) for key, name, sense in MEASURES
+               if (change := _change(after, control, key, seed)) is not None}
+    saliency = _saliency(changes)
+    agree = None if saliency == "unknown" or generalisation == "collapsed" else (
+        (generalisation == "improved") == (saliency == "toward the region"))
+    mean_auc = float(np.mean([o.row["test"]["auc"] for o in after if o.row["test"]["auc"] is not None] or [math.nan]))
+    mean_control = float(np.mean([o.row["test"]["auc"] for o in control if o.row["test"]["auc"] is not None] or [math.nan]))
+    best_epochs = [o.row["best_epoch"] for o in after]
     seeds = f"{n} seed{'s' if n != 1 else ''}"
-    sentence = (
-        f"Validation AUC {_fmt(after['auc'])} with {loss} against {_fmt(control['auc'])} for plain training "
-        f"for the same epochs ({_fmt(before['auc'])} before): generalisation {generalisation} "
-        f"(ΔAUC {_fmt(auc_mean)} ± {_fmt(auc_std)} over {seeds}). "
-    )
+    sentence = (f"{report_name.capitalize()} AUROC {_number(mean_auc)} with {loss} against {_number(mean_control)} "
+                f"for plain training for the same epochs ({_number(before.row['test']['auc'])} before; {seeds}")
+    sentence += (f", selected at epoch {best_epochs[0]} of {after[0].row['epochs']} by validation AUROC). " if n == 1 else
+                 f", selected at epochs {', '.join(map(str, best_epochs))} by validation AUROC). ")
+    if mean_auc < 0.5:
+        sentence += f"It is still below chance (AUROC {_number(mean_auc)} < 0.5). "
+    if collapsed:
+        where = "; ".join(f"seed {row['seed']} at epoch {row['collapse']['epoch']} ({', '.join(row['collapse']['signs'])})"
+                          for row in collapsed)
+        sentence += f"Training collapsed in {len(collapsed)} of {n} run{'s' if n != 1 else ''}: {where}. "
+    control_collapsed = [o.row for o in control if o.row["collapse"]["collapsed"]]
+    if control_collapsed:
+        where = "; ".join(f"seed {row['seed']} at epoch {row['collapse']['epoch']} ({', '.join(row['collapse']['signs'])})"
+                          for row in control_collapsed)
+        sentence += f"The plain-training control collapsed too ({where}), so it is a weak baseline. "
+    if generalisation == "collapsed":
+        sentence += "Generalisation: collapsed, so its AUROC is no evidence of improvement. "
+    elif auc is not None:
+        sentence += f"Generalisation {generalisation} (ΔAUROC {_with_interval(auc)}). "
     if saliency == "unknown":
-        sentence += "Saliency could not be judged: the validation set has no region or artefact masks."
+        sentence += f"Saliency could not be judged: the {report_name} images have no region or artefact masks."
     else:
-        changes = "; ".join(f"Δ {name} {_fmt(mean)} ± {_fmt(std)}" for name, (_, mean, std) in measures.items())
-        sentence += (f"Saliency {saliency} ({changes}). "
-                     + ("The two agree." if agree else "The two disagree: as Viviano et al. (2019) found, "
-                        "changing the saliency maps and improving generalisation are not the same thing."))
+        details = "; ".join(f"Δ {name} {_with_interval(change)}" for name, (change, _) in changes.items())
+        sentence += f"Saliency {saliency} ({details})."
+        if agree is not None:
+            sentence += (" The two agree." if agree else " The two disagree: as Viviano et al. (2019) found, changing "
+                         "the saliency maps and improving generalisation are not the same thing.")
     return {
+        "loss": loss,
         "generalisation": generalisation,
-        "auc_difference": auc_mean,
-        "auc_difference_std": auc_std,
+        "auc_difference": auc,
+        "collapsed_seeds": [row["seed"] for row in collapsed],
+        "control_collapsed_seeds": [row["seed"] for row in control_collapsed],
+        "collapse": [{"seed": row["seed"], **row["collapse"]} for row in collapsed],
+        "below_chance": bool(mean_auc < 0.5),
+        "best_epochs": best_epochs,
         "saliency": saliency,
-        "saliency_differences": {name: {"mean": mean, "std": std} for name, (_, mean, std) in measures.items()},
+        "saliency_differences": {name: change for name, (change, _) in changes.items()},
         "agree": agree,
         "seeds": n,
         "sentence": sentence,

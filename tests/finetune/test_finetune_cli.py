@@ -30,28 +30,49 @@ def args(root: Path, model: Path, out: Path, *extra) -> list:
 
 def test_finetune_writes_results_report_and_a_loadable_model(synthetic_root, tiny_model_files, tmp_path, capsys) -> None:
     out = tmp_path / "out"
-    code, stdout, err = run(args(synthetic_root, tiny_model_files["onnx"], out, "--loss", "actdiff", "--epochs", "2", "--seeds", "2"), capsys)
+    arguments = args(synthetic_root, tiny_model_files["onnx"], out, "--loss", "actdiff", "--epochs", "2", "--seeds", "2")
+    code, stdout, err = run(arguments, capsys)
     assert code == 0, err
     results = json.loads((out / "results.json").read_text())
-    for arm in ("before", "control", "after"):
-        block = results[arm]["valid"]
-        assert len(block["per_seed"]) == 2
-        assert block["auc"] == pytest.approx(sum(r["auc"] for r in block["per_seed"]) / 2)
-        assert {"accuracy", "enrichment", "iou"} <= set(block)
-    assert results["after"]["loss"] == "actdiff" and results["control"]["loss"] == "none"
-    assert [len(h) for h in results["after"]["history"].values()] == [2, 2]
-    assert [len(h) for h in results["control"]["history"].values()] == [2, 2]
-    verdict = results["verdict"]
-    assert {"generalisation", "saliency", "agree", "sentence"} <= set(verdict)
-    assert verdict["sentence"].split()[0] == stdout.split()[0] == "Validation"
+    assert list(results["arms"]) == ["actdiff", "none"]
+    for arm, block in results["arms"].items():
+        assert [row["seed"] for row in block["per_seed"]] == [0, 1]
+        assert block["test"]["auc"] == pytest.approx(sum(r["test"]["auc"] for r in block["per_seed"]) / 2)
+        assert {"accuracy", "enrichment", "iou"} <= set(block["test"])
+        assert [len(h) for h in block["history"].values()] == [2, 2]
+    # no --test: the validation set is cut in two, the halves disjoint, and it says so
+    data = results["data"]
+    assert data["valid_images"] + data["test_images"] == 24 and "cut in two" in data["split"]
+    verdict = results["verdict"]["actdiff"]
+    assert {"generalisation", "saliency", "agree", "sentence", "auc_difference"} <= set(verdict)
+    assert verdict["auc_difference"]["interval"] == "t-interval over 2 seeds"
+    assert verdict["sentence"].split()[:3] == stdout.split()[:3] == ["Held-out", "validation", "half"]
+    assert [row["loss"] for row in results["table"]] == ["actdiff", "none"]
     assert "audit finetune" in PdfReader(out / "report.pdf").pages[0].extract_text()
-    tuned = load_classifier(out / "model.onnx")
+    tuned = load_classifier(out / "model-actdiff.onnx")
     assert tuned.num_classes == 2 and tuned.sha256 != results["model"]["sha256"]
     # a second run resumes from the checkpoints instead of training again
-    code, _, err = run(args(synthetic_root, tiny_model_files["onnx"], out, "--loss", "actdiff", "--epochs", "2", "--seeds", "2"), capsys)
+    code, _, err = run(arguments, capsys)
     assert code == 0, err
     again = json.loads((out / "results.json").read_text())
-    assert again["after"]["valid"]["per_seed"] == results["after"]["valid"]["per_seed"]
+    assert again["arms"]["actdiff"]["per_seed"] == results["arms"]["actdiff"]["per_seed"]
+
+
+def test_several_losses_share_one_control_and_make_the_table(synthetic_root, tiny_model_files, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    losses = ["actdiff", "gradmask", "classify-masked"]
+    code, stdout, err = run(args(synthetic_root, tiny_model_files["torchscript"], out, "--input-size", 28, 28, "--channels", 1,
+                                 "--epochs", "2", "--test", synthetic_root / "test" / "images",
+                                 *[a for loss in losses for a in ("--loss", loss)]), capsys)
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["arms"]) == [*losses, "none"] and list(results["verdict"]) == losses
+    assert len(results["arms"]["none"]["per_seed"]) == 1  # one control for all losses
+    assert results["data"]["split"] == "--valid selects epochs, --test reports" and results["data"]["test_images"] == 8
+    assert [row["loss"] for row in results["table"]] == [*losses, "none"]
+    assert all(verdict["auc_difference"]["interval"] == "bootstrap over 8 images" for verdict in results["verdict"].values())
+    assert len(stdout.strip().split("Test AUROC")) == 4  # one sentence per loss
+    assert sorted(p.name for p in out.glob("model-*")) == [f"model-{loss}.pt" for loss in sorted(losses)]
 
 
 def _bad(capsys, arguments: list, message: str, out: Path) -> None:
@@ -79,7 +100,28 @@ def test_validation_set_with_one_class(synthetic_root, tiny_model_files, tmp_pat
     shutil.copytree(synthetic_root / "valid" / "images" / "0-one-cross", valid / "0-one-cross")
     arguments = args(synthetic_root, tiny_model_files["onnx"], tmp_path / "o", "--loss", "gradmask")
     arguments[arguments.index("--valid") + 1] = valid
-    _bad(capsys, arguments, "the validation set has only class '0-one-cross'", tmp_path / "o")
+    _bad(capsys, arguments, "the --valid set has only class '0-one-cross'", tmp_path / "o")
+
+
+def test_test_set_without_labels(synthetic_root, tiny_model_files, tmp_path, capsys) -> None:
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for image in sorted((synthetic_root / "test" / "images").rglob("*.png"))[:4]:
+        shutil.copy(image, flat / f"{image.parent.name}-{image.name}")
+    arguments = args(synthetic_root, tiny_model_files["onnx"], tmp_path / "o", "--loss", "actdiff", "--test", flat)
+    _bad(capsys, arguments, "the --test set has no labelled images", tmp_path / "o")
+
+
+def test_a_loss_given_twice(synthetic_root, tiny_model_files, tmp_path, capsys) -> None:
+    arguments = args(synthetic_root, tiny_model_files["onnx"], tmp_path / "o", "--loss", "actdiff", "--loss", "actdiff")
+    _bad(capsys, arguments, "--loss actdiff is given 2 times", tmp_path / "o")
+
+
+@pytest.mark.parametrize("flag", ["--lambda-act", "--lambda-grad", "--lr"])
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_weights_and_learning_rate_must_be_positive(flag, value, synthetic_root, tiny_model_files, tmp_path, capsys) -> None:
+    arguments = args(synthetic_root, tiny_model_files["onnx"], tmp_path / "o", "--loss", "actdiff", flag, value)
+    _bad(capsys, arguments, f"{flag} {float(value)}: give a positive number", tmp_path / "o")
 
 
 def test_regions_or_masks_exactly_one(synthetic_root, tiny_model_files, tmp_path, capsys) -> None:
