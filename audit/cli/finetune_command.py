@@ -44,6 +44,9 @@ def finetune(
     mean: Mean = "0",
     std: Std = "1",
     value_range_text: ValueRange = "0,1",
+    fail_on: list[str] = typer.Option([], "--fail-on", help="Fail (exit 1) when this holds, e.g. 'verdict.actdiff.generalisation == \"collapsed\"' (repeatable)."),
+    allow_missing: bool = typer.Option(False, "--allow-missing", help="A check on a null value is skipped instead of failing."),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="Write the gate checks as JUnit XML."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Fine-tune a classifier away from a distractor (Viviano et al. 2019) and compare with plain training."""
@@ -52,7 +55,11 @@ def finetune(
     from audit.finetune.experiment import ExperimentConfig, Progress as Callbacks, run_experiment
     from audit.finetune.training import TrainConfig
     from audit.models.loader import load_classifier
+    from audit.report.gate import evaluate_gate, validate_expressions, write_junit
+    from audit.report.results_file import write_results
 
+    validate_expressions(fail_on)
+    check_gate_losses(fail_on, loss)
     if (regions is None) == (masks is None):
         raise AuditError("give exactly one of --regions (keep the region, permute the rest) or --masks (permute the artefact)")
     options = model_options(input_size, channels, mean, std, value_range_text)
@@ -92,11 +99,36 @@ def finetune(
 
         results = run_experiment(classifier, options, train_set, valid_set, test_set, config, out,
                                  Callbacks(on_run=on_run, on_batch=on_batch, on_epoch=on_epoch))
+    if fail_on:
+        results["gate"] = evaluate_gate(results, fail_on, allow_missing)
+        write_results(results, out / "results.json")
+        if junit is not None:
+            write_junit(results["gate"], junit)
     for block in results["verdict"].values():
         Console(highlight=False).print(block["sentence"])
     if not quiet:
         models = ", ".join(results["model"]["fine_tuned"].values())
         err.print(f"wrote {out / 'results.json'}, {out / 'report.pdf'} and {models}", highlight=False)
+    if fail_on:
+        for check in results["gate"]["checks"]:
+            if check["outcome"] == "fail":
+                err.print(f"FAIL {check['expression']}: {check['reason']}", highlight=False)
+        if not results["gate"]["passed"]:
+            raise typer.Exit(1)
+
+
+def check_gate_losses(expressions: list[str], losses: list[str]) -> None:
+    """A gate key on ``verdict.LOSS`` or ``arms.LOSS`` must name a loss of this run (checked
+    before any training)."""
+    from audit.errors import AuditError
+    from audit.report.gate.expressions import parse_expression
+
+    arms = [*losses, "none"]
+    for expression in expressions:
+        segments = parse_expression(expression).segments
+        if len(segments) > 1 and segments[0] in ("verdict", "arms") and segments[1] not in (losses if segments[0] == "verdict" else arms):
+            raise AuditError(f"--fail-on {expression!r}: {segments[0]}.{segments[1]} is not in this run; "
+                             f"the losses are {', '.join(losses)}")
 
 
 def register(app: typer.Typer) -> None:

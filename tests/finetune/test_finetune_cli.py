@@ -75,6 +75,26 @@ def test_several_losses_share_one_control_and_make_the_table(synthetic_root, tin
     assert sorted(p.name for p in out.glob("model-*")) == [f"model-{loss}.pt" for loss in sorted(losses)]
 
 
+def test_the_gate_reads_the_verdict(synthetic_root, tiny_model_files, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    gate = ["--fail-on", 'verdict.actdiff.generalisation != "improved"', "--fail-on", "arms.none.test.auc > 2",
+            "--junit", tmp_path / "junit.xml"]
+    code, _, err = run(args(synthetic_root, tiny_model_files["onnx"], out, "--loss", "actdiff", "--epochs", "1", *gate), capsys)
+    results = json.loads((out / "results.json").read_text())
+    outcomes = [check["outcome"] for check in results["gate"]["checks"]]
+    generalisation = results["verdict"]["actdiff"]["generalisation"]
+    assert outcomes == ["pass" if generalisation == "improved" else "fail", "pass"]
+    assert code == (0 if generalisation == "improved" else 1)
+    assert ("FAIL verdict.actdiff.generalisation" in err) == (code == 1)
+    assert 'name="verdict.actdiff.generalisation != &quot;improved&quot;"' in (tmp_path / "junit.xml").read_text()
+
+
+def test_a_gate_on_a_loss_that_is_not_trained(synthetic_root, tiny_model_files, tmp_path, capsys) -> None:
+    arguments = args(synthetic_root, tiny_model_files["onnx"], tmp_path / "o", "--loss", "actdiff",
+                     "--fail-on", 'verdict.gradmask.generalisation == "collapsed"')
+    _bad(capsys, arguments, "verdict.gradmask is not in this run; the losses are actdiff", tmp_path / "o")
+
+
 def _bad(capsys, arguments: list, message: str, out: Path) -> None:
     code, _, err = run(arguments, capsys)
     assert code == 2, err
