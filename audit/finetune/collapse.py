@@ -9,8 +9,10 @@ measure orders of magnitude away from them):
 - "loss not finite": a training loss became NaN or infinite;
 - "classification loss at ln K": the epoch's mean training cross-entropy within 5% of ln K
   (what outputs of 1/K for every image score);
-- "constant predictions": on the selection images every class probability varies by less than
-  ``CONSTANT`` (standard deviation over images);
+- "constant predictions": on the selection images the outputs do not depend on the image: the
+  logits, centred per image (log-probabilities up to a constant), vary over the images by less
+  than ``CONSTANT`` (standard deviation, largest over the classes). Logits, not probabilities:
+  a saturated softmax can rank the images perfectly while every probability is within 1e-3 of 1;
 - "features without variance": the pooled features read by the classifier vary over the images
   by less than ``FLAT`` of their magnitude (√(mean_d var_d) / √(mean_d E[f_d²]));
 - "AUC at chance": the AUROC of the report images has a bootstrap interval that covers 0.5.
@@ -32,15 +34,16 @@ CONSTANT = 1e-3
 FLAT = 1e-3
 
 
-def epoch_signs(classification_loss: float | None, classes: int, probabilities: np.ndarray,
-                features: np.ndarray | None) -> list[str]:
-    """The collapse signs of one epoch (training loss, selection-set outputs and features)."""
+def epoch_signs(classification_loss: float | None, logits: np.ndarray, features: np.ndarray | None) -> list[str]:
+    """The collapse signs of one epoch (training loss, selection-set logits and features)."""
     signs = []
     if classification_loss is not None and not math.isfinite(classification_loss):
         return ["loss not finite"]
-    if classification_loss is not None and abs(classification_loss - math.log(classes)) <= LOSS_AT_CHANCE * math.log(classes):
+    chance = math.log(logits.shape[1])
+    if classification_loss is not None and abs(classification_loss - chance) <= LOSS_AT_CHANCE * chance:
         signs.append("classification loss at ln K")
-    if len(probabilities) > 1 and float(np.max(np.std(probabilities, axis=0))) < CONSTANT:
+    centred = logits - logits.mean(axis=1, keepdims=True)
+    if len(logits) > 1 and float(np.max(np.std(centred, axis=0))) < CONSTANT:
         signs.append("constant predictions")
     if features is not None and len(features) > 1:
         features = features.reshape(len(features), -1).astype(np.float64)

@@ -93,11 +93,16 @@ class TrainingData:
 
 @dataclass
 class Evaluation:
-    """Softmax outputs of a model on a split: per image, and the accuracy and AUROC."""
+    """Outputs of a model on a split: per image, and the accuracy and AUROC of the softmax."""
 
     labels: np.ndarray
-    probabilities: np.ndarray
+    logits: np.ndarray
     features: np.ndarray | None  # the classifier's input features, when the model has a final Linear
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        shifted = np.exp(self.logits - self.logits.max(axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True)
 
     @property
     def auc(self) -> float | None:
@@ -118,9 +123,9 @@ def feature_taps(model: nn.Module) -> LayerTaps | None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, spec: InputSpec, batch_size: int, taps: LayerTaps | None = None) -> Evaluation:
-    """Softmax outputs of ``model`` (eval mode) on the labelled images of ``split``."""
+    """Outputs of ``model`` (eval mode) on the labelled images of ``split``."""
     model.eval()
-    labels, probabilities, features = [], [], []
+    labels, logits_all, features = [], [], []
     for batch in split.batches(batch_size):
         if taps is None:
             logits = model(spec.to_tensor(batch.images))
@@ -129,11 +134,10 @@ def evaluate(model: nn.Module, split: Split, spec: InputSpec, batch_size: int, t
                 logits = model(spec.to_tensor(batch.images))
             features.append(taps.taken()[0].flatten(1).double().numpy())
         labels.append(batch.labels)
-        probabilities.append(torch.softmax(logits.double(), dim=1).numpy())
-    labels_all, probabilities_all = np.concatenate(labels), np.concatenate(probabilities)
-    known = labels_all >= 0
+        logits_all.append(logits.double().numpy())
+    known = np.concatenate(labels) >= 0
     features_all = np.concatenate(features)[known] if features else None
-    return Evaluation(labels_all[known].astype(np.int64), probabilities_all[known], features_all)
+    return Evaluation(np.concatenate(labels)[known].astype(np.int64), np.concatenate(logits_all)[known], features_all)
 
 
 def _save(path: Path, payload: dict) -> None:
@@ -202,8 +206,7 @@ def train(
             on_batch(values)
         scores = evaluate(model, valid, data.spec, config.batch_size, features)
         means = {k: v / max(batches, 1) for k, v in sums.items()}
-        signs = (epoch_signs(means.get("clf"), scores.probabilities.shape[1], scores.probabilities, scores.features)
-                 if finite else ["loss not finite"])
+        signs = epoch_signs(means.get("clf"), scores.logits, scores.features) if finite else ["loss not finite"]
         log = EpochLog(epoch, means, scores.auc, scores.accuracy, time.perf_counter() - began, signs)
         history.append(log)
         if best_epoch == 0 or (log.valid_auc is not None and (best_auc is None or log.valid_auc > best_auc)):

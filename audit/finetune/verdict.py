@@ -109,18 +109,20 @@ def _with_interval(change: dict[str, Any]) -> str:
     return text
 
 
-def _saliency(changes: dict[str, dict[str, Any]]) -> str:
+def _saliency(changes: dict[str, tuple[dict[str, Any], int]]) -> str:
+    """Saliency's direction from the measures' intervals; "toward the region" never while the
+    IoU's mean falls, "away from the region" never while it rises."""
     if not changes:
         return "unknown"
     better = {name for name, (change, sense) in changes.items() if direction(change["ci95"]) * sense > 0}
     worse = {name for name, (change, sense) in changes.items() if direction(change["ci95"]) * sense < 0}
-    means_better = all(change["mean"] * sense >= 0 for change, sense in changes.values())
-    means_worse = all(change["mean"] * sense <= 0 for change, sense in changes.values())
+    iou = changes.get("IoU with the regions")
+    iou_mean = 0.0 if iou is None else iou[0]["mean"]
     if better and worse:
         return "mixed"
-    if better and means_better:
+    if better and iou_mean >= 0:
         return "toward the region"
-    if worse and means_worse:
+    if worse and iou_mean <= 0:
         return "away from the region"
     return "no detectable change"
 
