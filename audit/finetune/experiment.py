@@ -241,7 +241,7 @@ def run_experiment(
 
     spec = classifier.spec
     inputs = [spec.to_tensor(batch.images) for batch in train_split.batches(tc.batch_size)]
-    start = trainable(copy.deepcopy(classifier.differentiable), inputs[0], inputs)
+    start = trainable(copy.deepcopy(classifier.differentiable), inputs[0], inputs, str(classifier.path))
     inserted = list(getattr(start, "names", []))
     start_state = copy.deepcopy(start.state_dict())
     seeds = [tc.seed + k for k in range(config.seeds)]

@@ -37,6 +37,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.instancenorm import _InstanceNorm
 
+from audit.errors import AuditError
+from audit.models.loader import ImageByImage
 from audit.models.onnx_graph.ops.layers import BatchNorm, InstanceNorm, LayerNorm
 
 NORMALISATIONS = (_BatchNorm, _InstanceNorm, nn.GroupNorm, nn.LayerNorm, InstanceNorm, LayerNorm)
@@ -162,9 +164,31 @@ def fold_into(conv: _ConvNd, norm: _BatchNorm) -> None:
         conv.bias.copy_(new_bias)
 
 
-def trainable(model: nn.Module, example: torch.Tensor, batches: Iterable[torch.Tensor]) -> nn.Module:
-    """``model`` ready for fine-tuning: wrapped in ``WithBatchNorm`` (data-initialised from
-    ``batches``) when some convolution lacks normalisation, else ``model`` itself."""
+@torch.no_grad()
+def batched(model: nn.Module, example: torch.Tensor, source: str = "the model") -> nn.Module:
+    """The model as it runs a whole batch at once. A graph exported for a fixed batch of one
+    runs image by image (``ImageByImage``), where BatchNorm in train mode would normalise each
+    image by its own statistics; its twin often takes a batch all the same (the batch size is
+    only declared), and then trains unwrapped. AuditError when it cannot."""
+    if not isinstance(model, ImageByImage):
+        return model
+    x = example[:3]
+    try:
+        together = model.model.eval()(x)
+        agrees = together.shape == (len(x), *together.shape[1:]) and torch.allclose(together, model.eval()(x), atol=1e-4, rtol=1e-4)
+    except Exception:  # noqa: BLE001 (a graph with the batch baked into its shapes fails in many ways)
+        agrees = False
+    if not agrees:
+        raise AuditError(f"{source}: the graph is fixed at a batch of one and cannot take a batch, but fine-tuning "
+                         f"needs batch statistics; re-export the model with a dynamic batch dimension")
+    return model.model
+
+
+def trainable(model: nn.Module, example: torch.Tensor, batches: Iterable[torch.Tensor], source: str = "the model") -> nn.Module:
+    """``model`` ready for fine-tuning: run as one batch (``batched``), and wrapped in
+    ``WithBatchNorm`` (data-initialised from ``batches``) when some convolution lacks
+    normalisation."""
+    model = batched(model, example, source)
     names = unnormalised_convolutions(model, example)
     if not names:
         return model

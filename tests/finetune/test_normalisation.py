@@ -14,7 +14,8 @@ from torch import nn
 
 from audit.finetune.export import write_model
 from audit.finetune.normalisation import WithBatchNorm, exportable, fold_into, inner, trainable, unnormalised_convolutions
-from audit.models.loader import ModelOptions, load_classifier
+from audit.errors import AuditError
+from audit.models.loader import ImageByImage, ModelOptions, load_classifier
 
 torch.set_num_threads(1)
 X = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(0))
@@ -39,6 +40,26 @@ def _legacy_onnx(module: nn.Module, path: Path) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module.eval(), (X[:2],), str(path), dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    return path
+
+
+class BakedBatch(nn.Module):
+    """A head that reshapes to a batch of one: its graph cannot take a batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, stride=4)
+        self.fc = nn.Linear(2 * 7 * 7, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).reshape(1, -1))
+
+
+def _fixed_batch_onnx(module: nn.Module, path: Path) -> Path:
+    """The legacy exporter without dynamic axes: the input is declared with a batch of 1."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (X[:1],), str(path), dynamo=False, input_names=["x"])
     return path
 
 
@@ -129,3 +150,19 @@ def test_a_bias_free_model_is_written_back_as_onnx_with_the_new_biases(tmp_path:
     session = onnxruntime.InferenceSession(str(written), providers=["CPUExecutionProvider"])
     logits = session.run(None, {session.get_inputs()[0].name: X.numpy()})[0]
     assert torch.allclose(torch.from_numpy(logits), trained, atol=1e-4)
+
+
+def test_a_graph_fixed_at_batch_one_trains_on_whole_batches_when_it_can(tiny_model_files: dict, tmp_path: Path) -> None:
+    classifier = load_classifier(_fixed_batch_onnx(tiny_model_files["module"], tmp_path / "fixed.onnx"))
+    assert classifier.batch_limit == 1 and isinstance(classifier.differentiable, ImageByImage)
+    model = trainable(copy.deepcopy(classifier.differentiable), X, [X])
+    assert not isinstance(inner(model), ImageByImage)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(X), classifier.logits(X), atol=1e-4)
+
+
+def test_a_graph_with_the_batch_baked_in_is_refused_in_one_line(tmp_path: Path) -> None:
+    path = _fixed_batch_onnx(BakedBatch(), tmp_path / "baked.onnx")
+    classifier = load_classifier(path)
+    with pytest.raises(AuditError, match="fixed at a batch of one and cannot take a batch.*dynamic batch dimension"):
+        trainable(copy.deepcopy(classifier.differentiable), X, [X], str(path))
