@@ -12,6 +12,7 @@ from pypdf import PdfReader
 
 from audit.cli.main import main
 from audit.models.loader import load_classifier
+from tests.conftest import TinyCNN, export_onnx
 
 torch.set_num_threads(1)
 
@@ -73,6 +74,26 @@ def test_several_losses_share_one_control_and_make_the_table(synthetic_root, tin
     assert all(verdict["auc_difference"]["interval"] == "bootstrap over 8 images" for verdict in results["verdict"].values())
     assert len(stdout.strip().split("Test AUROC")) == 4  # one sentence per loss
     assert sorted(p.name for p in out.glob("model-*")) == [f"model-{loss}.pt" for loss in sorted(losses)]
+
+
+def test_three_classes(synthetic_root, tmp_path, capsys) -> None:
+    """Softmax over three classes: macro AUROC, ln 3 for the collapse sign, gradmask's contrast."""
+    root = tmp_path / "three"
+    for split in ("train", "valid"):
+        for kind in ("images", "regions", "artefacts"):
+            for k, source in enumerate(["0-one-cross", "1-two-crosses", "0-one-cross"]):
+                target = root / split / kind / f"{k}-class"
+                target.mkdir(parents=True)
+                for image in sorted((synthetic_root / split / kind / source).iterdir())[k // 2 :: 2]:
+                    shutil.copy(image, target / image.name)
+    torch.manual_seed(0)
+    model = export_onnx(TinyCNN(classes=3).eval(), tmp_path / "three.onnx")
+    out = tmp_path / "out"
+    code, _, err = run(args(root, model, out, "--loss", "actdiff", "--loss", "gradmask", "--epochs", "2"), capsys)
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    assert all(results["arms"][arm]["test"]["auc"] is not None for arm in ("actdiff", "gradmask", "none"))
+    assert load_classifier(out / "model-gradmask.onnx").num_classes == 3
 
 
 def test_the_gate_reads_the_verdict(synthetic_root, tiny_model_files, tmp_path, capsys) -> None:
