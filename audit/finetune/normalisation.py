@@ -40,8 +40,10 @@ from torch.nn.modules.instancenorm import _InstanceNorm
 from audit.errors import AuditError
 from audit.models.loader import ImageByImage
 from audit.models.onnx_graph.ops.layers import BatchNorm, InstanceNorm, LayerNorm
+from audit.models.onnx_graph.ops.shape import Flatten, Reshape, Squeeze, Unsqueeze
 
 NORMALISATIONS = (_BatchNorm, _InstanceNorm, nn.GroupNorm, nn.LayerNorm, InstanceNorm, LayerNorm)
+RESHAPES = (nn.Flatten, nn.Unflatten, Reshape, Flatten, Squeeze, Unsqueeze)
 
 
 def convolutions(model: nn.Module) -> dict[str, _ConvNd]:
@@ -51,23 +53,30 @@ def convolutions(model: nn.Module) -> dict[str, _ConvNd]:
 @torch.no_grad()
 def unnormalised_convolutions(model: nn.Module, x: torch.Tensor) -> list[str]:
     """Names of the convolutions whose output no normalisation layer reads, found from one
-    forward pass of ``x`` (hooks record which tensors each layer produces and reads)."""
+    forward pass of ``x``: hooks record which tensors each layer produces and reads, following
+    the output through layers that only reshape it (GroupNorm exported to ONNX is a Reshape,
+    InstanceNormalization and a Reshape back)."""
     produced: dict[int, str] = {}
     normalised: set[str] = set()
     keep: list[torch.Tensor] = []  # holds the outputs so that their ids are not reused
+    convs = convolutions(model)
+    names = {id(m): name for name, m in convs.items()}
 
-    def on_output(name: str):
-        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            produced[id(output)] = name
-            keep.append(output)
-        return hook
+    def on_output(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if id(module) in names:
+            origin = names[id(module)]
+        elif isinstance(module, RESHAPES) and inputs and id(inputs[0]) in produced:
+            origin = produced[id(inputs[0])]
+        else:
+            return
+        produced[id(output)] = origin
+        keep.append(output)
 
     def on_input(module: nn.Module, inputs: tuple) -> None:
         if inputs and id(inputs[0]) in produced:
             normalised.add(produced[id(inputs[0])])
 
-    convs = convolutions(model)
-    handles = [m.register_forward_hook(on_output(name)) for name, m in convs.items()]
+    handles = [m.register_forward_hook(on_output) for m in model.modules() if id(m) in names or isinstance(m, RESHAPES)]
     handles += [m.register_forward_pre_hook(on_input) for m in model.modules() if isinstance(m, NORMALISATIONS)]
     was_training = model.training
     try:

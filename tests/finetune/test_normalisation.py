@@ -81,6 +81,17 @@ def test_folded_and_kept_batch_norm_are_told_apart(tiny_model_files: dict, tmp_p
     assert unnormalised_convolutions(folded, X) == convs(folded) and len(convs(folded)) == 2
 
 
+def test_group_norm_exported_to_onnx_counts_as_normalisation(tmp_path: Path) -> None:
+    """The legacy exporter writes GroupNorm as Reshape, InstanceNormalization, Reshape."""
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.GroupNorm(2, 8), nn.ReLU(), nn.Conv2d(8, 4, 3), nn.Flatten(),
+                           nn.Linear(4 * 26 * 26, 2))
+    twin = load_classifier(_legacy_onnx(module, tmp_path / "group.onnx")).differentiable
+    assert not any(isinstance(m, nn.GroupNorm) for m in twin.modules())
+    convs = [n for n, m in twin.named_modules() if isinstance(m, nn.Conv2d)]
+    assert unnormalised_convolutions(twin, X) == convs[1:]
+
+
 def test_inserted_batch_norm_starts_as_the_identity_with_the_data_statistics(tiny_model_files: dict, tmp_path: Path) -> None:
     twin = load_classifier(_legacy_onnx(tiny_model_files["module"], tmp_path / "folded.onnx")).differentiable
     with torch.no_grad():
