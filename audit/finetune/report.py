@@ -121,7 +121,8 @@ def write_report(results: dict[str, Any], batch: Batch, maps: dict[str, np.ndarr
                          f"{results['data']['split']}. Training: {normalisation['training']}; {normalisation['note']}."),
                   styles["Normal"]),
         Spacer(1, 0.3 * cm),
-        *[Paragraph(escape(block["sentence"]), styles["Normal"]) for block in results["verdict"].values()],
+        *[item for block in results["verdict"].values()
+          for item in (Paragraph(escape(block["sentence"]), styles["Normal"]), Spacer(1, 0.15 * cm))],
         Spacer(1, 0.3 * cm),
         _table(results),
         Paragraph("Means ± standard deviation over seeds. AUROC on train, on the selection (valid) and on the "
