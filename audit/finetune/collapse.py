@@ -2,8 +2,8 @@
 
 actdiff is minimised by features that do not depend on the input (L_act = 0); the classifier
 then outputs a constant and the classification loss sits at ln K (Viviano et al. 2019, Table 1:
-"CNN Actdiff" scores AUC 0.5 in train and validation). A run is *collapsed* when its selected
-model shows any of these signs (our thresholds, chosen well clear of trained models, which
+"CNN Actdiff" scores AUC 0.5 in train and validation). A run is *collapsed* when its signs last
+to its final epoch, or when its selected model shows any of them (our thresholds, chosen well clear of trained models, which
 measure orders of magnitude away from them):
 
 - "loss not finite": a training loss became NaN or infinite;
@@ -19,8 +19,8 @@ measure orders of magnitude away from them):
 
 The first four are checked after every epoch (``epoch_signs``); the last on the selected model
 only, on the report images, which did not choose it. A run's collapse epoch is the first epoch
-of the unbroken stretch of epochs with signs that ends at the selected epoch (or the selected
-epoch itself when only the AUC is at chance).
+of the unbroken stretch of epochs with signs that ends at the final epoch when that one shows
+signs, else at the selected epoch (or the selected epoch itself when only the AUC is at chance).
 """
 
 from __future__ import annotations

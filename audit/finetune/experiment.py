@@ -44,7 +44,7 @@ from audit.finetune.export import SUFFIXES, check_writable, write_model
 from audit.finetune.layers import LayerTaps
 from audit.finetune.losses import losses as registry
 from audit.finetune.masking import select_masks
-from audit.finetune.normalisation import exportable, trainable
+from audit.finetune.normalisation import exportable, inner, trainable
 from audit.finetune.training import EpochLog, Evaluation, TrainConfig, TrainingData, evaluate, train
 from audit.finetune.uncertainty import bootstrap, resampled_auroc
 from audit.finetune.verdict import COLUMNS, Outcome, verdict
@@ -130,21 +130,24 @@ def _audit(classifier: Classifier, model: nn.Module, report: Dataset, batch_size
     return summary, table[[c for c in COLUMNS.values() if c in table]]
 
 
-def _measure(classifier: Classifier, model: nn.Module, splits: dict[str, Split], report: Dataset,
+def _measure(classifier: Classifier, final: nn.Module, splits: dict[str, Split], report: Dataset,
              batch_size: int, out: Path) -> Measured:
-    final = exportable(model)
+    """``final`` (the model as it is written: ``normalisation.exportable``) on every split, and
+    ``audit run`` on the report images."""
     scores = {name: evaluate(final, split, classifier.spec, batch_size) for name, split in splits.items()}
     audited, per_image = _audit(classifier, final, report, batch_size, out)
     row = {name: {"auc": s.auc, "accuracy": s.accuracy} for name, s in scores.items()}
     row["test"].update(audited)
-    return Measured(row, scores["test"], per_image)
+    # per image in the order of the evaluation (its labelled images), so that bootstraps pair them
+    return Measured(row, scores["test"], per_image.reindex(scores["test"].paths))
 
 
 def _auc_interval(evaluation: Evaluation, seed: int) -> list[float] | None:
     labels, probabilities = evaluation.labels, evaluation.probabilities
     if len(np.unique(labels)) < 2:
         return None
-    return list(bootstrap(lambda rows: resampled_auroc(labels, probabilities, rows), labels, seed))
+    interval = bootstrap(lambda rows: resampled_auroc(labels, probabilities, rows), labels, seed)
+    return None if interval is None else list(interval)
 
 
 def _collapse(history: list[EpochLog], selected: int, evaluation: Evaluation, seed: int) -> dict[str, Any]:
@@ -231,30 +234,32 @@ def run_experiment(
     if test is None:
         check_labelled(selection, "--valid (first half)")
         check_labelled(report, "--valid (second half)")
-    LayerTaps(classifier.differentiable, list(tc.layers))  # an unknown --layers name fails here
     train_split = Split.read(train_set, tc.batch_size)
     with_masks = masked_paths(train_split, tc.mode, tc.batch_size)
     check_writable(classifier, options)
+    spec = classifier.spec
+    first = spec.to_tensor(next(iter(train_split.batches(tc.batch_size))).images)
+    start = trainable(copy.deepcopy(classifier.differentiable), first,
+                      (spec.to_tensor(batch.images) for batch in train_split.batches(tc.batch_size)), str(classifier.path))
+    LayerTaps(inner(start), list(tc.layers))  # an unknown --layers name fails here, on the layers that train
     splits = {"train": train_split, "valid": Split.read(selection, tc.batch_size), "test": Split.read(report, tc.batch_size)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "checkpoints").mkdir(exist_ok=True)
 
-    spec = classifier.spec
-    inputs = [spec.to_tensor(batch.images) for batch in train_split.batches(tc.batch_size)]
-    start = trainable(copy.deepcopy(classifier.differentiable), inputs[0], inputs, str(classifier.path))
     inserted = list(getattr(start, "names", []))
     start_state = copy.deepcopy(start.state_dict())
     seeds = [tc.seed + k for k in range(config.seeds)]
     losses = [loss for loss in config.losses if loss != CONTROL]
     arms = [*losses, CONTROL]
 
-    before = _measure(classifier, start, splits, report, tc.batch_size, out / "audit" / "before")
+    final = exportable(start)
+    before = _measure(classifier, final, splits, report, tc.batch_size, out / "audit" / "before")
     example_batch = next(iter(report.batches(config.examples)))
     example_x = spec.to_tensor(example_batch.images)
-    maps = {"before": saliency_examples(exportable(start), example_x)}
+    maps = {"before": saliency_examples(final, example_x)}
     measured: dict[str, list[Measured]] = {arm: [] for arm in arms}
     rows: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
-    histories: dict[str, dict[int, list[dict]]] = {arm: {} for arm in arms}
+    histories: dict[str, dict[str, list[dict]]] = {arm: {} for arm in arms}  # keyed by str(seed), as in JSON
     model_paths: dict[str, str] = {}
     for seed in seeds:
         selected = select_masks(with_masks, config.mask_fraction, seed)
@@ -272,7 +277,8 @@ def run_experiment(
                            on_batch=progress.on_batch, on_epoch=progress.on_epoch)
             longest = max(longest, len(result.history))
             model.load_state_dict(result.state)
-            outcome = _measure(classifier, model, splits, report, tc.batch_size, out / "audit" / f"{arm}-seed{seed}")
+            final = exportable(model)
+            outcome = _measure(classifier, final, splits, report, tc.batch_size, out / "audit" / f"{arm}-seed{seed}")
             outcome.row = {
                 "seed": seed, **outcome.row, "best_epoch": result.best_epoch, "epochs": len(result.history),
                 "stopped_early": result.stopped_early, "seconds": round(sum(h.seconds for h in result.history), 2),
@@ -281,12 +287,12 @@ def run_experiment(
             }
             measured[arm].append(outcome)
             rows[arm].append(outcome.row)
-            histories[arm][seed] = [asdict(h) for h in result.history]
+            histories[arm][str(seed)] = [asdict(h) for h in result.history]
             if seed == seeds[0]:
-                maps[arm] = saliency_examples(exportable(model), example_x)
+                maps[arm] = saliency_examples(final, example_x)
                 if arm != CONTROL or not losses:
                     path = out / f"model-{arm}{SUFFIXES[classifier.format]}"
-                    model_paths[arm] = str(write_model(classifier, exportable(model), path))
+                    model_paths[arm] = str(write_model(classifier, final, path))
 
     results: dict[str, Any] = {
         "schema": SCHEMA,
@@ -295,7 +301,8 @@ def run_experiment(
         "command": config.command,
         "model": {"path": str(classifier.path), "format": classifier.format, "sha256": classifier.sha256,
                   "fine_tuned": model_paths, "fine_tuned_seed": seeds[0]},
-        "config": {**asdict(tc), "losses": losses, "control": CONTROL, "seeds": seeds,
+        "config": {**{k: v for k, v in asdict(tc).items() if k not in ("loss", "seed")}, "losses": losses,
+                   "control": CONTROL, "seeds": seeds,
                    "mask_fraction": config.mask_fraction},
         "normalisation": {
             "training": "train mode: BatchNorm on batch statistics, running statistics updated",

@@ -40,7 +40,7 @@ def _curves(results: dict[str, Any]) -> io.BytesIO:
     for k, (arm, block) in enumerate(results["arms"].items()):
         colour = "tab:grey" if arm == results["config"]["control"] else palette(k)
         for i, row in enumerate(block["per_seed"]):
-            history = block["history"][row["seed"]] if row["seed"] in block["history"] else block["history"][str(row["seed"])]
+            history = block["history"][str(row["seed"])]
             epochs = [h["epoch"] for h in history]
             aucs = [np.nan if h["valid_auc"] is None else h["valid_auc"] for h in history]
             totals = [h["losses"].get("total", np.nan) for h in history]

@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+from scipy import special
 from torch import nn
 
 from audit.errors import AuditError
@@ -95,14 +96,14 @@ class TrainingData:
 class Evaluation:
     """Outputs of a model on a split: per image, and the accuracy and AUROC of the softmax."""
 
+    paths: list[str]
     labels: np.ndarray
     logits: np.ndarray
     features: np.ndarray | None  # the classifier's input features, when the model has a final Linear
+    probabilities: np.ndarray = field(init=False)
 
-    @property
-    def probabilities(self) -> np.ndarray:
-        shifted = np.exp(self.logits - self.logits.max(axis=1, keepdims=True))
-        return shifted / shifted.sum(axis=1, keepdims=True)
+    def __post_init__(self) -> None:
+        self.probabilities = special.softmax(self.logits, axis=1)
 
     @property
     def auc(self) -> float | None:
@@ -125,7 +126,7 @@ def feature_taps(model: nn.Module) -> LayerTaps | None:
 def evaluate(model: nn.Module, split: Split, spec: InputSpec, batch_size: int, taps: LayerTaps | None = None) -> Evaluation:
     """Outputs of ``model`` (eval mode) on the labelled images of ``split``."""
     model.eval()
-    labels, logits_all, features = [], [], []
+    paths, labels, logits_all, features = [], [], [], []
     for batch in split.batches(batch_size):
         if taps is None:
             logits = model(spec.to_tensor(batch.images))
@@ -133,11 +134,13 @@ def evaluate(model: nn.Module, split: Split, spec: InputSpec, batch_size: int, t
             with taps.recording():
                 logits = model(spec.to_tensor(batch.images))
             features.append(taps.taken()[0].flatten(1).double().numpy())
+        paths += batch.paths
         labels.append(batch.labels)
         logits_all.append(logits.double().numpy())
     known = np.concatenate(labels) >= 0
     features_all = np.concatenate(features)[known] if features else None
-    return Evaluation(np.concatenate(labels)[known].astype(np.int64), np.concatenate(logits_all)[known], features_all)
+    return Evaluation([p for p, k in zip(paths, known) if k], np.concatenate(labels)[known].astype(np.int64),
+                      np.concatenate(logits_all)[known], features_all)
 
 
 def _save(path: Path, payload: dict) -> None:

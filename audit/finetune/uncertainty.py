@@ -22,6 +22,8 @@ from typing import Callable
 import numpy as np
 from scipy import stats
 
+from audit.metrics.intervals import mean_interval
+
 RESAMPLES = 2000
 CONFIDENCE = 0.95
 
@@ -39,16 +41,19 @@ def stratified_resamples(labels: np.ndarray, seed: int, resamples: int = RESAMPL
     return rows
 
 
-def percentile_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
+def percentile_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+    """The central ``confidence`` interval of the finite values; None when there are none."""
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
+    if values.size == 0:
+        return None
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(values, [tail, 100 - tail])
     return float(low), float(high)
 
 
 def bootstrap(statistic: Callable[[np.ndarray], np.ndarray], labels: np.ndarray, seed: int,
-              resamples: int = RESAMPLES, confidence: float = CONFIDENCE) -> tuple[float, float]:
+              resamples: int = RESAMPLES, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
     """Percentile interval of ``statistic(rows)``, which maps (resamples, n) image indices to
     one value per resample, over class-stratified resamples of the images."""
     return percentile_interval(statistic(stratified_resamples(labels, seed, resamples)), confidence)
@@ -72,13 +77,10 @@ def resampled_auroc(labels: np.ndarray, probabilities: np.ndarray, rows: np.ndar
 
 
 def t_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[float, float] | None:
-    """Student-t interval of the mean of per-seed values; None for fewer than two."""
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    if len(values) < 2:
-        return None
-    mean, spread = float(np.mean(values)), float(np.std(values, ddof=1))
-    half = float(stats.t.ppf((1 + confidence) / 2, len(values) - 1)) * spread / math.sqrt(len(values))
-    return mean - half, mean + half
+    """Student-t interval of the mean of per-seed values (``metrics.intervals.mean_interval``);
+    None for fewer than two."""
+    summary = mean_interval(np.array([math.nan if v is None else v for v in values], dtype=np.float64), confidence)
+    return None if summary["ci_low"] is None else (summary["ci_low"], summary["ci_high"])
 
 
 def direction(interval: tuple[float, float] | None) -> int:

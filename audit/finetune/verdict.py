@@ -10,9 +10,9 @@ epochs and seeds), on the report images (``experiment``):
 - saliency: ΔIoU of the gradient map's peak with the regions (better when it rises) and
   Δenrichment of saliency on the artefact (better when it falls), whichever the report masks
   allow. "toward the region" needs at least one better measure with an interval clear of 0,
-  none worse, and no measure's mean moving the wrong way (so it is never said while ΔIoU is
-  negative); "away from the region" the mirror image; "mixed" when one is better and another
-  worse; "no detectable change"; "unknown" without masks.
+  none worse, and a ΔIoU mean that is not negative (so it is never said while the IoU falls);
+  "away from the region" the mirror image; "mixed" when one is better and another worse; "no
+  detectable change"; "unknown" without masks.
 - agree: whether generalisation improved exactly when saliency moved toward the region.
 
 Intervals (``uncertainty``): with one seed a paired, class-stratified bootstrap over the report

@@ -65,7 +65,7 @@ def test_actdiff_with_the_defaults_fixes_every_biased_model(variant: str, models
     assert results["config"]["epochs"] == 30
     assert results["before"]["valid"]["auc"] < 0.3
     actdiff, control = results["arms"]["actdiff"], results["arms"]["none"]
-    assert actdiff["valid"]["auc"] >= 0.9, [h["valid_auc"] for h in actdiff["history"][0]]
+    assert actdiff["valid"]["auc"] >= 0.9, [h["valid_auc"] for h in actdiff["history"]["0"]]
     assert actdiff["test"]["auc"] >= 0.85  # the held-out half, which did not choose the epoch
     assert control["test"]["auc"] < 0.5
     assert results["verdict"]["actdiff"]["generalisation"] == "improved"
