@@ -52,6 +52,7 @@ def run(
     from audit.models.loader import load_classifier
     from audit.pipeline import RunConfig, run_audit
     from audit.report.gate import evaluate_gate, gate_checks, validate_expressions, write_junit
+    from audit.report.gate.expressions import Group
     from audit.report.pdf import write_report
     from audit.report.results_file import dumps, write_results
 
@@ -60,7 +61,7 @@ def run(
     expressions, allow = gate_checks(fail_on, config, Path.cwd(), allow_missing)
     chosen = list(dict.fromkeys([*method, *(["latentshift-max"] if counterfactuals else [])]))
     per_method = with_autoencoder(method_options(option, chosen), chosen, autoencoder)
-    validate_expressions(expressions, methods=chosen)
+    validate_expressions(expressions, groups={"methods": Group("method", "--method", chosen)})
     options = model_options(input_size, channels, mean, std, value_range_text, multilabel, class_names)
     classifier = load_classifier(model, options)
     if not quiet and classifier.format == "onnx":

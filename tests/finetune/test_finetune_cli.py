@@ -113,7 +113,11 @@ def test_the_gate_reads_the_verdict(synthetic_root, tiny_model_files, tmp_path, 
 def test_a_gate_on_a_loss_that_is_not_trained(synthetic_root, tiny_model_files, tmp_path, capsys) -> None:
     arguments = args(synthetic_root, tiny_model_files["onnx"], tmp_path / "o", "--loss", "actdiff",
                      "--fail-on", 'verdict.gradmask.generalisation == "collapsed"')
-    _bad(capsys, arguments, "verdict.gradmask is not in this run; the losses are actdiff", tmp_path / "o")
+    _bad(capsys, arguments, "'gradmask' is not in this run (--loss actdiff)", tmp_path / "o")
+    arguments = args(synthetic_root, tiny_model_files["onnx"], tmp_path / "o", "--loss", "none",
+                     "--fail-on", 'verdict.none.generalisation == "collapsed"')
+    _bad(capsys, arguments, "this run has no loss with a verdict (the none control has none) to name in verdict.KEY",
+         tmp_path / "o")
 
 
 def _bad(capsys, arguments: list, message: str, out: Path) -> None:

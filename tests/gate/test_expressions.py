@@ -6,7 +6,7 @@ import pytest
 
 from audit.errors import AuditError
 from audit.report.gate import evaluate_gate, validate_expressions
-from audit.report.gate.expressions import parse_expression
+from audit.report.gate.expressions import Group, parse_expression
 
 RESULTS = {"performance": {"auc": 0.8, "n": 10}, "runs": [{"x": 1.0}, {"x": 3.0}]}
 
@@ -74,9 +74,10 @@ def test_no_checks_pass() -> None:
 
 
 def test_method_keys_checked_against_the_run_methods_before_the_run() -> None:
-    validate_expressions(["methods.grad-cam.region.iou.mean < 0.2"], methods=["gradient", "grad-cam"])
+    groups = {"methods": Group("method", "--method", ["gradient", "grad-cam"])}
+    validate_expressions(["methods.grad-cam.region.iou.mean < 0.2"], groups=groups)
     with pytest.raises(AuditError) as error:
-        validate_expressions(["methods.gradcam.region.iou.mean < 0.2"], methods=["gradient", "grad-cam"])
+        validate_expressions(["methods.gradcam.region.iou.mean < 0.2"], groups=groups)
     assert str(error.value) == (
         "--fail-on 'methods.gradcam.region.iou.mean < 0.2': method 'gradcam' is not in this run "
         "(--method gradient --method grad-cam); did you mean 'grad-cam'?"

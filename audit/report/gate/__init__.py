@@ -3,7 +3,7 @@
 The pipeline wires ``audit run`` with::
 
     expressions, allow_missing = gate_checks(cli_expressions, config_path, Path.cwd(), cli_allow_missing)
-    validate_expressions(expressions, methods=method_names)  # a typo'd method fails before the run
+    validate_expressions(expressions, groups={"methods": Group("method", "--method", names)})  # before the run
     ...  # after the run
     results["gate"] = evaluate_gate(results, expressions, allow_missing)
     write_junit(results["gate"], junit_path)      # exit 1 when not results["gate"]["passed"]

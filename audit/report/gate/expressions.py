@@ -83,11 +83,22 @@ def parse_expression(expression: str, source: str = "--fail-on") -> Check:
     return Check(expression.strip(), match["key"], match["op"], text)
 
 
+@dataclass(frozen=True)
+class Group:
+    """The names a key's second segment may take in this run: ``methods.NAME`` takes a
+    ``--method``, fine-tuning's ``verdict.NAME`` a ``--loss``."""
+
+    what: str  # "method", "loss"
+    flag: str  # "--method", "--loss"
+    names: list[str]
+
+
 def validate_expressions(
-    expressions: list[str], *, compare: bool = False, methods: list[str] | None = None, source: str = "--fail-on"
+    expressions: list[str], *, compare: bool = False, groups: dict[str, Group] | None = None, source: str = "--fail-on"
 ) -> None:
     """Check every expression before any work is done: its syntax, ``delta.`` keys only when
-    ``compare``, and, given the run's ``methods``, that a ``methods.NAME.`` key names one of them."""
+    ``compare``, and that a key whose first segment is in ``groups`` (``methods`` for ``audit
+    run``) names one of that group's names in its second."""
     for expression in expressions:
         check = parse_expression(expression, source)
         if check.is_delta and not compare:
@@ -95,9 +106,13 @@ def validate_expressions(
                 f"{source} {expression!r}: delta. keys compare two runs; use them with `audit compare BASE NEW`"
             )
         segments = check.segments
-        if methods is not None and len(segments) > 1 and segments[0] == "methods" and segments[1] not in methods:
-            closest = difflib.get_close_matches(segments[1], methods, n=1, cutoff=0.0)
+        group = (groups or {}).get(segments[0])
+        if group is not None and len(segments) > 1 and not group.names:
+            raise AuditError(f"{source} {expression!r}: this run has no {group.what} to name in {segments[0]}.KEY")
+        if group is not None and len(segments) > 1 and segments[1] not in group.names:
+            closest = difflib.get_close_matches(segments[1], group.names, n=1, cutoff=0.0)
             hint = f"; did you mean {closest[0]!r}?" if closest else ""
+            given = " ".join(f"{group.flag} {name}" for name in group.names)
             raise AuditError(
-                f"{source} {expression!r}: method {segments[1]!r} is not in this run (--method {' --method '.join(methods)}){hint}"
+                f"{source} {expression!r}: {group.what} {segments[1]!r} is not in this run ({given}){hint}"
             )
