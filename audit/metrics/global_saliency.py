@@ -1,7 +1,8 @@
 """Global saliency on an artefact (Pfau et al. 2019, "Global Saliency: Aggregating Saliency
 Maps to Assess Dataset Artefact Bias", Sec. 3, Fig. 1, Appendix C).
 
-Per image X with artefact pixels A(X) and saliency map g = g_f(X) for the predicted class:
+Per image X with artefact pixels A(X) and saliency map g = g_f(X) for the explained class
+(``--target``; the predicted class by default, as in the paper):
 
     mean saliency on the artefact   m(X) = (1/|A(X)|) Σ_{(i,j) ∈ A(X)} g_ij          (Eq. 2)
     peak saliency share             n(X) = |P_n(g) ∩ A(X)| / |P_n(g)|                (Eq. 3)

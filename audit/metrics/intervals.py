@@ -35,7 +35,6 @@ from scipy import stats
 
 T_INTERVAL = "student-t"
 BINOMIAL_INTERVAL = "clopper-pearson"
-CI_METHOD = T_INTERVAL  # the name randomisation.py imports
 
 
 def json_number(value: float) -> float | None:

@@ -71,7 +71,7 @@ from scipy import stats
 from torch import nn
 
 from audit.errors import AuditError
-from audit.metrics.intervals import CI_METHOD, mean_interval
+from audit.metrics.intervals import T_INTERVAL, mean_interval
 from audit.models.classifier import Classifier
 from audit.saliency.base import SaliencyMethod
 
@@ -215,7 +215,7 @@ def randomisation_check(
         "seed": seed,
         "layers": order,
         "not_executed": unused,
-        "interval": CI_METHOD,
+        "interval": T_INTERVAL,
         "cascading": cascading,
         "independent": independents,
         "seconds_per_layer_per_image": elapsed / (steps * len(x)),

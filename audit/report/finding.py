@@ -118,7 +118,8 @@ def method_evidence(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         elif not is_number(enrichment.get("overall")):
             item["reason"] = enrichment.get("reason") or "no enrichment"
         if item["ci95"] is None:
-            item["ci95_reason"] = enrichment.get("reason") or "no interval (fewer than two images with an artefact)"
+            item["ci95_reason"] = (enrichment.get("ci95_reason") or enrichment.get("reason")
+                                   or "no interval (fewer than two images with an artefact)")
         evidence[name] = item
     return evidence
 

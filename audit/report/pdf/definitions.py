@@ -27,7 +27,7 @@ METRICS: tuple[tuple[str, str, str, str], ...] = (
     (
         "Global (mean) saliency on the artefact",
         "methods.M.artefact.mean_saliency",
-        "m(X) = (1/|A|) Σ_{(i,j)∈A} g_ij, with g the map for the predicted class, z-scored per method with the mean and "
+        "m(X) = (1/|A|) Σ_{(i,j)∈A} g_ij, with g the map for the explained class (--target), z-scored per method with the mean and "
         "standard deviation over all pixels of all images; per class by true label and by prediction, 95% t-intervals, "
         "and the inter-class variance of the class means.",
         f"{PFAU}, Sec. 3, Eq. 2, Fig. 1",

@@ -14,11 +14,10 @@ from audit.report.pdf.text import get, number
 
 PANELS = (
     ("region_iou", "IoU (top-|region| pixels)"),
-    ("region_iop", "IoP (share of region found)"),
+    ("region_iop", "IoP = rank accuracy"),
     ("region_auprc", "localisation utility (AUPRC)"),
     ("region_pointing_game", "pointing game (hit rate)"),
     ("region_relevance_mass", "relevance mass"),
-    ("region_relevance_rank_accuracy", "relevance rank accuracy"),
 )
 
 
@@ -35,7 +34,8 @@ def localisation(results: dict[str, Any], files: RunFiles) -> Figure:
         "method's map matches the region mask. IoU/IoP: overlap of the top-|region| salient pixels with the region; "
         "localisation utility: precision–recall area with the region as the target; pointing game: the map's "
         "maximum lies in the region (bar: hit rate with 95% CI); relevance mass: share of positive saliency inside the "
-        "region; rank accuracy: share of the top-|region| pixels inside it. All are 0 (misses the region) to 1 "
+        "region; rank accuracy (the share of the top-|region| pixels inside it) equals IoP, since the top-|region| "
+        "pixels are counted with ties by expected value. All are 0 (misses the region) to 1 "
         "(matches it); low values mean the model's evidence lies elsewhere.",
     )
     methods = list(results["methods"])
@@ -47,6 +47,7 @@ def localisation(results: dict[str, Any], files: RunFiles) -> Figure:
         reasons = "; ".join(f"{m}: {get(results, 'methods', m, 'region', 'reason') or 'no region masks'}" for m in methods)
         return plot.unavailable(figure, f"Unavailable: no image has a region mask ({reasons}).")
     fig, axes = plot.new(2, 3, height=3.9, gridspec_kw={"hspace": 0.9, "wspace": 0.4})
+    axes.flat[-1].set_visible(False)  # five panels on a 2 × 3 grid
     for ax, (key, title) in zip(axes.flat, PANELS):
         ax.set_title(title, fontsize=7.5)
         ax.set_ylim(-0.04, 1.04)

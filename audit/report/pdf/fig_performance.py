@@ -64,8 +64,8 @@ def performance(results: dict[str, Any]) -> Figure:
         groups.append(f"{label}\n(n = {block.get('n', 0)})")
         accuracy.append(block.get("accuracy"))
         auc.append(block.get("auc"))
-        if block.get("reason"):
-            figure.notes.append(f"{label}: {block['reason']}")
+        if block.get("reason") or block.get("auc_reason"):
+            figure.notes.append(f"{label}: {block.get('reason') or block['auc_reason']}")
     fig, ax = plot.new(height=2.1, width=4.6)
     plot.grouped_bars(ax, groups, [("accuracy", style.METHOD_COLOURS[0], accuracy, [None] * 3), ("AUROC", style.METHOD_COLOURS[1], auc, [None] * 3)], "")
     for container in ax.containers:
@@ -91,7 +91,7 @@ def ablation(results: dict[str, Any]) -> Figure:
         "Ablation: removing the artefact, keeping only the region",
         "Left: share of predictions that stay the same when the artefact pixels are replaced by the image's mean colour "
         "(artefact removed), or when everything outside the region is (region kept) (Pfau et al. 2019, App. A.1), with "
-        "95% confidence intervals. Centre: the average change in the probability of the predicted class. A model that "
+        "95% confidence intervals. Centre: the average change in the probability of the explained class (--target). A model that "
         "ignores the artefact keeps its predictions when it is removed (left bar near 100%, centre bar near 0). Right: "
         "Spearman correlation between each method's saliency on the artefact (enrichment) and the probability drop when "
         "it is removed; above 0 the map tells which images depend on the artefact, near 0 it does not.",
@@ -105,7 +105,7 @@ def ablation(results: dict[str, Any]) -> Figure:
                                          [[b * 100 if is_number(b) else b for b in ci] for ci in intervals])], "predictions unchanged (%)")
     axes[0].set_ylim(0, 105)
     values, intervals = _ablation_series(results, "delta_probability")
-    plot.grouped_bars(axes[1], groups, [("change", style.ARTEFACT, values, intervals)], "mean change in p(predicted class)")
+    plot.grouped_bars(axes[1], groups, [("change", style.ARTEFACT, values, intervals)], "mean change in p(explained class)")
     names, rhos = [], []
     for name, entry in results["methods"].items():
         block = entry.get("saliency_vs_ablation") or {}
