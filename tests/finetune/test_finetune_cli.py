@@ -76,6 +76,27 @@ def test_several_losses_share_one_control_and_make_the_table(synthetic_root, tin
     assert sorted(p.name for p in out.glob("model-*")) == [f"model-{loss}.pt" for loss in sorted(losses)]
 
 
+def test_unlabelled_report_images_are_left_out_of_the_paired_intervals(synthetic_root, tiny_model_files, tmp_path, capsys) -> None:
+    """A manifest with unlabelled rows: the bootstrap pairs each labelled image's own values."""
+    images = sorted((synthetic_root / "valid" / "images").rglob("*.png"))
+    rows = ["path,label"] + [f"{p.relative_to(synthetic_root / 'valid' / 'images')},{'' if i % 5 == 4 else p.parent.name}"
+                             for i, p in enumerate(images)]
+    manifest = synthetic_root / "valid" / "images" / "manifest.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    try:
+        arguments = args(synthetic_root, tiny_model_files["onnx"], tmp_path / "out", "--loss", "actdiff", "--epochs", "1")
+        arguments[arguments.index("--valid") + 1] = manifest
+        code, _, err = run(arguments, capsys)
+    finally:
+        manifest.unlink()
+    assert code == 0, err
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    verdict = results["verdict"]["actdiff"]
+    assert verdict["auc_difference"]["interval"].startswith("bootstrap over")
+    assert int(verdict["auc_difference"]["interval"].split()[2]) < results["data"]["test_images"]  # labelled only
+    assert verdict["saliency_differences"]["IoU with the regions"]["ci95"] is not None
+
+
 def test_three_classes(synthetic_root, tmp_path, capsys) -> None:
     """Softmax over three classes: macro AUROC, ln 3 for the collapse sign, gradmask's contrast."""
     root = tmp_path / "three"
