@@ -83,6 +83,8 @@ def _change(after: list[Outcome], control: list[Outcome], key: str, seed: int) -
             if values_a is None or values_c is None:
                 return None
             interval = bootstrap(lambda index: _mean_difference(values_a, values_c, index), a.labels, seed)
+            # the mean of the images the bootstrap resamples (the labelled report images)
+            per_seed = [float(_mean_difference(values_a, values_c, np.arange(len(a.labels))[None])[0])]
         how, spread = f"bootstrap over {len(a.labels)} images", None
     else:
         interval, how = t_interval(per_seed), f"t-interval over {len(per_seed)} seeds"

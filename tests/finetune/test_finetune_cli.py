@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from pypdf import PdfReader
@@ -94,6 +95,11 @@ def test_unlabelled_report_images_are_left_out_of_the_paired_intervals(synthetic
     verdict = results["verdict"]["actdiff"]
     assert verdict["auc_difference"]["interval"].startswith("bootstrap over")
     assert int(verdict["auc_difference"]["interval"].split()[2]) < results["data"]["test_images"]  # labelled only
+    tables = [pd.read_csv(tmp_path / "out" / "audit" / f"{arm}-seed0" / "per_image.csv").set_index("path")
+              for arm in ("actdiff", "none")]
+    labelled = tables[0]["label"].notna()
+    expected = (tables[0]["gradient.region_iou"] - tables[1]["gradient.region_iou"])[labelled].mean()
+    assert verdict["saliency_differences"]["IoU with the regions"]["mean"] == pytest.approx(expected, abs=1e-12)
     assert verdict["saliency_differences"]["IoU with the regions"]["ci95"] is not None
 
 
