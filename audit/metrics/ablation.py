@@ -42,9 +42,8 @@ import numpy as np
 import torch
 
 from audit.data.batch import Batch
-from audit.metrics.base import scored_images
+from audit.metrics.base import exclusion_reason, scored_images
 from audit.metrics.intervals import mean_interval, proportion_interval
-from audit.metrics.suite import exclusion_reason
 from audit.models.classifier import Classifier
 
 KINDS = ("artefact", "region")

@@ -122,6 +122,12 @@ def mask_exclusion(kind: str, has_mask: bool, mask: np.ndarray) -> str | None:
     return None
 
 
+def exclusion_reason(excluded: dict[str, int]) -> str:
+    """Why nothing was scored: "no image could be scored (<reason>: <count>, ...)"."""
+    counts = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in excluded.items() if v)
+    return f"no image could be scored ({counts or 'no images'})"
+
+
 def scored_images(batch: Any, excluded: dict[str, int], kind: str = "artefact", labelled_only: bool = False) -> np.ndarray:
     """(N,) bool: images of ``batch`` (a ``MapBatch`` or a data ``Batch``) with a non-empty
     ``kind`` mask (and a label when ``labelled_only``); the others are counted in ``excluded``

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from audit.metrics.aurrac import Aurrac
-from audit.metrics.base import MapBatch
+from audit.metrics.base import MapBatch, exclusion_reason
 from audit.metrics.enrichment import ArtefactEnrichment
 from audit.metrics.global_saliency import GlobalSaliency
 from audit.metrics.localisation import RegionLocalisation
@@ -72,12 +72,6 @@ def _statistic(block: dict[str, Any], class_names: list[str], why: str) -> dict[
         if key in block:
             result[key] = block[key]
     return result
-
-
-def exclusion_reason(excluded: dict[str, int]) -> str:
-    """Why nothing was scored: "no image could be scored (<reason>: <count>, ...)"."""
-    counts = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in excluded.items() if v)
-    return f"no image could be scored ({counts or 'no images'})"
 
 
 class MethodMetrics:

@@ -32,7 +32,8 @@ class GuidedGradCam(LayerMethod):
         super().prepare(model)
 
     def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
-        require_relu_modules(model, self.label)
+        if self.chosen is None:  # called without the pipeline's prepare
+            self.prepare(model)
         cam = self.grad_cam(model, x, target)
         with warnings.catch_warnings():  # captum announces its ReLU hooks on every call
             warnings.simplefilter("ignore", UserWarning)
