@@ -37,6 +37,7 @@ from audit.metrics.randomisation import RandomisationCheck, sanity
 from audit.metrics.subsets import PerformanceBySubset, artefact_present
 from audit.metrics.suite import MethodMetrics
 from audit.models.classifier import Classifier
+from audit.models.probability_outputs import ProbabilityOutputs
 from audit.report.examples import ExampleKeeper
 from audit.report.finding import finding
 from audit.report.per_image import PerImageWriter
@@ -144,6 +145,7 @@ def run_audit(
         for name, method in built.items()
     }
     performance, subsets, ablation = Performance(), PerformanceBySubset(), ArtefactAblation()
+    outputs = ProbabilityOutputs()
     writer = PerImageWriter(out_dir)
     images = 0
     explained = ExplainedClasses(target_rule, classifier.class_names)
@@ -153,6 +155,7 @@ def run_audit(
             shared = SharedGradient(classifier, x) if share_gradient else None
             logits = shared.logits if shared else classifier.logits(x)
             _check_finite(classifier, batch, logits)
+            outputs.update(logits)
             probabilities = classifier.probabilities(logits).numpy()
             predictions = probabilities.argmax(axis=1)
             classes = target_rule.resolve(batch.paths, batch.labels, predictions)
@@ -188,6 +191,7 @@ def run_audit(
     if shifted := latentshift_method(config.methods):
         save_strips(classifier, config.method_options.get(shifted, {}), out_dir / "maps" / f"{shifted}.npz", out_dir / STRIPS, target=target_rule)
     results = _results(classifier, dataset, config, images, performance, subsets, ablation, states, explained)
+    results["warnings"] = outputs.compute(classifier.multilabel, classifier.num_classes, classifier.path)
     results["finding"] = finding(results)
     write_results(results, out_dir / "results.json")
     return results

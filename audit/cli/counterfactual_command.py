@@ -79,7 +79,9 @@ def counterfactual_command(
     from audit.counterfactual.outputs import run_counterfactuals
     from audit.counterfactual.search import rule as search_rule
     from audit.data.dataset import open_dataset
+    from audit.counterfactual.outputs import COUNTERFACTUAL_OUTPUTS, write_summary
     from audit.models.loader import load_classifier
+    from audit.report.output_folder import OutputFolder
     from audit.target import Target
 
     thresholds = dict(
@@ -87,20 +89,22 @@ def counterfactual_command(
         max_pixel_change=max_pixel_change, turn_tolerance=turn_tolerance,
     )
     options = ShiftOptions(rule=search_rule(rule, **thresholds), frames=frames, upper_frames=upper_frames, direction=direction)
-    classifier = load_classifier(model, model_options(input_size, channels, mean, std, value_range_text, multilabel))
-    explained = Target.parse(target, classifier.num_classes)
-    ae = checked_autoencoder(autoencoder, classifier.spec.shape)
-    dataset = open_dataset(data, size=(classifier.spec.height, classifier.spec.width), channels=classifier.spec.channels)
-    if len(dataset.classes) == classifier.num_classes:
-        classifier.class_names = list(dataset.classes)
-    err = Console(stderr=True)
-    columns = (TextColumn("counterfactuals"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err, disable=quiet, transient=True) as progress:
-        task = progress.add_task("counterfactuals", total=len(dataset))
-        summary = run_counterfactuals(
-            classifier, ae, dataset, out, options, target=explained, batch_size=batch_size,
-            on_batch=lambda n: progress.advance(task, n),
-        )
+    with OutputFolder(out, "summary.json", reserved=COUNTERFACTUAL_OUTPUTS) as folder:
+        classifier = load_classifier(model, model_options(input_size, channels, mean, std, value_range_text, multilabel))
+        explained = Target.parse(target, classifier.num_classes)
+        ae = checked_autoencoder(autoencoder, classifier.spec.shape)
+        dataset = open_dataset(data, size=(classifier.spec.height, classifier.spec.width), channels=classifier.spec.channels)
+        if len(dataset.classes) == classifier.num_classes:
+            classifier.class_names = list(dataset.classes)
+        err = Console(stderr=True)
+        columns = (TextColumn("counterfactuals"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=err, disable=quiet, transient=True) as progress:
+            task = progress.add_task("counterfactuals", total=len(dataset))
+            summary = run_counterfactuals(
+                classifier, ae, dataset, folder.staging, options, target=explained, batch_size=batch_size,
+                on_batch=lambda n: progress.advance(task, n),
+            )
+        folder.publish(summary, write_summary)
     if not quiet:
         rec = summary["reconstruction"]
         err.print(

@@ -57,6 +57,7 @@ def finetune(
     from audit.models.loader import load_classifier
     from audit.report.gate import evaluate_gate, validate_expressions, write_junit
     from audit.report.gate.expressions import Group
+    from audit.report.output_folder import OutputFolder
     from audit.report.results_file import write_results
 
     trained = [name for name in loss if name != "none"]
@@ -68,48 +69,51 @@ def finetune(
         raise AuditError("--test-regions and --test-masks need --test; without --test the verdict reports on half of "
                          "--valid, with --valid-regions and --valid-masks")
     options = model_options(input_size, channels, mean, std, value_range_text)
-    classifier = load_classifier(model, options)
-    size, chans = (classifier.spec.height, classifier.spec.width), classifier.spec.channels
-    train_set = open_dataset(data, size=size, channels=chans, masks=masks, regions=regions, mask_blur=blur)
-    valid_set = open_dataset(valid, size=size, channels=chans, masks=valid_masks, regions=valid_regions)
-    test_set = None if test is None else open_dataset(test, size=size, channels=chans, masks=test_masks, regions=test_regions)
-    if len(valid_set.classes) == classifier.num_classes:
-        classifier.class_names = list(valid_set.classes)
-    config = ExperimentConfig(
-        train=TrainConfig(loss=loss[0], epochs=epochs, lr=lr, lambda_act=lambda_act, lambda_grad=lambda_grad,
-                          layers=tuple(n.strip() for n in layers.split(",") if n.strip()), batch_size=batch_size,
-                          seed=seed, patience=patience, mode="regions" if regions is not None else "masks"),
-        losses=tuple(loss), seeds=seeds, mask_fraction=mask_fraction, command=shlex.join(["audit", *sys.argv[1:]]),
-    )
-    err = Console(stderr=True)
-    steps = epochs * math.ceil(len(train_set) / batch_size)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("loss {task.fields[loss]}  valid AUC {task.fields[auc]}"), TimeElapsedColumn(),
-                  console=err, disable=quiet) as bar:
-        current: list = []
+    with OutputFolder(out, "results.json", reserved=("report.pdf", "audit", "checkpoints")) as folder:
+        junit_path = None if junit is None else folder.destination(junit, "junit.xml", "--junit")
+        folder.carry_over("checkpoints")  # resume where a finished or interrupted run left off
+        classifier = load_classifier(model, options)
+        size, chans = (classifier.spec.height, classifier.spec.width), classifier.spec.channels
+        train_set = open_dataset(data, size=size, channels=chans, masks=masks, regions=regions, mask_blur=blur)
+        valid_set = open_dataset(valid, size=size, channels=chans, masks=valid_masks, regions=valid_regions)
+        test_set = None if test is None else open_dataset(test, size=size, channels=chans, masks=test_masks, regions=test_regions)
+        if len(valid_set.classes) == classifier.num_classes:
+            classifier.class_names = list(valid_set.classes)
+        config = ExperimentConfig(
+            train=TrainConfig(loss=loss[0], epochs=epochs, lr=lr, lambda_act=lambda_act, lambda_grad=lambda_grad,
+                              layers=tuple(n.strip() for n in layers.split(",") if n.strip()), batch_size=batch_size,
+                              seed=seed, patience=patience, mode="regions" if regions is not None else "masks"),
+            losses=tuple(loss), seeds=seeds, mask_fraction=mask_fraction, command=shlex.join(["audit", *sys.argv[1:]]),
+        )
+        err = Console(stderr=True)
+        steps = epochs * math.ceil(len(train_set) / batch_size)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("loss {task.fields[loss]}  valid AUC {task.fields[auc]}"), TimeElapsedColumn(),
+                      console=err, disable=quiet) as bar:
+            current: list = []
 
-        def on_run(arm: str, run_seed: int, total_epochs: int) -> None:
-            current[:] = [bar.add_task(f"{arm} seed {run_seed}", total=steps, loss="–", auc="–")]
+            def on_run(arm: str, run_seed: int, total_epochs: int) -> None:
+                current[:] = [bar.add_task(f"{arm} seed {run_seed}", total=steps, loss="–", auc="–")]
 
-        def on_batch(terms: dict[str, float]) -> None:
-            shown = " ".join(f"{k}={v:.3g}" for k, v in terms.items())
-            bar.update(current[0], advance=1, loss=shown)
+            def on_batch(terms: dict[str, float]) -> None:
+                shown = " ".join(f"{k}={v:.3g}" for k, v in terms.items())
+                bar.update(current[0], advance=1, loss=shown)
 
-        def on_epoch(log) -> None:
-            auc = "–" if log.valid_auc is None else f"{log.valid_auc:.3f}"
-            bar.update(current[0], auc=f"{auc} (epoch {log.epoch})")
+            def on_epoch(log) -> None:
+                auc = "–" if log.valid_auc is None else f"{log.valid_auc:.3f}"
+                bar.update(current[0], auc=f"{auc} (epoch {log.epoch})")
 
-        results = run_experiment(classifier, options, train_set, valid_set, test_set, config, out,
-                                 Callbacks(on_run=on_run, on_batch=on_batch, on_epoch=on_epoch))
-    if fail_on:
-        results["gate"] = evaluate_gate(results, fail_on, allow_missing)
-        write_results(results, out / "results.json")
-    if junit is not None:
-        write_junit(results.get("gate", {"checks": [], "passed": True, "allow_missing": allow_missing}), junit)
+            results = run_experiment(classifier, options, train_set, valid_set, test_set, config, folder.staging,
+                                     Callbacks(on_run=on_run, on_batch=on_batch, on_epoch=on_epoch))
+        if fail_on:
+            results["gate"] = evaluate_gate(results, fail_on, allow_missing)
+        if junit_path is not None:
+            write_junit(results.get("gate", {"checks": [], "passed": True, "allow_missing": allow_missing}), junit_path)
+        folder.publish(results, write_results)
     for block in results["verdict"].values():
         Console(highlight=False).print(block["sentence"])
     if not quiet:
-        models = ", ".join(results["model"]["fine_tuned"].values())
+        models = ", ".join(str(out / name) for name in results["model"]["fine_tuned"].values())
         err.print(f"wrote {out / 'results.json'}, {out / 'report.pdf'} and {models}", highlight=False)
     if fail_on:
         for check in results["gate"]["checks"]:

@@ -14,11 +14,17 @@ def report(
 ) -> None:
     """Write the PDF bias report of a run (maps/ and per_image.csv are read from the run's folder)."""
     from audit.report.pdf import write_report
-    from audit.report.results_file import read_results
+    from audit.report.output_folder import replace_output
+    from audit.report.results_file import read_results, write_results
 
     path = results / "results.json" if results.is_dir() else results
     data = read_results(path)
-    written = write_report(data, path.parent, out or path.parent / "report.pdf")
+    folder = path.parent
+    target = out or folder / "report.pdf"
+    if target.resolve() == (folder / "report.pdf").resolve() and path.name == "results.json" and "run" in data:
+        written = replace_output(folder, "results.json", "report.pdf", lambda staged: write_report(data, folder, staged), write_results)
+    else:
+        written = write_report(data, folder, target)
     typer.echo(f"report: {written}")
 
 

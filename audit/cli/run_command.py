@@ -14,6 +14,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from audit.cli.options import Channels, InputSize, Mean, Multilabel, Std, ValueRange, method_options, model_options
 
 
+#: What ``audit run`` writes in OUT besides results.json; no --report or --junit may take these names.
+RUN_OUTPUTS = ("per_image.csv", "per_image.partial.csv", "maps", "strips")
+
+
 def run(
     model: Path = typer.Argument(..., help="TorchScript (.pt/.ts), torch.export (.pt2) or ONNX (.onnx) classifier."),
     data: Path = typer.Option(..., "--data", help="Image folder (one sub-folder per class) or CSV manifest (path,label)."),
@@ -49,11 +53,13 @@ def run(
     """Audit a classifier on a dataset: predictions, saliency maps and their metrics."""
     from audit.cli.summary import print_summary
     from audit.data.dataset import open_dataset
+    from audit.errors import AuditError
     from audit.models.loader import load_classifier
     from audit.pipeline import RunConfig, run_audit
     from audit.report.gate import evaluate_gate, gate_checks, validate_expressions, write_junit
     from audit.report.gate.expressions import Group
     from audit.report.pdf import write_report
+    from audit.report.output_folder import OutputFolder
     from audit.report.results_file import dumps, write_results
 
     err = Console(stderr=True)
@@ -63,51 +69,58 @@ def run(
     per_method = with_autoencoder(method_options(option, chosen), chosen, autoencoder)
     validate_expressions(expressions, groups={"methods": Group("method", "--method", chosen)})
     options = model_options(input_size, channels, mean, std, value_range_text, multilabel, class_names)
-    classifier = load_classifier(model, options)
-    if not quiet and classifier.format == "onnx":
-        err.print(f"onnxruntime provider: {classifier.provider}", highlight=False)
-    dataset = open_dataset(
-        data,
-        size=(classifier.spec.height, classifier.spec.width),
-        channels=classifier.spec.channels,
-        masks=masks,
-        regions=regions,
-        mask_blur=mask_blur,
-        mask_dilate=mask_dilate,
-        strict=strict,
-    )
-    if options.class_names is None and len(dataset.classes) == classifier.num_classes:
-        classifier.class_names = list(dataset.classes)
-    run_config = RunConfig(
-        methods=chosen,
-        method_options=per_method,
-        target=target,
-        batch_size=batch_size,
-        seed=seed,
-        randomization_images=randomization_images,
-        command=shlex.join(["audit", *sys.argv[1:]]),
-    )
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        disable=quiet,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("auditing", total=len(dataset))
-        results = run_audit(classifier, dataset, run_config, out, on_batch=lambda n: progress.advance(task, n))
-    if expressions:
-        results["gate"] = evaluate_gate(results, expressions, allow)
-        write_results(results, out / "results.json")
-    if junit is not None:
-        write_junit(results.get("gate", {"checks": [], "passed": True, "allow_missing": allow}), junit)
-    report_path = write_report(results, out, report or out / "report.pdf")
+    with OutputFolder(out, "results.json", reserved=RUN_OUTPUTS) as folder:
+        report_path = folder.destination(report, "report.pdf", "--report")
+        junit_path = None if junit is None else folder.destination(junit, "junit.xml", "--junit")
+        if junit_path is not None and junit_path.resolve() == report_path.resolve():
+            raise AuditError(f"--junit {junit}: is also the --report path; give two different files")
+        classifier = load_classifier(model, options)
+        if not quiet and classifier.format == "onnx":
+            err.print(f"onnxruntime provider: {classifier.provider}", highlight=False)
+        dataset = open_dataset(
+            data,
+            size=(classifier.spec.height, classifier.spec.width),
+            channels=classifier.spec.channels,
+            masks=masks,
+            regions=regions,
+            mask_blur=mask_blur,
+            mask_dilate=mask_dilate,
+            strict=strict,
+        )
+        if options.class_names is None and len(dataset.classes) == classifier.num_classes:
+            classifier.class_names = list(dataset.classes)
+        run_config = RunConfig(
+            methods=chosen,
+            method_options=per_method,
+            target=target,
+            batch_size=batch_size,
+            seed=seed,
+            randomization_images=randomization_images,
+            command=shlex.join(["audit", *sys.argv[1:]]),
+        )
+        with Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            disable=quiet,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("auditing", total=len(dataset))
+            results = run_audit(classifier, dataset, run_config, folder.staging, on_batch=lambda n: progress.advance(task, n))
+        if expressions:
+            results["gate"] = evaluate_gate(results, expressions, allow)
+        if junit_path is not None:
+            write_junit(results.get("gate", {"checks": [], "passed": True, "allow_missing": allow}), junit_path)
+        write_report(results, folder.staging, report_path)
+        folder.publish(results, write_results)
+    for warning in results["warnings"]:
+        err.print(f"audit: warning: {warning}", highlight=False, markup=False, soft_wrap=True)
     if json_out:
         sys.stdout.write(dumps(results) + "\n")
     if not quiet:
-        print_summary(shown, results, out, report_path)
+        print_summary(shown, results, out, folder.published(report_path))
     if expressions and not results["gate"]["passed"]:
         raise typer.Exit(1)
 

@@ -3,7 +3,9 @@ one CSV row per image, streamed; a summary JSON with f(x) against f(D(E(x))) (Co
 Appendix K) and the accuracy on originals against reconstructions.
 
 Layout of ``out``: ``gifs/<image>.gif``, ``strips/<image>.png``, ``maps/<image>.<map>.npy``
-(``<image>`` is the image's path relative to the dataset, without extension),
+(``<image>`` is the image's path relative to the dataset, without extension; a manifest path
+that is absolute or climbs out with ``..`` becomes ``outside/<n>-<file name>``, n its row in
+the run, so no output ever lands outside ``out``),
 ``counterfactuals.csv`` (written as ``counterfactuals.partial.csv`` and renamed when the run
 ends, so rows already written survive an error) and ``summary.json`` (written atomically).
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
 import numpy as np
@@ -27,7 +29,11 @@ from audit.counterfactual.storage import atomic_write
 from audit.data.batch import Batch
 from audit.data.dataset import Dataset
 from audit.models.classifier import Classifier
+from audit.report.output_folder import safe_relative
 from audit.target import Target
+
+#: What ``audit counterfactual`` writes in OUT besides summary.json.
+COUNTERFACTUAL_OUTPUTS = ("gifs", "strips", "maps", "counterfactuals.csv", "counterfactuals.partial.csv")
 
 COLUMNS = [
     "path", "label", "target", "status", "lambda_low", "lambda_high", "stop_low", "stop_high",
@@ -53,10 +59,20 @@ def _row(e: Explanation, i: int, path: str, label: int) -> dict[str, Any]:
     }
 
 
-def _write_image(e: Explanation, i: int, original: np.ndarray, stem: Path, out: Path, name: str) -> None:
+def output_stem(path: str, number: int) -> PurePosixPath:
+    """The relative stem of an image's outputs: its dataset path without extension when that
+    stays inside the folder, else ``outside/<number>-<file name>``."""
+    safe = safe_relative(path)
+    if safe is None:
+        name = PurePosixPath(str(path).replace("\\", "/")).name
+        safe = PurePosixPath("outside", f"{number:06d}-{name if name not in ('', '.', '..') else 'image'}")
+    return safe.with_suffix("")
+
+
+def _write_image(e: Explanation, i: int, original: np.ndarray, stem: PurePosixPath, out: Path, name: str) -> None:
     pictures = render(original, e.frames[i], e.predictions[i], e.lambdas[i], name)
-    write_gif(pictures, out / "gifs" / stem.with_suffix(".gif"))
-    write_strip(pictures, out / "strips" / stem.with_suffix(".png"))
+    write_gif(pictures, out / "gifs" / stem.with_name(f"{stem.name}.gif"))
+    write_strip(pictures, out / "strips" / stem.with_name(f"{stem.name}.png"))
     for map_name, maps in e.maps.items():
         path = out / "maps" / stem.with_name(f"{stem.name}.{map_name}.npy")
         atomic_write(path, lambda f, m=maps[i]: np.save(f, m))
@@ -85,13 +101,15 @@ def run_counterfactuals(
     with partial.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, COLUMNS)
         writer.writeheader()
+        written = 0
         for batch in dataset.batches(batch_size):
             t = targets_for(classifier, batch, target)
             e = explain_batch(classifier, autoencoder, batch.images, t, options)
             for i, path in enumerate(batch.paths):
                 name = classifier.class_names[int(e.target[i])]
-                _write_image(e, i, batch.images[i].transpose(2, 0, 1), Path(path).with_suffix(""), out, name)
+                _write_image(e, i, batch.images[i].transpose(2, 0, 1), output_stem(path, written), out, name)
                 writer.writerow(_row(e, i, path, int(batch.labels[i])))
+                written += 1
             handle.flush()
             for key in ("p_original", "p_start", "class_original", "class_reconstruction"):
                 sums[key].extend(getattr(e, key).tolist())
@@ -100,8 +118,12 @@ def run_counterfactuals(
             on_batch(len(batch))
     partial.replace(out / "counterfactuals.csv")
     summary = _summary(classifier, dataset, options, sums, target)
-    atomic_write(out / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
+    write_summary(summary, out / "summary.json")
     return summary
+
+
+def write_summary(summary: dict[str, Any], path: Path) -> None:
+    atomic_write(path, lambda f: f.write(json.dumps(summary, indent=2).encode()))
 
 
 def _accuracy(predicted: np.ndarray, labels: np.ndarray) -> float | None:

@@ -292,7 +292,7 @@ def run_experiment(
                 maps[arm] = saliency_examples(final, example_x)
                 if arm != CONTROL or not losses:
                     path = out / f"model-{arm}{SUFFIXES[classifier.format]}"
-                    model_paths[arm] = str(write_model(classifier, final, path))
+                    model_paths[arm] = write_model(classifier, final, path).name  # beside results.json
 
     results: dict[str, Any] = {
         "schema": SCHEMA,

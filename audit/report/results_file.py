@@ -46,6 +46,7 @@ def write_results(results: dict[str, Any], path: Path) -> Path:
 
 def read_results(path: Path) -> dict[str, Any]:
     from audit.errors import AuditError
+    from audit.report.output_folder import verify_outputs
 
     if path.is_dir():
         path = path / "results.json"
@@ -57,4 +58,5 @@ def read_results(path: Path) -> dict[str, Any]:
         raise AuditError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); rerun `audit run`") from exc
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise AuditError(f"{path}: not an audit results file (schema {data.get('schema') if isinstance(data, dict) else None!r}); rerun `audit run`")
+    verify_outputs(path.parent, data, path)
     return data

@@ -193,7 +193,9 @@ def test_nan_outputs_are_an_error_and_rows_written_are_kept(synthetic_root, tmp_
     out = tmp_path / "o"
     code, _, err = run(valid_args(synthetic_root, model, out) + ["--method", "occlusion"], capsys)
     assert_one_line_error(code, err, "nan.onnx", "NaN")
-    assert (out / "per_image.partial.csv").exists()
+    staged = list((out / ".partial").glob("*/per_image.partial.csv"))
+    assert len(staged) == 1 and str(staged[0].parent) in err.replace("\n", "")
+    assert not (out / "results.json").exists()
 
 
 def test_empty_dataset(tiny_model_files, tmp_path, capsys) -> None:

@@ -1,0 +1,291 @@
+"""One output folder, one run: a lock, a staging folder, and a set published together.
+
+Every command that writes a folder (``audit run``, ``audit counterfactual``, ``audit finetune``)
+does it through ``OutputFolder``:
+
+1. **Lock.** ``OUT/.lock`` is held with ``flock`` for the whole command (the kernel drops it
+   when the process dies, even by ``kill -9``); it holds the owner's process id. A second
+   command into the same folder fails at once, naming that process.
+2. **Stage.** Every output is written under ``OUT/.partial/<run id>/``, never in place, so a
+   failed or killed run leaves the previous complete set untouched. Its partial files (rows
+   already computed) stay there; nothing ever deletes another run's staging folder.
+3. **Publish.** The index file (``results.json``, ``summary.json``) gets ``run = {"id",
+   "outputs": {relative path: sha256}}`` naming every other file of the set. The files are
+   renamed into OUT, the index last, then the outputs the previous index listed and the new one
+   does not are removed.
+
+A reader (``read_results``) refuses a folder whose files do not match its index's hashes:
+that is a folder where a run was killed while publishing, or whose files someone replaced.
+Every path, ours or from a manifest, must resolve inside OUT (``inside``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import fcntl
+import json
+import os
+import secrets
+import shutil
+from pathlib import Path, PurePosixPath
+from types import TracebackType
+from typing import Any, Callable
+
+from audit.errors import AuditError
+from audit.models.files import sha256_of
+
+LOCK = ".lock"
+STAGING = ".partial"
+
+#: Write failures that are the output folder's fault (disk full, read-only, quota, file size
+#: limit, name too long): a one-line error naming OUT, not an internal error.
+OUTPUT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG, errno.ENAMETOOLONG, errno.EACCES, errno.EPERM}
+
+
+def safe_relative(name: str | Path) -> PurePosixPath | None:
+    """``name`` as a relative POSIX path with no ``..``, ``.`` or empty part, or None when it is
+    absolute or climbs out (``../a.png``, ``/etc/x``, ``C:\\x``)."""
+    text = str(name).replace("\\", "/")
+    path = PurePosixPath(text)
+    if path.is_absolute() or not path.parts or ":" in path.parts[0]:
+        return None
+    if any(part in ("..", ".", "") for part in path.parts):
+        return None
+    return path
+
+
+def inside(root: Path, path: Path) -> bool:
+    """Whether ``path`` resolves (symlinks followed) inside ``root``."""
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def new_run_id() -> str:
+    """UTC time, process id and 32 random bits: unique across machines sharing a folder."""
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{now}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def output_error(root: Path, exc: OSError, kept: Path | None = None) -> AuditError:
+    where = f"; rows and maps computed so far are in {kept}" if kept is not None and kept.exists() else ""
+    return AuditError(f"{root}: cannot write the outputs ({exc.strerror or exc}); free space or choose another --out{where}")
+
+
+def check_out_folder(root: Path) -> bool:
+    """Refuse an ``--out`` that cannot be a folder, before any work: a file, a path below a
+    file, a name too long, a folder we may not write. Creates it; True when it did not exist."""
+    try:
+        created = not root.exists()
+        for parent in [root, *root.parents]:
+            if parent.exists() and not parent.is_dir():
+                what = "is a file" if parent == root else f"lies below the file {parent}"
+                raise AuditError(f"--out {root}: {what}; give a folder path")
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AuditError(f"--out {root}: cannot create the folder ({exc.strerror or exc}); give a shorter or writable path") from exc
+    return created
+
+
+class OutputFolder:
+    """``with OutputFolder(out, "results.json") as folder:`` write to ``folder.staged(...)``,
+    then ``folder.publish(document)``. See the module docstring."""
+
+    def __init__(self, root: Path, index: str, reserved: tuple[str, ...] = ()) -> None:
+        self.root = Path(root)
+        self.index = index
+        self.reserved = (index, LOCK, STAGING, *reserved)
+        self.run_id = new_run_id()
+        self.staging = self.root / STAGING / self.run_id
+        self._lock: int | None = None
+
+    # --- lifetime -------------------------------------------------------------------------
+    def __enter__(self) -> OutputFolder:
+        self._created = check_out_folder(self.root)
+        self._take_lock()
+        try:
+            self.staging.mkdir(parents=True)
+        except OSError as exc:
+            self._release()
+            raise output_error(self.root, exc) from exc
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._release()
+        if exc is None:
+            return
+        if not any(p.is_file() for p in self.staging.rglob("*")):
+            shutil.rmtree(self.staging, ignore_errors=True)
+            _remove_if_empty(self.root / STAGING)
+            if self._created and [p.name for p in self.root.iterdir()] == [LOCK]:
+                shutil.rmtree(self.root)  # a folder this command created and wrote nothing to
+        if isinstance(exc, OSError) and exc.errno in OUTPUT_ERRNOS:
+            raise output_error(self.root, exc, self.staging) from exc
+        if isinstance(exc, AuditError) and self.staging.exists():
+            raise AuditError(f"{exc}; the outputs computed so far are in {self.staging}") from exc
+
+    def published(self, path: Path) -> Path:
+        """Where a staged file lies once the set is published (other paths are unchanged)."""
+        try:
+            return self.root / path.relative_to(self.staging)
+        except ValueError:
+            return path
+
+    def _take_lock(self) -> None:
+        path = self.root / LOCK
+        try:
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise output_error(self.root, exc) from exc
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(descriptor, 64).decode("ascii", "replace").strip() or "unknown"
+            os.close(descriptor)
+            raise AuditError(
+                f"{self.root}: another audit (process {owner}) is writing this folder; wait for it to end or choose another --out"
+            ) from None
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"{os.getpid()}\n".encode())
+        self._lock = descriptor
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            os.close(self._lock)
+            self._lock = None
+
+    # --- paths ----------------------------------------------------------------------------
+    def staged(self, relative: str | Path) -> Path:
+        """Where output ``relative`` (e.g. ``maps/gradient.npz``) is written during the run."""
+        safe = safe_relative(relative)
+        if safe is None:
+            raise AuditError(f"{relative}: an output path must stay inside {self.root}")
+        path = self.staging / safe
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def destination(self, user_path: Path | None, default: str, flag: str) -> Path:
+        """Where a user-chosen output (``--report``, ``--junit``) goes: staged when it lies in
+        OUT (published with the set), else the path itself. Refuses a path that is another
+        output of this run, a folder, or below a file."""
+        if user_path is None:
+            return self.staged(default)
+        if user_path.is_dir():
+            raise AuditError(f"{flag} {user_path}: is a folder; give a file path, e.g. {user_path / default}")
+        for parent in user_path.parents:
+            if parent.exists() and not parent.is_dir():
+                raise AuditError(f"{flag} {user_path}: lies below the file {parent}; give another path")
+        try:
+            relative = user_path.resolve().relative_to(self.root.resolve())
+        except ValueError:
+            return user_path
+        if relative.parts and relative.parts[0] in self.reserved:
+            raise AuditError(f"{flag} {user_path}: would overwrite this run's {relative.parts[0]}; choose another path")
+        return self.staged(relative)
+
+    def carry_over(self, folder: str) -> int:
+        """Copy into staging the files of ``folder`` (e.g. ``checkpoints``) from the published
+        set and from interrupted runs' staging folders, the newest copy of each name, so a
+        command can resume; the originals stay. Returns how many files were copied."""
+        sources = [self.root / folder, *sorted((self.root / STAGING).glob(f"*/{folder}"))]
+        newest: dict[str, Path] = {}
+        for source in sources:
+            if source.is_symlink() or not source.is_dir() or source == self.staging / folder:
+                continue
+            for path in source.iterdir():
+                if path.is_file() and not path.is_symlink() and not path.name.endswith(".tmp"):
+                    if path.name not in newest or path.stat().st_mtime > newest[path.name].stat().st_mtime:
+                        newest[path.name] = path
+        for name, path in newest.items():
+            shutil.copy2(path, self.staged(f"{folder}/{name}"))
+        return len(newest)
+
+    # --- publishing -----------------------------------------------------------------------
+    def publish(self, document: dict[str, Any], write: Callable[[dict[str, Any], Path], Any]) -> dict[str, Any]:
+        """Record the staged files' hashes in ``document["run"]``, write it with ``write`` as
+        the index, and move the set into OUT (index last). Returns the document."""
+        index = self.staging / self.index
+        files = sorted(p for p in self.staging.rglob("*") if p.is_file() and p != index and not p.name.endswith(".tmp"))
+        outputs = {p.relative_to(self.staging).as_posix(): sha256_of(p) for p in files}
+        document["run"] = {"id": self.run_id, "outputs": outputs}
+        write(document, index)
+        previous = listed_outputs(self.root, self.index)
+        for relative in outputs:
+            target = self.root / relative
+            if not inside(self.root, target.parent) and target.parent.exists():
+                raise AuditError(f"{target}: a folder in {self.root} points outside it; remove that link")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.staging / relative, target)
+        os.replace(index, self.root / self.index)
+        for relative in set(previous) - set(outputs):
+            stale = self.root / relative
+            if stale.is_file() and inside(self.root, stale):
+                stale.unlink()
+        shutil.rmtree(self.staging, ignore_errors=True)
+        _remove_if_empty(self.root / STAGING)
+        return document
+
+
+def replace_output(root: Path, index: str, relative: str, write: Callable[[Path], Any],
+                   write_index: Callable[[dict[str, Any], Path], Any]) -> Path:
+    """Rewrite one output of a published set (``audit report`` renders report.pdf again) under
+    the folder's lock, and record its new hash in the index, so the set stays consistent."""
+    with OutputFolder(root, index) as folder:
+        staged = folder.staged(relative)
+        write(staged)
+        document = json.loads((folder.root / index).read_text(encoding="utf-8"))
+        run = document.get("run")
+        if isinstance(run, dict) and isinstance(run.get("outputs"), dict):
+            run["outputs"][relative] = sha256_of(staged)
+        write_index(document, folder.staging / index)
+        os.replace(staged, folder.root / relative)
+        os.replace(folder.staging / index, folder.root / index)
+        shutil.rmtree(folder.staging, ignore_errors=True)
+        _remove_if_empty(folder.root / STAGING)
+    return root / relative
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def listed_outputs(root: Path, index: str) -> dict[str, str]:
+    """The outputs the index in ``root`` names (only safe relative paths), or {} without one."""
+    try:
+        document = json.loads((root / index).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    run = document.get("run") if isinstance(document, dict) else None
+    outputs = run.get("outputs") if isinstance(run, dict) else None
+    if not isinstance(outputs, dict):
+        return {}
+    return {str(k): str(v) for k, v in outputs.items() if safe_relative(k) is not None}
+
+
+def verify_outputs(root: Path, document: dict[str, Any], index: Path) -> None:
+    """Refuse a folder whose files are not the ones ``document`` (its index) names: a run killed
+    while publishing, or files replaced by hand. Files absent are not checked (a results.json
+    copied alone is fine); a file present with another hash is."""
+    run = document.get("run")
+    if run is None:
+        return
+    outputs = run.get("outputs") if isinstance(run, dict) else None
+    if not isinstance(outputs, dict):
+        raise AuditError(f"{index}: its run record is malformed; rerun the command that wrote it")
+    for relative, digest in outputs.items():
+        safe = safe_relative(relative)
+        if safe is None:
+            raise AuditError(f"{index}: lists the output {relative!r} outside its folder; rerun the command that wrote it")
+        path = root / safe
+        if path.is_file() and inside(root, path) and sha256_of(path) != digest:
+            raise AuditError(
+                f"{path}: does not belong to the run of {index} (run {run.get('id')}): the folder mixes two runs; "
+                f"rerun into an empty --out"
+            )
