@@ -165,7 +165,9 @@ def run_audit(
             for name, state in states.items():
                 maps = state.maps(classifier, x, target, gradient)
                 if not np.isfinite(maps).all():
-                    raise AuditError(f"method {name!r} produced NaN maps for a batch starting at {batch.paths[0]}")
+                    raise AuditError(f"{classifier.path}: method {name!r} gives NaN or infinite saliency for the batch "
+                                     f"starting at {batch.paths[0]}; check --mean, --std and --value-range, or use "
+                                     f"--method occlusion")
                 scores = state.metrics.update(_map_batch(batch, predictions, probabilities, maps))
                 state.examples.update(batch, maps, predictions, scores)
                 state.intervention.update(scores, -ablated.artefact_delta)
@@ -284,6 +286,7 @@ def _results(
             "path": str(classifier.path),
             "format": classifier.format,
             "sha256": classifier.sha256,
+            "files": classifier.files,
             "provider": classifier.provider,
             "classes": classifier.class_names,
             "multilabel": classifier.multilabel,

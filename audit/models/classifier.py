@@ -35,6 +35,9 @@ class Classifier:
     provider: str = "torch"
     #: 1 for models traced with a fixed batch of one: the pipeline hands methods one image at a time.
     batch_limit: int | None = None
+    #: every file the model loads ({"path", "sha256", "bytes"}: the model file, then ONNX external
+    #: data files); ``sha256`` covers them all (``audit.models.files.combined_sha256``).
+    files: list[dict[str, str | int]] = field(default_factory=list)
     _differentiable: nn.Module | None = field(default=None, repr=False)
 
     @property

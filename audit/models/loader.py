@@ -21,8 +21,9 @@ import torch
 from torch import nn
 
 from audit.errors import AuditError, first_line
+from audit.limits import MAX_IMAGE_PIXELS, too_many_pixels
 from audit.models.classifier import Classifier
-from audit.models.files import detect_format, sha256_of
+from audit.models.files import combined_sha256, detect_format, model_files
 from audit.models.spec import InputSpec
 
 TWIN_TOLERANCE = 1e-4
@@ -45,6 +46,7 @@ def load_classifier(path: Path, options: ModelOptions = ModelOptions()) -> Class
     """Load ``path`` and probe it once with a zero batch to learn the number of outputs."""
     path = Path(path)
     model_format = detect_format(path)
+    files = model_files(path, model_format)
     loader = {"torchscript": _load_torchscript, "torch.export": _load_exported, "onnx": _load_onnx}[model_format]
     forward_fn, build_twin, declared, provider, fixed_batch = loader(path)
     spec = _input_spec(path, declared, options)
@@ -63,7 +65,8 @@ def load_classifier(path: Path, options: ModelOptions = ModelOptions()) -> Class
     classifier = Classifier(
         path=path,
         format=model_format,
-        sha256=sha256_of(path),
+        sha256=combined_sha256(files),
+        files=[f.as_dict() for f in files],
         spec=spec,
         multilabel=options.multilabel,
         class_names=class_names,
@@ -95,6 +98,12 @@ def _input_spec(path: Path, declared: Declared, options: ModelOptions) -> InputS
         raise AuditError(
             f"{path}: the model does not declare its input size; pass --input-size H W and --channels C"
         )
+    source = "--input-size/--channels" if options.input_size is not None or options.channels is not None else str(path)
+    if too_many_pixels(height, width) or channels * height * width > 4 * MAX_IMAGE_PIXELS:
+        raise AuditError(
+            f"{source}: input {channels}x{height}x{width} is larger than the {MAX_IMAGE_PIXELS:,}-pixel limit every "
+            f"image reader applies (at most 4 channels); give a smaller --input-size or re-export the model"
+        )
     return InputSpec(channels, height, width, options.mean, options.std, options.value_range)
 
 
@@ -123,20 +132,40 @@ def _verified_twin(
     forward_fn: Callable[[torch.Tensor], torch.Tensor],
     spec: InputSpec,
 ) -> nn.Module:
-    """Build the differentiable twin and check it against the forward-only path."""
-    twin = build_twin().eval()
-    generator = torch.Generator().manual_seed(0)
-    x = torch.rand((3, *spec.shape), generator=generator)
+    """Build the differentiable twin and check it against the forward-only path on three
+    seeded random images in [0, 1], normalised like the data (``--value-range``, ``--mean``,
+    ``--std``)."""
+    from audit.models.onnx_graph import UnsupportedOperatorError
+
+    try:
+        twin = build_twin().eval()
+    except UnsupportedOperatorError as exc:
+        raise UnsupportedOperatorError(exc.problems, str(path)) from exc
+    except AuditError:
+        raise
+    except Exception as exc:
+        raise AuditError(
+            f"{path}: cannot build the differentiable twin ({first_line(exc)}); use a forward-only method "
+            f"(--method occlusion)"
+        ) from exc
+    images = np.random.default_rng(0).random((3, spec.height, spec.width, spec.channels), dtype=np.float32)
+    x = spec.to_tensor(images)
     with torch.no_grad():
         expected = forward_fn(x)
         got = twin(x)
     if isinstance(got, (tuple, list)):
         got = got[0]
+    if not bool(torch.isfinite(expected).all()):
+        raise AuditError(
+            f"{path}: the model's output is NaN or infinite for the check input (random images in [0, 1] "
+            f"normalised with --value-range, --mean and --std); check those options, or the model itself"
+        )
     error = float((got.float() - expected).abs().max())
     if not error <= TWIN_TOLERANCE:
+        difference = "is NaN or infinite where the model's is not" if not np.isfinite(error) else f"differs by {error:.2e} (> {TWIN_TOLERANCE})"
         raise AuditError(
-            f"{path}: the differentiable twin differs from the model by {error:.2e} (> {TWIN_TOLERANCE}); "
-            f"use a forward-only method (--method occlusion) and report this model"
+            f"{path}: the differentiable twin's output {difference}; use a forward-only method "
+            f"(--method occlusion) and report this model"
         )
     return twin
 
@@ -174,25 +203,27 @@ def _load_torchscript(path: Path):
 
 
 def _load_exported(path: Path):
+    from audit.models.export_archive import load_export_archive
+
+    program = load_export_archive(path)
     try:
-        program = torch.export.load(str(path))
+        user_inputs = program.graph_signature.user_inputs
+        shapes = [node.meta["val"].shape for node in program.graph.nodes
+                  if node.op == "placeholder" and node.name in user_inputs]
+        module = program.module()
     except Exception as exc:
-        raise AuditError(f"{path}: cannot load torch.export program ({type(exc).__name__}); re-save it with torch.export.save") from exc
-    user_inputs = program.graph_signature.user_inputs
+        raise AuditError(f"{path}: cannot read the torch.export program ({first_line(exc)}); re-save it with torch.export.save") from exc
     if len(user_inputs) != 1:
         raise AuditError(f"{path}: program takes {len(user_inputs)} inputs; a classifier takes one image tensor")
     declared: Declared = (None, None, None)
     fixed_batch = None
-    for node in program.graph.nodes:
-        if node.op == "placeholder" and node.name == user_inputs[0]:
-            shape = node.meta["val"].shape
-            if len(shape) != 4:
-                raise AuditError(f"{path}: input has shape {tuple(shape)}; expected (batch, channels, height, width)")
-            declared = tuple(int(d) if isinstance(d, int) else None for d in shape[1:])  # type: ignore[assignment]
-            fixed_batch = int(shape[0]) if isinstance(shape[0], int) else None
+    for shape in shapes:
+        if len(shape) != 4:
+            raise AuditError(f"{path}: input has shape {tuple(shape)}; expected (batch, channels, height, width)")
+        declared = tuple(int(d) if isinstance(d, int) else None for d in shape[1:])  # type: ignore[assignment]
+        fixed_batch = int(shape[0]) if isinstance(shape[0], int) else None
     if fixed_batch not in (None, 1):
         raise AuditError(f"{path}: the program's batch size is fixed at {fixed_batch}; re-export it with dynamic_shapes for the batch")
-    module = program.module()
 
     def build_twin(spec: InputSpec) -> nn.Module:
         from audit.models.onnx_graph import build_torch_twin
@@ -222,7 +253,10 @@ def _load_onnx(path: Path):
     import onnx
     import onnxruntime
 
-    proto = onnx.load(str(path))
+    try:
+        proto = onnx.load(str(path))
+    except Exception as exc:
+        raise AuditError(f"{path}: cannot read the ONNX model or its external data ({first_line(exc)}); re-export the model") from exc
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
     # onnxruntime's worker threads spin after each run by default, taking the cores that torch
