@@ -14,6 +14,7 @@ def report(
 ) -> None:
     """Write the PDF bias report of a run (maps/ and per_image.csv are read from the run's folder)."""
     from audit.report.pdf import write_report
+    from audit.errors import AuditError
     from audit.report.output_folder import replace_output
     from audit.report.results_file import read_results, write_results
 
@@ -21,6 +22,11 @@ def report(
     data = read_results(path)
     folder = path.parent
     target = out or folder / "report.pdf"
+    taken = [path, *(folder / name for name in data.get("run", {}).get("outputs", {}) if name != "report.pdf")]
+    if any(target.resolve() == other.resolve() for other in taken):
+        raise AuditError(f"--out {target}: is an output of the run it reports on; give another path, e.g. {folder / 'report.pdf'}")
+    if target.is_dir():
+        raise AuditError(f"--out {target}: is a folder; give a file path, e.g. {target / 'report.pdf'}")
     if target.resolve() == (folder / "report.pdf").resolve() and path.name == "results.json" and "run" in data:
         written = replace_output(folder, "results.json", "report.pdf", lambda staged: write_report(data, folder, staged), write_results)
     else:

@@ -137,7 +137,7 @@ def _summary(classifier: Classifier, dataset: Dataset, options: ShiftOptions, su
     statuses = sums["status"]
     return {
         "schema": "audit.counterfactual/1",
-        "model": {"path": str(classifier.path), "sha256": classifier.sha256, "classes": classifier.class_names},
+        "model": {"path": str(classifier.path), "sha256": classifier.sha256, "files": classifier.files, "classes": classifier.class_names},
         "data": {"root": str(dataset.base), "images": len(labels), "skipped": [dataclasses.asdict(s) for s in dataset.skipped]},
         "target": {"option": str(target), "rule": target.describe(classifier.class_names)},
         "search": {**dataclasses.asdict(options.rule), "frames": options.frames, "upper_frames": options.upper_frames, "direction": options.direction},

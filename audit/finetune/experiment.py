@@ -300,7 +300,7 @@ def run_experiment(
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": config.command,
         "model": {"path": str(classifier.path), "format": classifier.format, "sha256": classifier.sha256,
-                  "fine_tuned": model_paths, "fine_tuned_seed": seeds[0]},
+                  "files": classifier.files, "fine_tuned": model_paths, "fine_tuned_seed": seeds[0]},
         "config": {**{k: v for k, v in asdict(tc).items() if k not in ("loss", "seed")}, "losses": losses,
                    "control": CONTROL, "seeds": seeds,
                    "mask_fraction": config.mask_fraction},

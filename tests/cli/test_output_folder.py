@@ -278,3 +278,13 @@ def test_probabilities_from_the_model_are_not_transformed_twice_silently(last, m
     else:
         assert len(warnings) == 1 and expected in warnings[0] and "m.onnx" in warnings[0]
         assert f"audit: warning: {warnings[0]}" in " ".join(err.split())
+
+
+@pytest.mark.parametrize("name", ["results.json", "per_image.csv", "maps/gradient.npz", "maps"])
+def test_audit_report_never_writes_over_the_run_it_reports_on(name, synthetic_root, tiny_model_files, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    assert run(args_for(synthetic_root, tiny_model_files["onnx"], out), capsys)[0] == 0
+    before = digests(out)
+    code, _, err = run(["report", out, "--out", out / name], capsys)
+    one_line_error(code, err, "--out", name)
+    assert digests(out) == before
