@@ -300,7 +300,7 @@ def _results(
             },
         },
         "data": {
-            "root": str(dataset.base),
+            "root": dataset.root,
             "classes": dataset.classes,
             "images": images,
             "with_artefact": report.with_artefact,

@@ -138,7 +138,7 @@ def _summary(classifier: Classifier, dataset: Dataset, options: ShiftOptions, su
     return {
         "schema": "audit.counterfactual/1",
         "model": {"path": str(classifier.path), "sha256": classifier.sha256, "files": classifier.files, "classes": classifier.class_names},
-        "data": {"root": str(dataset.base), "images": len(labels), "skipped": [dataclasses.asdict(s) for s in dataset.skipped]},
+        "data": {"root": dataset.root, "images": len(labels), "skipped": [dataclasses.asdict(s) for s in dataset.skipped]},
         "target": {"option": str(target), "rule": target.describe(classifier.class_names)},
         "search": {**dataclasses.asdict(options.rule), "frames": options.frames, "upper_frames": options.upper_frames, "direction": options.direction},
         "maps": list(MAPS),

@@ -24,7 +24,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from audit.counterfactual.autoencoder import AutoencoderConfig, ResNetAutoencoder, elastic_loss
 from audit.counterfactual.storage import atomic_write, load_state, save_autoencoder
 from audit.data.dataset import Dataset, open_dataset
-from audit.data.readers import readers_by_extension
 from audit.errors import AuditError
 
 
@@ -62,21 +61,12 @@ def checkpoint_path(out: Path) -> Path:
     return out.with_name(out.stem + ".resume.pt")
 
 
-def _first_image_shape(data: Dataset) -> tuple[int, int, int]:
-    path = data.base / data.entries[0][0]
-    reader = readers_by_extension().get(path.suffix.lower())
-    if reader is None:
-        raise AuditError(f"{path}: unsupported image type; give --size and --channels")
-    image = reader.read(path)
-    return image.shape[0], image.shape[1], 1 if image.ndim == 2 else image.shape[2]
-
-
 def open_training_data(data: Path, config: TrainConfig) -> tuple[Dataset, Dataset, AutoencoderConfig]:
     """The train and validation datasets (a seeded split of ``data``) and the architecture."""
     probe = open_dataset(data, size=(1, 1), channels=1)
     if len(probe) < 2:
         raise AuditError(f"{data}: {len(probe)} image(s); the autoencoder needs at least 2 (train and validation)")
-    height, width, channels = _first_image_shape(probe)
+    height, width, channels = probe.first_shape()
     size = config.size or (height, width)
     channels = config.channels or channels
     full = open_dataset(data, size=size, channels=channels)

@@ -12,6 +12,11 @@ with nearest neighbour to ``size``, then dilated by ``mask_dilate`` pixels and b
 size differs from its image is resized and counted in ``mask_report``; an unreadable mask is
 listed there and its image is treated as having no mask. ``skipped`` and ``mask_report``
 describe the last pass of ``batches``.
+
+Every array a reader returns (built-in or plugin) must be (H, W) or (H, W, C) within the pixel
+limit (``readers.check_size``), or the image is skipped (the mask listed as unreadable). Paths
+and class names leave this stage escaped (``names.escape_path``); files are opened by their
+original path.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ import numpy as np
 
 from audit.data.batch import Batch
 from audit.data.entries import Entry, read_manifest, scan_folder
-from audit.data.masks import binarise, blur_mask, dilate_mask, resize_mask
-from audit.data.readers import Reader, readers_by_extension
+from audit.data.masks import binarise, blur_mask, check_growth, dilate_mask, resize_mask
+from audit.data.names import escape_message, escape_path
+from audit.data.readers import Reader, check_size, readers_by_extension
 from audit.data.resize import resize_image
 from audit.errors import AuditError, first_line
 
@@ -81,6 +87,11 @@ class Dataset:
         """Number of listed images (some may turn out unreadable and be skipped)."""
         return len(self.entries)
 
+    @property
+    def root(self) -> str:
+        """The dataset's folder as it is written to outputs (escaped, ``names.escape_path``)."""
+        return escape_path(self.base)
+
     def _read(self, path: Path) -> np.ndarray:
         reader = self._readers.get(path.suffix.lower())
         if reader is None:
@@ -88,24 +99,33 @@ class Dataset:
             raise AuditError(f"no reader for {path.suffix!r} files (supported: {supported})")
         if not path.is_file():
             raise AuditError("file not found")
-        return reader.read(path)
+        array = reader.read(path)
+        if not isinstance(array, np.ndarray) or array.ndim not in (2, 3):
+            shape = getattr(array, "shape", None)
+            raise AuditError(
+                f"{escape_path(path)}: the reader returned a {type(array).__name__} of shape {shape}, not an "
+                f"(H, W) or (H, W, C) array"
+            )
+        check_size(escape_path(path), *array.shape)
+        return array
 
     def _image(self, rel: str) -> tuple[np.ndarray, tuple[int, int]] | None:
         """The image at the model size and its size on disk, or None when it is skipped."""
         try:
             image = self._read(self.base / rel)
         except Exception as exc:  # any reader, built-in or plugin, may fail on a bad file
+            reason = escape_message(first_line(exc))
             if self.strict:
                 raise AuditError(
-                    f"{self.base / rel}: unreadable ({first_line(exc)}); fix or remove it, or run "
+                    f"{escape_path(self.base / rel)}: unreadable ({reason}); fix or remove it, or run "
                     f"without strict mode to skip it"
                 ) from exc
-            self.skipped.append(Skipped(rel, first_line(exc)))
+            self.skipped.append(Skipped(escape_path(rel), reason))
             return None
         found = 1 if image.ndim == 2 else image.shape[2]
         if found != self.channels:
             raise AuditError(
-                f"{self.base / rel}: image has {found} channel(s) but the model takes "
+                f"{escape_path(self.base / rel)}: image has {found} channel(s) but the model takes "
                 f"{self.channels}; convert the images to {self.channels} channel(s) "
                 f"(e.g. greyscale <-> RGB) or audit a model that takes {found}"
             )
@@ -115,6 +135,18 @@ class Dataset:
             image = resize_image(image, self.size)
             np.clip(image, 0, 1, out=image)  # in place: float rounding only, the filter's weights are convex
         return image.astype(np.float32, copy=False), shape
+
+    def first_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) on disk of the first readable image, skipping unreadable ones as a pass does."""
+        first = ""
+        for rel, _ in self.entries:
+            try:
+                image = self._read(self.base / rel)
+            except Exception as exc:  # skipped, as in a pass
+                first = first or f"{escape_path(rel)}: {escape_message(first_line(exc))}"
+                continue
+            return image.shape[0], image.shape[1], 1 if image.ndim == 2 else image.shape[2]
+        raise AuditError(f"{self.base}: none of the {len(self.entries)} images could be read (first: {first}); fix them")
 
     def _listing(self, folder: Path) -> frozenset[str]:
         """File names in a mask folder, listed once per pass (one directory read, not a stat per
@@ -141,7 +173,7 @@ class Dataset:
                 raise AuditError(f"several mask files for one image ({names}); keep one")
             mask = binarise(self._read(found[0]))
         except Exception as exc:  # as for images: a bad mask must not stop the audit
-            self.mask_report.unreadable.append(Skipped(str(found[0]), first_line(exc)))
+            self.mask_report.unreadable.append(Skipped(escape_path(found[0]), escape_message(first_line(exc))))
             return None
         if mask.shape != image_shape:
             self.mask_report.resized += 1
@@ -157,7 +189,7 @@ class Dataset:
         region = self._mask(self.regions, rel, shape)
         self.mask_report.with_artefact += artefact is not None
         self.mask_report.with_region += region is not None
-        return _Item(rel, label, image, artefact, region)
+        return _Item(escape_path(rel), label, image, artefact, region)
 
     def _stack(self, items: list[_Item]) -> Batch:
         empty = np.zeros(self.size, dtype=bool)
@@ -233,8 +265,7 @@ def open_dataset(
     size = (int(size[0]), int(size[1]))
     if min(size) < 1 or channels < 1:
         raise AuditError(f"model input {channels}x{size[0]}x{size[1]} must be positive in every dimension")
-    if mask_blur < 0 or mask_dilate < 0:
-        raise AuditError(f"mask blur ({mask_blur}) and dilation ({mask_dilate}) must be >= 0")
+    check_growth(mask_dilate, mask_blur, max(size))
     extensions = readers_by_extension()
     if root.is_dir():
         base = root

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
 from skimage.filters import gaussian
 from skimage.morphology import dilation, footprint_rectangle
+
+from audit.errors import AuditError
 
 
 def binarise(array: np.ndarray) -> np.ndarray:
@@ -51,3 +54,24 @@ def blur_mask(mask: np.ndarray, sigma: float) -> np.ndarray:
     if sigma <= 0:
         return mask
     return gaussian(mask.astype(np.float64), sigma=sigma) > 0
+
+
+def check_growth(dilate: int, sigma: float, side: int) -> None:
+    """Refuse a dilation or blur that cannot mean anything at a model side of ``side`` pixels.
+
+    A dilation by ``side`` pixels, or a blur that grows a mask by round(4σ) ≥ ``side`` pixels,
+    already covers the whole image from any masked pixel; larger values only cost memory and
+    time (``--mask-dilate 1000000`` would build a 2,000,001² footprint, 3.6 TiB). So the valid
+    ranges are: dilation an integer in [0, side], σ a finite number in [0, side / 4].
+    """
+    if isinstance(dilate, bool) or not isinstance(dilate, (int, np.integer)) or not 0 <= dilate <= side:
+        raise AuditError(
+            f"--mask-dilate {dilate}: must be an integer from 0 to {side} (the model's input side; "
+            f"a larger dilation covers the whole image)"
+        )
+    if not (math.isfinite(sigma) and 0 <= sigma <= side / 4):
+        raise AuditError(
+            f"--mask-blur {sigma} (--blur in audit finetune): σ must be a number from 0 to "
+            f"{side / 4:g} (σ grows a mask by 4σ pixels, and {side / 4:g} covers the model's "
+            f"{side}-pixel side)"
+        )

@@ -16,10 +16,20 @@ the array is taken as it is, any channel count). A plugin claims other extension
     dicom = "audit_dicom:DicomReader"
 
 Built-in readers win when a plugin claims the same extension.
+
+Size limit (``check_size``): every built-in reader reads the image's height, width and samples
+per pixel from the file's header (Pillow's size, the TIFF page's tags, the NPY header) and
+refuses, before decoding anything, an image with no pixels, more than
+``audit.limits.MAX_IMAGE_PIXELS`` pixels (H × W), or more than 4 × that many samples
+(H × W × channels, depth included: a 4-channel image at the pixel limit), so a small compressed
+or lying file cannot make the tool allocate gigabytes. An NPY file must also hold the bytes its
+header promises. A plugin reader should call ``check_size`` on its header the same way (the
+DICOM plugin does); ``Dataset`` checks every array a reader returns again.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import ClassVar, Protocol
 
@@ -28,6 +38,7 @@ import tifffile
 from PIL import Image
 
 from audit.errors import AuditError
+from audit.limits import MAX_IMAGE_PIXELS, too_many_pixels
 from audit.registry import Registry
 
 
@@ -38,6 +49,24 @@ class Reader(Protocol):
 
 
 readers: Registry[type[Reader] | Reader] = Registry("image reader", "audit.readers")
+
+
+def check_size(path: Path | str, height: int, width: int, samples: int = 1) -> None:
+    """Refuse an image with no pixels, more than ``MAX_IMAGE_PIXELS`` pixels, or more than
+    4 × ``MAX_IMAGE_PIXELS`` samples (H × W × channels), from its header, before decoding."""
+    height, width, samples = int(height), int(width), int(samples)
+    if min(height, width, samples) < 1:
+        raise AuditError(f"{path}: image of {height}x{width} pixels x {samples} channel(s) has no pixels; remove it")
+    if too_many_pixels(height, width):
+        raise AuditError(
+            f"{path}: {height}x{width} = {height * width:,} pixels is above the limit of "
+            f"{MAX_IMAGE_PIXELS:,} (audit.limits); downscale it"
+        )
+    if height * width * samples > 4 * MAX_IMAGE_PIXELS:
+        raise AuditError(
+            f"{path}: {height}x{width} pixels x {samples} channels = {height * width * samples:,} values "
+            f"is above the limit of {4 * MAX_IMAGE_PIXELS:,} (4 channels at the pixel limit); keep fewer channels"
+        )
 
 
 def to_unit_range(array: np.ndarray, path: Path) -> np.ndarray:
@@ -79,7 +108,15 @@ class _PillowReader:
     extensions: ClassVar[tuple[str, ...]] = ()
 
     def read(self, path: Path) -> np.ndarray:
-        with Image.open(path) as image:
+        try:
+            opened = Image.open(path)
+        except Image.DecompressionBombError:
+            raise AuditError(
+                f"{path}: more than twice the limit of {MAX_IMAGE_PIXELS:,} pixels (Pillow's "
+                f"decompression-bomb check); downscale it"
+            ) from None
+        with opened as image:
+            check_size(path, image.height, image.width)
             if image.mode not in _DIRECT_MODES:
                 image = image.convert("RGBA" if image.mode == "P" and "transparency" in image.info else "RGB")
             array = np.asarray(image)
@@ -101,7 +138,16 @@ class TiffReader:
     extensions: ClassVar[tuple[str, ...]] = (".tif", ".tiff")
 
     def read(self, path: Path) -> np.ndarray:
-        return to_unit_range(drop_alpha(tifffile.imread(path, key=0)), path)
+        with tifffile.TiffFile(path) as tiff:
+            if not tiff.pages:
+                raise AuditError(f"{path}: TIFF file has no image")
+            page = tiff.pages[0]
+            samples = page.imagedepth * page.samplesperpixel
+            check_size(path, page.imagelength, page.imagewidth, samples)
+            if page.is_tiled:  # each tile is decoded into a buffer of its own size
+                check_size(path, page.tilelength, page.tilewidth, page.tiledepth * page.samplesperpixel)
+            array = tiff.asarray(key=0)
+        return to_unit_range(drop_alpha(array), path)
 
 
 @readers.register("npy")
@@ -109,13 +155,31 @@ class NpyReader:
     extensions: ClassVar[tuple[str, ...]] = (".npy",)
 
     def read(self, path: Path) -> np.ndarray:
-        array = np.load(path, allow_pickle=False)
-        if array.ndim not in (2, 3):
-            raise AuditError(
-                f"{path}: array shape {array.shape} is not (H, W) or (H, W, C); save one image "
-                f"per file, channels last"
-            )
+        with open(path, "rb") as f:
+            shape, dtype = _npy_header(f, path)
+            if len(shape) not in (2, 3):
+                raise AuditError(
+                    f"{path}: array shape {shape} is not (H, W) or (H, W, C); save one image "
+                    f"per file, channels last"
+                )
+            check_size(path, shape[0], shape[1], shape[2] if len(shape) == 3 else 1)
+            needed = int(np.prod(shape)) * dtype.itemsize
+            if os.fstat(f.fileno()).st_size - f.tell() < needed:
+                raise AuditError(f"{path}: NPY file is shorter than its header's {shape} {dtype} array; it is truncated")
+            f.seek(0)
+            array = np.load(f, allow_pickle=False)
         return to_unit_range(array, path)
+
+
+def _npy_header(f, path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """The array's shape and dtype from an NPY header (numpy's own parser; version 3 differs
+    from 2 only in the header's text encoding)."""
+    version = np.lib.format.read_magic(f)
+    parse = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = parse(f)
+    if dtype.kind not in "biuf" or dtype.subdtype is not None:
+        raise AuditError(f"{path}: pixel type {dtype} is not a number; save it as uint8, uint16, bool or float in [0, 1]")
+    return tuple(int(n) for n in shape), dtype
 
 
 def readers_by_extension() -> dict[str, Reader]:

@@ -304,7 +304,7 @@ def test_csv_missing_path_column(tmp_path: Path):
 def test_csv_bad_rows(tmp_path: Path):
     with pytest.raises(AuditError, match="line 3: path '/abs.png' must be a file path relative"):
         open_dataset(manifest(tmp_path, "path,label\na.png,0\n/abs.png,1\n"), size=(4, 4), channels=1)
-    with pytest.raises(AuditError, match="label -2 is negative"):
+    with pytest.raises(AuditError, match="line 2: label -2 is not a class index from 0 to 65535"):
         open_dataset(manifest(tmp_path, "path,label\na.png,-2\n"), size=(4, 4), channels=1)
 
 

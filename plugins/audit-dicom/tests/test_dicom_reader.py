@@ -126,3 +126,22 @@ def test_multi_frame_is_refused(tmp_path: Path):
     ds.save_as(path)
     with pytest.raises(AuditError, match="multi-frame DICOM; export one frame per file"):
         DicomReader().read(path)
+
+
+@pytest.mark.parametrize("rows, columns, match", [(20000, 20000, "400,000,000 pixels is above the limit of 89,478,485"), (0, 4, "has no pixels")])
+def test_rows_and_columns_are_checked_before_the_pixel_data_is_decoded(tmp_path: Path, rows, columns, match):
+    """The header's Rows × Columns against audit's pixel limit: refused with audit's message,
+    not pydicom's, and without allocating the claimed 800 MB (tracemalloc sees numpy's buffers)."""
+    import tracemalloc
+
+    path = write_dicom(tmp_path / "a.dcm", np.zeros((2, 2), np.uint16))
+    ds = pydicom.dcmread(path)
+    ds.Rows, ds.Columns = rows, columns
+    ds.save_as(path)
+    tracemalloc.start()
+    try:
+        with pytest.raises(AuditError, match=match):
+            DicomReader().read(path)
+        assert tracemalloc.get_traced_memory()[1] < 5_000_000
+    finally:
+        tracemalloc.stop()
