@@ -78,6 +78,7 @@ def counterfactual_command(
     from audit.counterfactual.method import checked_autoencoder
     from audit.counterfactual.outputs import run_counterfactuals
     from audit.counterfactual.search import rule as search_rule
+    from audit.data.compatibility import check_classes
     from audit.data.dataset import open_dataset
     from audit.counterfactual.outputs import COUNTERFACTUAL_OUTPUTS, write_summary
     from audit.models.loader import load_classifier
@@ -94,6 +95,7 @@ def counterfactual_command(
         explained = Target.parse(target, classifier.num_classes)
         ae = checked_autoencoder(autoencoder, classifier.spec.shape)
         dataset = open_dataset(data, size=(classifier.spec.height, classifier.spec.width), channels=classifier.spec.channels)
+        check_classes(classifier, dataset, data)
         if len(dataset.classes) == classifier.num_classes:
             classifier.class_names = list(dataset.classes)
         err = Console(stderr=True)

@@ -50,6 +50,7 @@ def finetune(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Fine-tune a classifier away from a distractor (Viviano et al. 2019) and compare with plain training."""
+    from audit.data.compatibility import check_classes
     from audit.data.dataset import open_dataset
     from audit.errors import AuditError
     from audit.finetune.experiment import ExperimentConfig, Progress as Callbacks, run_experiment
@@ -77,6 +78,9 @@ def finetune(
         train_set = open_dataset(data, size=size, channels=chans, masks=masks, regions=regions, mask_blur=blur)
         valid_set = open_dataset(valid, size=size, channels=chans, masks=valid_masks, regions=valid_regions)
         test_set = None if test is None else open_dataset(test, size=size, channels=chans, masks=test_masks, regions=test_regions)
+        for path, checked in ((data, train_set), (valid, valid_set), (test, test_set)):
+            if checked is not None:
+                check_classes(classifier, checked, path)
         if len(valid_set.classes) == classifier.num_classes:
             classifier.class_names = list(valid_set.classes)
         config = ExperimentConfig(

@@ -52,6 +52,7 @@ def run(
 ) -> None:
     """Audit a classifier on a dataset: predictions, saliency maps and their metrics."""
     from audit.cli.summary import print_summary
+    from audit.data.compatibility import check_classes
     from audit.data.dataset import open_dataset
     from audit.errors import AuditError
     from audit.models.loader import load_classifier
@@ -87,6 +88,7 @@ def run(
             mask_dilate=mask_dilate,
             strict=strict,
         )
+        check_classes(classifier, dataset, data, options.class_names)
         if options.class_names is None and len(dataset.classes) == classifier.num_classes:
             classifier.class_names = list(dataset.classes)
         run_config = RunConfig(

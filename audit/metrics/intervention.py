@@ -64,7 +64,8 @@ class SaliencyIntervention:
         result: dict = {"spearman": None, "p_value": None, "n": n, "skipped": self._skipped,
                         "saliency": SALIENCY_VALUE, "intervention": INTERVENTION_VALUE}
         if n < 3:
-            result["reason"] = f"{n} image(s) with both values; Spearman needs at least 3"
+            result["reason"] = (f"{n} image(s) with both values; Spearman needs at least 3 ({self._skipped} skipped: "
+                                f"no artefact mask, or an all-zero map, which has no enrichment)")
             return result
         for name, values in (("saliency", self._saliency), ("drop", self._drop)):
             if min(values) == max(values):

@@ -34,9 +34,12 @@ original and the randomised models and a drop in correlation is not noise.
 
 Per image and step: ρ = Spearman rank correlation (``scipy.stats.spearmanr``, average ranks
 for ties) between |original map| and |randomised map|, flattened. A constant map (either one)
-has no ranking: NaN, excluded from that step's mean and counted as "constant_maps". Per step:
-the mean over images with a 95% t-interval (``intervals.mean_interval``) and the standard
-deviation (Cohen's error bars). The unrandomised correlation (1 by definition) is never part
+has no ranking, so ρ is undefined: the image is left out of that step's mean and counted as
+"constant_maps"; a step without any defined ρ has ``spearman`` and ``ci95`` null with a
+"reason" (one image: ``ci95`` null with a "ci95_reason"). ``constant_original`` counts the
+checked images whose original map is constant (all-zero Grad-CAM maps behind a dead ReLU).
+Per step: the mean over images with a 95% t-interval (``intervals.mean_interval``) and the
+standard deviation (Cohen's error bars). The unrandomised correlation (1 by definition) is never part
 of a list or an average (a public toolkit's average includes it). A method whose maps keep a
 high ρ after the whole network is randomised does not explain the model (guided backprop is
 Adebayo's known case).
@@ -51,7 +54,8 @@ guided backprop 0.18 / 0.34, grad-cam −0.72 / −0.41 (biased / unbiased model
 bounds at most 0.36; occlusion 0.989 / 0.995 and integrated gradients 1.000 / 1.000 fail (on
 black backgrounds both are zero wherever the image is, whatever the weights). A method whose
 check was skipped, raised, or left fewer than two images with an interval is "not run", with
-the reason.
+the reason; so is a method whose original maps are all constant (nothing to rank, whatever the
+weights: the check cannot judge it).
 
 ``seconds_per_layer_per_image``: the wall time of the randomised steps' map computations over
 (steps × images), for the benchmark; deep copies, re-initialisation and correlations excluded.
@@ -140,13 +144,36 @@ def with_module(classifier: Classifier, module: nn.Module) -> Classifier:
                                _differentiable=module)
 
 
+def is_constant(saliency: np.ndarray) -> bool:
+    """True when |saliency| has one value everywhere: no ranking (an all-zero map, too)."""
+    magnitude = np.abs(np.asarray(saliency, dtype=np.float64))
+    return bool(magnitude.min() == magnitude.max())
+
+
 def map_spearman(original: np.ndarray, randomised: np.ndarray) -> float:
     """Spearman ρ of |original| and |randomised| flattened; NaN if either is constant."""
+    if is_constant(original) or is_constant(randomised):
+        return math.nan
     a = np.abs(np.asarray(original, dtype=np.float64)).ravel()
     b = np.abs(np.asarray(randomised, dtype=np.float64)).ravel()
-    if a.min() == a.max() or b.min() == b.max():
-        return math.nan
     return float(stats.spearmanr(a, b)[0])
+
+
+def _step_entry(layer: str, rho: np.ndarray) -> dict[str, Any]:
+    """One step's {layer, spearman, ci95, std, n, constant_maps}, with "reason" where the mean
+    is null and "ci95_reason" where only the interval is."""
+    summary = mean_interval(rho, 0.95)
+    constant = int(np.count_nonzero(np.isnan(rho)))
+    has_interval = summary["ci_low"] is not None
+    entry: dict[str, Any] = {"layer": layer, "spearman": summary["mean"],
+                             "ci95": [summary["ci_low"], summary["ci_high"]] if has_interval else None,
+                             "std": summary["std"], "n": summary["n"], "constant_maps": constant}
+    if summary["mean"] is None:
+        entry["reason"] = (f"no image has a defined rho: {constant} of {rho.size} image(s) have a constant map "
+                           f"(original or randomised), which has no ranking" if constant else summary["reason"])
+    elif not has_interval:
+        entry["ci95_reason"] = summary["reason"]
+    return entry
 
 
 def randomisation_check(
@@ -197,14 +224,7 @@ def randomisation_check(
         maps = maps_of(model)
         elapsed += time.perf_counter() - start
         steps += 1
-        rho = np.array([map_spearman(a, b) for a, b in zip(reference, maps)])
-        summary = mean_interval(rho, 0.95)
-        entry = {"layer": layer, "spearman": summary["mean"],
-                 "ci95": [summary["ci_low"], summary["ci_high"]], "std": summary["std"],
-                 "n": summary["n"], "constant_maps": int(np.count_nonzero(np.isnan(rho)))}
-        if "reason" in summary:
-            entry["reason"] = summary["reason"]
-        return entry
+        return _step_entry(layer, np.array([map_spearman(a, b) for a, b in zip(reference, maps)]))
 
     last = len(order) - 1
     cascading = [step(order[j], list(range(j, last + 1))) for j in range(last, -1, -1)]
@@ -215,6 +235,7 @@ def randomisation_check(
         "seed": seed,
         "layers": order,
         "not_executed": unused,
+        "constant_original": sum(is_constant(m) for m in reference),
         "interval": T_INTERVAL,
         "cascading": cascading,
         "independent": independents,
@@ -277,9 +298,15 @@ def sanity(randomization: dict[str, Any]) -> dict[str, Any]:
     last = steps[-1]
     low, high = (last.get("ci95") or [None, None])
     result.update(spearman=last.get("spearman"), n=last.get("n", 0))
-    if high is None:
-        result["reason"] = (f"the last cascading step gives no interval ({last.get('reason') or 'fewer than two images'}; "
-                            f"{last.get('constant_maps', 0)} constant map(s) have no ranking); raise --randomization-images")
+    images = randomization.get("images")
+    if images and randomization.get("constant_original") == images:
+        result["reason"] = (f"the method's maps are constant on all {images} checked image(s) (e.g. a ReLU that is never "
+                            f"active before its layer): no ranking to lose, so the check cannot judge the method")
+    elif high is None:
+        why = last.get("reason") or last.get("ci95_reason") or "fewer than two images"
+        result["reason"] = (f"the last cascading step gives no interval ({why}; {last.get('constant_maps', 0)} constant "
+                            f"map(s) have no ranking); raise --randomization-images")
+    if "reason" in result:
         return result
     result.update(status=PASSED if high < SANITY_THRESHOLD else FAILED, ci95=[low, high])
     return result
