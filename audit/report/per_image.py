@@ -32,9 +32,12 @@ class PerImageWriter:
         self._handle.close()
         if extra_columns:
             table = pd.read_csv(self.partial, keep_default_na=False, dtype={"path": str})
-            for name, values in extra_columns.items():
-                table[name] = [None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in values]
-            table.to_csv(self.partial, index=False)
+            extra = pd.DataFrame(
+                {name: [None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in values]
+                 for name, values in extra_columns.items()},
+                index=table.index,
+            )
+            pd.concat([table, extra], axis=1).to_csv(self.partial, index=False)
         self.partial.replace(self.final)
         return self.final
 
