@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from audit.cli.options import Channels, InputSize, Mean, Multilabel, Std, ValueRange, model_options
+from audit.cli.options import Channels, InputSize, Mean, Multilabel, Seed, Std, ValueRange, model_options
 
 
 def train_autoencoder_command(
@@ -19,7 +19,7 @@ def train_autoencoder_command(
     bottleneck: int = typer.Option(8, "--bottleneck", min=1, help="Latent channels (at 1/4 of the input size)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     lr: float = typer.Option(3e-3, "--lr", min=0.0),
-    seed: int = typer.Option(0, "--seed"),
+    seed: Seed = 0,
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of images held out for early stopping."),
     patience: int = typer.Option(5, "--patience", min=1, help="Epochs without a better validation loss before stopping."),
     size: Optional[tuple[int, int]] = typer.Option(None, "--size", help="H W to train at (default: the first image's size)."),

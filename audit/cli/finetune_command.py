@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from audit.cli.options import Channels, InputSize, Mean, Std, ValueRange, model_options
+from audit.cli.options import Channels, InputSize, Mean, Seed, Std, ValueRange, model_options
 
 
 def finetune(
@@ -35,7 +35,7 @@ def finetune(
     blur: float = typer.Option(0.5, "--blur", min=0.0, help="σ of the mask blur rule applied to training masks."),
     mask_fraction: float = typer.Option(1.0, "--mask-fraction", help="Use masks for only this fraction of the training images that have one."),
     seeds: int = typer.Option(1, "--seeds", min=1, help="Repeat with this many seeds (mean and spread reported)."),
-    seed: int = typer.Option(0, "--seed", help="First seed."),
+    seed: Seed = 0,
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     patience: int = typer.Option(10, "--patience", min=1, help="Stop after this many epochs without a better validation AUC."),
     out: Path = typer.Option(..., "--out", help="Output folder (results.json, report.pdf, model, checkpoints)."),

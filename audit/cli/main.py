@@ -1,21 +1,29 @@
 """The ``audit`` command: thin typer front end over the library.
 
 Exit codes: 0 success (all gate checks pass), 1 a gate check failed, 2 bad input or usage,
-3 an internal error (a bug: please report it with the ``--debug`` traceback).
-``--debug`` anywhere on the command line shows tracebacks instead of one-line errors.
+3 an internal error (a bug: please report it with the ``--debug`` traceback). Every error is
+one line on stderr, ``audit: error: ...``, usage errors included (``audit.cli.usage``).
+The libraries' logging and warnings are silenced; ``audit``'s own warnings (``AuditWarning``)
+print as one line, ``audit: warning: ...``. ``--debug`` anywhere on the command line shows
+tracebacks instead of one-line errors, and the libraries' logging and warnings.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import traceback
+import warnings
+from contextlib import contextmanager
+from typing import Iterator
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
 from audit.allocator import reuse_freed_memory
-from audit.errors import AuditError, first_line
+from audit.cli.usage import ClickException, NoArgsIsHelpError, usage_message
+from audit.errors import AuditError, AuditWarning, first_line
 
 app = typer.Typer(
     name="audit",
@@ -35,6 +43,8 @@ def _register_commands() -> None:
 
     import audit.cli
 
+    if app.registered_commands:
+        return
     for module in pkgutil.iter_modules(audit.cli.__path__):
         if module.name.endswith("_command"):
             importlib.import_module(f"audit.cli.{module.name}").register(app)
@@ -44,19 +54,33 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
     reuse_freed_memory()
+    with library_output(debug):
+        return _run(argv, debug)
+
+
+def _run(argv: list[str], debug: bool) -> int:
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         _register_commands()
-        app(args=argv, prog_name="audit", standalone_mode=True)
+        code = app(args=argv, prog_name="audit", standalone_mode=False)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
+    except NoArgsIsHelpError as exc:  # bare `audit`: the help
+        exc.show()
+        return AuditError.exit_code
+    except ClickException as exc:  # a usage error: unknown flag, bad value, missing argument
+        if debug:
+            traceback.print_exc()
+        commands = {info.name for info in app.registered_commands if info.name}
+        err.print(Text.assemble(("audit: error: ", "bold red"), usage_message(exc, argv, commands)))
+        return AuditError.exit_code
     except AuditError as exc:
         if debug:
             traceback.print_exc()
         err.print(Text.assemble(("audit: error: ", "bold red"), str(exc)))
         return AuditError.exit_code
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         err.print("audit: interrupted; results written so far are kept", markup=False)
         return 130
     except Exception as exc:  # a bug: one line unless --debug
@@ -66,4 +90,29 @@ def main(argv: list[str] | None = None) -> int:
             Text(f"audit: internal error: {type(exc).__name__}: {first_line(exc)} (rerun with --debug and report it)")
         )
         return INTERNAL_ERROR
-    return 0
+    return code if isinstance(code, int) else 0
+
+
+@contextmanager
+def library_output(debug: bool) -> Iterator[None]:
+    """Silence the libraries' logging (torch's logger and its tracebacks) and warnings (numpy's
+    RuntimeWarnings, torch's UserWarnings) unless ``debug``; an ``AuditWarning`` prints as one line.
+    Filters, ``showwarning`` and the logging threshold are restored on exit."""
+    previous = logging.root.manager.disable
+    with warnings.catch_warnings():
+        if not debug:
+            warnings.simplefilter("ignore")
+            logging.disable(logging.CRITICAL)
+        warnings.simplefilter("default", AuditWarning)
+        warnings.showwarning = _show_warning
+        try:
+            yield
+        finally:
+            logging.disable(previous)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 (warnings' signature)
+    if issubclass(category, AuditWarning):
+        sys.stderr.write(f"audit: warning: {' '.join(str(message).split())}\n")
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))

@@ -13,13 +13,15 @@ def report(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="PDF to write (default: report.pdf beside results.json)."),
 ) -> None:
     """Write the PDF bias report of a run (maps/ and per_image.csv are read from the run's folder)."""
+    from audit.report.gate.compare import load_run
     from audit.report.pdf import write_report
     from audit.errors import AuditError
     from audit.report.output_folder import replace_output
-    from audit.report.results_file import read_results, write_results
+    from audit.report.pdf.document import check_results
+    from audit.report.results_file import write_results
 
-    path = results / "results.json" if results.is_dir() else results
-    data = read_results(path)
+    data, path = load_run(results)
+    check_results(data, path)  # names the file given (write_report names RUN/results.json)
     folder = path.parent
     target = out or folder / "report.pdf"
     taken = [path, *(folder / name for name in data.get("run", {}).get("outputs", {}) if name != "report.pdf")]

@@ -7,11 +7,12 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from audit.cli.options import Seed
 
 
 def make_synthetic_command(
     out: Path = typer.Argument(..., help="Output folder: {train,valid,test}/{images,artefacts,regions}/<class>/*.png"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: Seed = 0,
     box: str = typer.Option("biased", "--box", help="biased: box side tells the class (flipped in valid/test); random: it does not."),
     n_train: int = typer.Option(500, "--n-train", min=2),
     n_valid: int = typer.Option(128, "--n-valid", min=2),

@@ -10,10 +10,12 @@ classes, target and method options: those rows are still shown, but compare diff
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
-from audit.report.gate.keys import MISSING, is_metric, is_value, lookup
+from audit.errors import AuditError
+from audit.report.gate.keys import MISSING, is_metric, is_value, kind_of, lookup
 from audit.report.results_file import read_results
 
 RUN_KEYS = (
@@ -44,13 +46,62 @@ METHOD_KEYS = (
     "randomization.cascading.-1.spearman",
     "sanity.status",
 )
+TEXT_KEYS = ("finding.level", "finding.code", "sanity.status")  # the rows that hold text; every other row a number
 MATCHED = ("data.root", "data.images", "data.classes", "model.classes", "target")
+SECTIONS = ("model", "data", "methods", "performance", "ablation", "finding")
 
 
-def load_run(path: Path) -> tuple[dict[str, Any], Path]:
-    """results.json and its path, from the file or from its run folder."""
+def results_path(given: Path) -> Path:
+    """The results.json that ``given`` (the file, or the run folder that holds it) names; an
+    AuditError that names ``given`` itself when there is none."""
+    if given.is_dir():
+        if not (given / "results.json").is_file():
+            raise AuditError(f"{given}: this folder has no results.json; give a run folder written by `audit run`, or its results.json")
+        return given / "results.json"
+    if not given.exists():
+        raise AuditError(f"{given}: not found (no such file or folder); give a results.json written by `audit run`, or its run folder")
+    return given
+
+
+def load_run(given: Path) -> tuple[dict[str, Any], Path]:
+    """results.json and its path, from the file or from its run folder, with the types compare reads checked."""
+    path = results_path(given)
     results = read_results(path)
-    return results, path / "results.json" if path.is_dir() else path
+    check_types(results, path)
+    return results, path
+
+
+def check_types(results: dict[str, Any], path: Path) -> None:
+    """Refuse (AuditError naming the file and the key) a results.json whose sections are not objects
+    or whose compared values are not what `audit run` writes: a finite number or null, text or null
+    for the text rows."""
+    for section in SECTIONS:
+        if section in results and not isinstance(results[section], dict):
+            raise _wrong(path, section, results[section], "an object")
+    for name, entry in results.get("methods", {}).items():
+        if not isinstance(entry, dict):
+            raise _wrong(path, f"methods.{name}", entry, "an object")
+    keys = [*RUN_KEYS, *(f"methods.{name}.{key}" for name in results.get("methods", {}) for key in METHOD_KEYS)]
+    for key in keys:
+        segments = key.split(".")
+        for depth in range(1, len(segments)):
+            parent = lookup(results, segments[:depth])
+            if parent is not MISSING and parent is not None and not isinstance(parent, (dict, list)):
+                raise _wrong(path, ".".join(segments[:depth]), parent, "an object")
+        value = lookup(results, segments)
+        if value is MISSING or value is None:
+            continue
+        if key.endswith(TEXT_KEYS):
+            if not isinstance(value, str):
+                raise _wrong(path, key, value, "text or null")
+        elif not is_metric(value) or not math.isfinite(value):
+            raise _wrong(path, key, value, "a finite number or null")
+
+
+def _wrong(path: Path, key: str, value: Any, expected: str) -> AuditError:
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    return AuditError(f"{path}: {key} is {kind_of(value)} ({shown}), not {expected} as `audit run` writes it; "
+                      f"rerun `audit run` for this model, or restore the file")
 
 
 def compare_results(base: dict[str, Any], new: dict[str, Any], base_path: Path, new_path: Path) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 The file is ``--config PATH``, else ``audit.toml`` in the current directory, else the
 ``[tool.audit]`` table of ``pyproject.toml`` there (``audit.toml`` wins when both exist). A file
 named ``pyproject.toml`` is read from its ``[tool.audit]`` table, any other file from its top
-level. Keys: ``fail_on`` (a list of expressions) and ``allow_missing`` (a boolean).
+level. The file must be UTF-8 (as TOML requires) and ``tool`` / ``tool.audit`` tables. Keys: ``fail_on`` (a list of expressions) and ``allow_missing`` (a boolean).
 
 The command line wins: any ``--fail-on`` replaces the file's ``fail_on`` list (it does not add
 to it), and ``--allow-missing``/``--no-allow-missing`` replaces ``allow_missing``.
@@ -17,7 +17,7 @@ from typing import Any
 
 from audit.errors import AuditError
 from audit.report.gate.expressions import validate_expressions
-from audit.report.gate.keys import closest_key
+from audit.report.gate.keys import closest_key, kind_of
 
 KEYS = ("fail_on", "allow_missing")
 EXAMPLE = 'fail_on = ["methods.gradient.artefact.enrichment.overall > 2.0"]'
@@ -56,22 +56,44 @@ def _read_config(config_path: Path | None, cwd: Path) -> tuple[str, dict[str, An
             raise AuditError(f"--config {config_path}: not found; give an audit.toml or a pyproject.toml with [tool.audit]")
         if path.name != "pyproject.toml":
             return str(path), _load(path)
-        table = _load(path).get("tool", {}).get("audit")
+        table = _tool_audit(path)
         if table is None:
             raise AuditError(f"--config {config_path}: no [tool.audit] table; add one with {EXAMPLE}")
         return f"{path} [tool.audit]", table
     if (cwd / "audit.toml").is_file():
         return str(cwd / "audit.toml"), _load(cwd / "audit.toml")
     if (cwd / "pyproject.toml").is_file():
-        table = _load(cwd / "pyproject.toml").get("tool", {}).get("audit")
+        table = _tool_audit(cwd / "pyproject.toml")
         if table is not None:
             return f"{cwd / 'pyproject.toml'} [tool.audit]", table
     return "", {}
 
 
+def _tool_audit(path: Path) -> dict[str, Any] | None:
+    """The ``[tool.audit]`` table of a pyproject.toml, or None when it has none."""
+    tool = _load(path).get("tool", {})
+    if not isinstance(tool, dict):
+        raise AuditError(f"{path}: 'tool' is {kind_of(tool)}, not a table; write [tool.audit] with {EXAMPLE}")
+    table = tool.get("audit")
+    if table is not None and not isinstance(table, dict):
+        raise AuditError(f"{path}: tool.audit is {kind_of(table)}, not a table; write [tool.audit] with {EXAMPLE}")
+    return table
+
+
 def _load(path: Path) -> dict[str, Any]:
+    """The TOML file as a dict. TOML is UTF-8 (the spec): other encodings are refused, naming the byte."""
     try:
-        return tomllib.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start : exc.start + 1].hex()
+        raise AuditError(
+            f"{path}: not UTF-8 (byte 0x{byte} at offset {exc.start}); TOML files are UTF-8: re-save it as UTF-8 "
+            f"(e.g. iconv -f latin1 -t utf-8), or pass another file with --config"
+        ) from exc
+    except OSError as exc:
+        raise AuditError(f"{path}: cannot be read ({exc.strerror}); fix its permissions or pass another file with --config") from exc
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise AuditError(f"{path}: not valid TOML ({exc}); fix the file or pass another with --config") from exc
 

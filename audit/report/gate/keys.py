@@ -38,6 +38,12 @@ def is_value(value: Any) -> bool:
     return is_metric(value) or isinstance(value, str)
 
 
+def kind_of(value: Any) -> str:
+    """How a parsed JSON or TOML value is named in a message: "a string", "a list", ..."""
+    kinds = ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"), (list, "a list"), (dict, "a table"))
+    return next((name for kind, name in kinds if isinstance(value, kind)), "null" if value is None else f"a {type(value).__name__}")
+
+
 def value_keys(node: Any, prefix: str = "") -> list[str]:
     """Every key path under ``node`` that leads to a number, a string or null."""
     if isinstance(node, dict):
