@@ -17,6 +17,11 @@ class AuditError(Exception):
         super().__init__(" ".join(message.split()))
 
 
+class AuditWarning(UserWarning):
+    """Something the user should know that does not stop the run. The CLI prints it as one line,
+    ``audit: warning: ...``, while it silences the warnings of the libraries (unless ``--debug``)."""
+
+
 def first_line(exc: BaseException) -> str:
     """The first non-empty line of an exception's message, or its type name when it has none:
     the part of a library's error that fits in a one-line message."""

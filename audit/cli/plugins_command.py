@@ -1,25 +1,32 @@
-"""``audit plugins``: what each registry holds and where it comes from."""
+"""``audit plugins``: what each registry holds and where it comes from, and which plugins are not used."""
 
 from __future__ import annotations
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 
 def plugins() -> None:
-    """List saliency methods, image readers and losses, built in or from installed plugins."""
+    """List saliency methods, image readers and losses, built in or from installed plugins; then,
+    one line each, the plugins that failed to load or whose name is taken."""
     from audit.data.readers import readers
     from audit.finetune.losses import losses
     from audit.saliency import methods
 
+    console = Console(highlight=False, soft_wrap=True)
     table = Table(title="audit plugins")
-    for column in ("kind", "name", "entry-point group", "from"):
-        table.add_column(column)
+    for column in ("entry-point group", "name", "from"):
+        table.add_column(column, no_wrap=True)
     for registry in (methods, readers, losses):
         for name in registry.names():
-            table.add_row(registry.kind, name, registry.group, registry.origin(name))
-    Console().print(table)
+            table.add_row(registry.group, name, registry.origin(name))
+    console.print(table)
+    for registry in (methods, readers, losses):
+        for entry in registry.unloaded():
+            status = Text("failed to load", style="bold red") if entry.failed else Text("not used", style="yellow")
+            console.print(Text.assemble(status, f": {registry.group} {entry.name!r} ({entry.value}) from {entry.package}: {entry.reason}"))
 
 
 def register(app: typer.Typer) -> None:
