@@ -1,4 +1,4 @@
-"""Parsing and bounds of the command line's values: seeds, finite numbers, lists, method options.
+"""Parsing and bounds of the command line's values: seeds, number lists, method options.
 
 Bad values are one-line errors (exit 2): ``typer.BadParameter`` from a typer callback (printed by
 ``audit.cli.usage``), ``AuditError`` from the parsers here.
@@ -11,7 +11,7 @@ import json
 import math
 import types
 import typing
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -26,20 +26,6 @@ def seed_in_range(value: int) -> int:
     if not 0 <= value <= SEED_MAX:
         raise typer.BadParameter(f"must be an integer from 0 to 2**32 - 1 = {SEED_MAX}")
     return value
-
-
-def finite(minimum: float | None = None) -> Callable[[float | None], float | None]:
-    """Typer callback for a float option: refuse NaN and ±inf, and values under ``minimum``.
-    (Use it instead of typer's ``min=``, which lets inf through and calls NaN "not ≥ 0".)"""
-
-    def check(value: float | None) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise typer.BadParameter("must be a finite number")
-        if value is not None and minimum is not None and value < minimum:
-            raise typer.BadParameter(f"must be ≥ {minimum:g}")
-        return value
-
-    return check
 
 
 Seed = Annotated[int, typer.Option("--seed", callback=seed_in_range, help="Random seed, 0 to 2**32 - 1 (runs are deterministic given it).")]

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from audit.cli.options import Channels, InputSize, Mean, Multilabel, Seed, Std, ValueRange, finite, method_options, model_options
+from audit.cli.options import Channels, InputSize, Mean, Multilabel, Seed, Std, ValueRange, method_options, model_options
 
 
 #: What ``audit run`` writes in OUT besides results.json; no --report or --junit may take these names.
@@ -41,7 +41,7 @@ def run(
     randomization_images: int = typer.Option(32, "--randomization-images", min=0, help="Images for the randomisation sanity check (0 skips it)."),
     strict: bool = typer.Option(False, "--strict", help="Fail on an unreadable image instead of skipping it."),
     mask_dilate: int = typer.Option(0, "--mask-dilate", min=0, help="Dilate masks by this many pixels."),
-    mask_blur: float = typer.Option(0.0, "--mask-blur", callback=finite(minimum=0.0), help="Gaussian σ of the mask blur rule (Viviano et al.)."),
+    mask_blur: float = typer.Option(0.0, "--mask-blur", min=0.0, help="Gaussian σ of the mask blur rule (Viviano et al.)."),
     fail_on: list[str] = typer.Option([], "--fail-on", help="Fail (exit 1) when this holds, e.g. 'methods.gradient.artefact.enrichment.overall > 2' (repeatable)."),
     allow_missing: Optional[bool] = typer.Option(None, "--allow-missing/--no-allow-missing", help="A check on a null metric is skipped instead of failing."),
     config: Optional[Path] = typer.Option(None, "--config", help="Gate config (default: audit.toml or [tool.audit] in pyproject.toml here)."),
