@@ -10,6 +10,16 @@ import torch
 from torch import nn
 
 
+def assert_one_line_error(code: int, err: str, *words: str) -> None:
+    """The bad-input contract: exit 2, one stderr line ``audit: error: …`` holding every word, no traceback."""
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("audit: error:"), err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
 class TinyCNN(nn.Module):
     """Conv-BN-ReLU-Conv-ReLU-pool-Linear, 1×28×28 → 2 logits."""
 

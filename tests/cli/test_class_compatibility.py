@@ -23,9 +23,8 @@ from scipy.special import expit
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from audit.cli.main import main
-from tests.cli.test_run_cli import assert_one_line_error, run
-from tests.conftest import TinyCNN, export_onnx
+from tests.cli.test_run_cli import run
+from tests.conftest import TinyCNN, assert_one_line_error, export_onnx
 
 SAMPLE_MODELS = Path(__file__).resolve().parents[2] / "sample_models"
 QUICK = ["--quiet", "--method", "gradient", "--randomization-images", "0"]
@@ -82,7 +81,7 @@ def test_more_data_classes_than_outputs_is_one_line_before_the_run(data, three_c
     code, _, err = run(args, capsys)
     named = "c" if data == "folder" else "2"
     assert_one_line_error(code, err, str(three_classes / data), "3 data classes", "has 2 output(s)",
-                          f"label 2", "an output per class", f"leave the images of {named} out")
+                          "label 2", "an output per class", f"leave the images of {named} out")
     assert err.startswith("audit: error: ")
     no_outputs(out)
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from audit.cli.main import main
-from tests.conftest import export_onnx
+from tests.conftest import assert_one_line_error, export_onnx
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_models"
 AUDIT = [sys.executable, "-m", "audit"]
@@ -38,14 +38,6 @@ def args_for(root: Path, model: Path, out: Path, *extra) -> list:
     return ["run", model, "--data", valid / "images", "--masks", valid / "artefacts", "--out", out, "--quiet",
             "--randomization-images", "0", *extra]
 
-
-def one_line_error(code: int, err: str, *needles: str) -> None:
-    lines = err.strip().splitlines()
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("audit: error:"), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], (needle, err)
 
 
 def digests(folder: Path) -> dict[str, str]:
@@ -95,7 +87,7 @@ def test_a_folder_mixing_two_runs_is_refused_by_every_reader(synthetic_root, tin
     shutil.copy(second / "per_image.csv", first / "per_image.csv")  # what a publish killed half-way leaves
     for command in (["report", first], ["compare", second, first], ["compare", first, second]):
         code, _, err = run(command, capsys)
-        one_line_error(code, err, "per_image.csv", "mixes two runs")
+        assert_one_line_error(code, err, "per_image.csv", "mixes two runs")
 
 
 def test_publish_interrupted_between_renames_leaves_a_folder_readers_refuse(synthetic_root, tiny_model_files, tmp_path, capsys, monkeypatch) -> None:
@@ -115,7 +107,7 @@ def test_publish_interrupted_between_renames_leaves_a_folder_readers_refuse(synt
     monkeypatch.setattr(os, "replace", real_replace)
     assert code == 130
     code, _, err = run(["report", out], capsys)
-    one_line_error(code, err, "mixes two runs")
+    assert_one_line_error(code, err, "mixes two runs")
 
 
 def _start(args: list, **kwargs) -> subprocess.Popen:
@@ -181,7 +173,7 @@ def test_a_full_disk_is_one_line_and_the_earlier_results_survive(synthetic_root,
     before = digests(out)
     full = subprocess.run([*AUDIT, *map(str, args_for(synthetic_root, tiny_model_files["onnx"], out))], capture_output=True,
                           text=True, timeout=300, preexec_fn=_no_bigger_files_than(4096))
-    one_line_error(full.returncode, full.stderr, str(out), "choose another --out")
+    assert_one_line_error(full.returncode, full.stderr, str(out), "choose another --out")
     assert digests(out) == before
 
 
@@ -200,14 +192,14 @@ def test_an_output_path_that_is_another_output_is_refused_before_the_run(flag, p
     (tmp_path / "file.txt").write_text("x")
     out = tmp_path / "out"
     code, _, err = run(args_for(synthetic_root, tiny_model_files["onnx"], out, flag, tmp_path / path), capsys)
-    one_line_error(code, err, flag, needle)
+    assert_one_line_error(code, err, flag, needle)
     assert not (out / "results.json").exists() and not list(tmp_path.rglob("*.tmp"))
 
 
 def test_report_and_junit_on_one_file_are_refused(synthetic_root, tiny_model_files, tmp_path, capsys) -> None:
     same = tmp_path / "r.xml"
     code, _, err = run(args_for(synthetic_root, tiny_model_files["onnx"], tmp_path / "out", "--report", same, "--junit", same), capsys)
-    one_line_error(code, err, "--junit", "--report")
+    assert_one_line_error(code, err, "--junit", "--report")
 
 
 @pytest.mark.parametrize("kind", ["a file", "below a file", "a 300-character name", "unwritable"])
@@ -220,7 +212,7 @@ def test_an_out_that_cannot_be_a_folder_is_one_line(kind, synthetic_root, tiny_m
         "unwritable": Path("/proc/audit-out"),
     }[kind]
     code, _, err = run(args_for(synthetic_root, tiny_model_files["onnx"], out), capsys)
-    one_line_error(code, err, "--out")
+    assert_one_line_error(code, err, "--out")
     assert (tmp_path / "file").read_text() == "x"
 
 
@@ -237,7 +229,7 @@ def test_counterfactual_outputs_stay_inside_out_for_manifest_paths_that_climb_ou
     monkeypatch.chdir(manifests)
     code, _, err = run(["counterfactual", SAMPLES / "biased.onnx", "--autoencoder", SAMPLES / "autoencoder.pt", "--data",
                         "absolute.csv", "--out", "."], capsys)
-    one_line_error(code, err, "absolute.csv", "relative")
+    assert_one_line_error(code, err, "absolute.csv", "relative")
     code, _, err = run(["counterfactual", SAMPLES / "biased.onnx", "--autoencoder", SAMPLES / "autoencoder.pt", "--data", "m.csv",
                         "--out", ".", "--bound", "20", "--quiet"], capsys)
     assert code == 0, err
@@ -286,5 +278,5 @@ def test_audit_report_never_writes_over_the_run_it_reports_on(name, synthetic_ro
     assert run(args_for(synthetic_root, tiny_model_files["onnx"], out), capsys)[0] == 0
     before = digests(out)
     code, _, err = run(["report", out, "--out", out / name], capsys)
-    one_line_error(code, err, "--out", name)
+    assert_one_line_error(code, err, "--out", name)
     assert digests(out) == before

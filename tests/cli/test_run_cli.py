@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from audit.cli.main import main
-from tests.conftest import export_onnx
+from tests.conftest import assert_one_line_error, export_onnx
 
 
 def run(args: list[str], capsys) -> tuple[int, str, str]:
@@ -154,14 +154,6 @@ def test_unreadable_images_are_skipped_and_listed(broken_data, tiny_model_files,
     assert [Path(m["path"]).name for m in data["masks_unreadable"]] == [images[2].name]
     assert data["with_artefact"] == 22  # 23 images read, one of them with an unreadable mask
 
-
-def assert_one_line_error(code: int, err: str, *words: str) -> None:
-    assert code == 2, err
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for word in words:
-        assert word in err, err
 
 
 def test_strict_fails_on_the_unreadable_image(broken_data, tiny_model_files, tmp_path, capsys) -> None:

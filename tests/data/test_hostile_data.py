@@ -26,6 +26,7 @@ from audit.data.names import escape_path
 from audit.data.readers import NpyReader, PngReader, JpegReader, TiffReader
 from audit.errors import AuditError
 from audit.limits import MAX_IMAGE_PIXELS
+from tests.conftest import assert_one_line_error
 
 BAD_NAME = b"\xff\xfe.png"  # not UTF-8: Python holds it as "\udcff\udcfe.png"
 BAD_NAME_ESCAPED = "\\xff\\xfe.png"  # what every output writes (names.escape_path)
@@ -94,14 +95,6 @@ def run(args: list, capsys) -> tuple[int, str, str]:
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
-
-def assert_one_line_error(code: int, out: str, err: str, *needles: str) -> None:
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("audit: error:"), err
-    assert "Traceback" not in out + err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def valid_folder(synthetic_root: Path, target: Path, per_class: int = 3) -> Path:
@@ -298,7 +291,7 @@ def test_a_manifest_path_with_a_nul_or_newline_is_skipped_and_listed_escaped(tmp
 def test_bad_manifests_exit_2_with_one_line(text, needles, tiny_model_files, tmp_path, capsys) -> None:
     path = manifest(tmp_path, text)
     code, out, err = run(["run", tiny_model_files["onnx"], "--data", path, "--out", tmp_path / "out", "--quiet"], capsys)
-    assert_one_line_error(code, out, err, *needles)
+    assert_one_line_error(code, out + err, *needles)
     assert not (tmp_path / "out" / "results.json").exists()
 
 
@@ -381,8 +374,8 @@ def test_mask_growth_flags_out_of_range_exit_2_before_the_run(flag, value, needl
     out = tmp_path / "out"
     args = ["run", tiny_model_files["onnx"], "--data", synthetic_root / "valid" / "images",
             "--masks", synthetic_root / "valid" / "artefacts", "--out", out, "--quiet", flag, value]
-    outcome, peak = peak_bytes(lambda: run(args, capsys))
-    assert_one_line_error(*outcome, *needles)
+    (code, out_text, err), peak = peak_bytes(lambda: run(args, capsys))
+    assert_one_line_error(code, out_text + err, *needles)
     assert peak < 100_000_000 and not (out / "results.json").exists()
 
 
@@ -449,4 +442,4 @@ def test_hostile_files_among_good_ones_are_skipped_and_listed(synthetic_root, ti
 def test_a_folder_of_only_hostile_files_exits_2(tiny_model_files, tmp_path, capsys) -> None:
     write_hostile_files(tmp_path / "data" / "c")
     code, out, err = run(["run", tiny_model_files["onnx"], "--data", tmp_path / "data", "--out", tmp_path / "o", "--quiet"], capsys)
-    assert_one_line_error(code, out, err, str(tmp_path / "data"))
+    assert_one_line_error(code, out + err, str(tmp_path / "data"))

@@ -28,7 +28,7 @@ from audit.cli.main import main
 from audit.errors import AuditError
 from audit.models.export_json import unsafe_guard, unsafe_sympy
 from audit.models.loader import ModelOptions, load_classifier
-from tests.conftest import TinyCNN
+from tests.conftest import TinyCNN, assert_one_line_error
 
 
 class Payload:
@@ -76,14 +76,6 @@ def audit_cli(args: list, capsys) -> tuple[int, str]:
     captured = capsys.readouterr()
     return code, captured.out + captured.err
 
-
-def assert_one_line_exit_2(code: int, output: str, *words: str) -> None:
-    lines = output.strip().splitlines()
-    assert code == 2, output
-    assert len(lines) == 1 and lines[0].startswith("audit: error:"), output
-    assert "Traceback" not in output
-    for word in words:
-        assert word in lines[0], (word, lines[0])
 
 
 def run_args(model: Path, data: Path, *extra) -> list:
@@ -164,7 +156,7 @@ def test_pt2_payloads_never_run(archives, tmp_path, synthetic_root, capsys, vari
             z.writestr("serialized_example_inputs.pt", pickled(Payload(marker)))
         member = "serialized_example_inputs.pt"
     code, output = audit_cli(run_args(hostile, synthetic_root / "valid" / "images"), capsys)
-    assert_one_line_exit_2(code, output, str(hostile), member)
+    assert_one_line_error(code, output, str(hostile), member)
     assert not marker.exists()
     # the same payload really does run when torch loads the archive without our check
     if variant in ("sample_inputs", "use_pickle weight"):
@@ -202,7 +194,7 @@ def test_pt2_text_that_torch_would_evaluate_never_runs(archives, tmp_path, synth
     for name, edit in (("sympy.pt2", sympy_payload), ("guard.pt2", guard_payload)):
         hostile = _replace_json(archives["clean.pt2"], tmp_path / name, edit)
         code, output = audit_cli(run_args(hostile, synthetic_root / "valid" / "images"), capsys)
-        assert_one_line_exit_2(code, output, str(hostile), "models/model.json")
+        assert_one_line_error(code, output, str(hostile), "models/model.json")
         assert not marker.exists()
 
 
@@ -246,7 +238,7 @@ def test_torchscript_pickles_never_run(archives, tmp_path, synthetic_root, capsy
     hostile = rewrite(archives["clean.pt"], tmp_path / "hostile.pt",
                       lambda name, d: pickle.dumps(Payload(marker), protocol=2) if name.endswith("/" + member) else None)
     code, output = audit_cli(run_args(hostile, synthetic_root / "valid" / "images", "--input-size", 28, 28, "--channels", 1), capsys)
-    assert_one_line_exit_2(code, output, str(hostile), "TorchScript")
+    assert_one_line_error(code, output, str(hostile), "TorchScript")
     assert not marker.exists()
 
 
@@ -279,7 +271,7 @@ def test_corrupt_archives_are_one_line_exit_2(archives, tmp_path, synthetic_root
         hostile.write_bytes(bytes(data))
     extra = ["--input-size", 28, 28, "--channels", 1] if name.endswith(".pt") else []
     code, output = audit_cli(run_args(hostile, synthetic_root / "valid" / "images", *extra), capsys)
-    assert_one_line_exit_2(code, output, str(hostile))
+    assert_one_line_error(code, output, str(hostile))
 
 
 def test_hostile_pt2_as_a_real_subprocess(archives, tmp_path, synthetic_root) -> None:
@@ -368,7 +360,7 @@ def test_onnx_external_data_that_escapes_or_is_missing(external, tmp_path, synth
     else:
         data.unlink()
     code, output = audit_cli(run_args(external, synthetic_root / "valid" / "images"), capsys)
-    assert_one_line_exit_2(code, output, str(external), *words)
+    assert_one_line_error(code, output, str(external), *words)
 
 
 # --- sizes and messages ----------------------------------------------------------------------
@@ -390,9 +382,9 @@ def test_inputs_too_large_to_allocate_are_refused_before_allocating(archives, tm
     images = synthetic_root / "valid" / "images"
     huge = _onnx_declaring(tmp_path / "huge.onnx", 60000, 60000)
     code, output = audit_cli(run_args(huge, images), capsys)
-    assert_one_line_exit_2(code, output, str(huge), "60000x60000", "limit")
+    assert_one_line_error(code, output, str(huge), "60000x60000", "limit")
     code, output = audit_cli(run_args(archives["clean.pt"], images, "--input-size", 100000, 100000, "--channels", 1), capsys)
-    assert_one_line_exit_2(code, output, "--input-size", "100000x100000")
+    assert_one_line_error(code, output, "--input-size", "100000x100000")
 
 
 class NanNet(nn.Module):
