@@ -11,6 +11,8 @@ What ``torch.export.load`` (torch 2.13, ``torch/export/pt2_archive/_package.py``
   ``torch.load(weights_only=False)``;
 - ``data/constants/custom_obj_*`` (TorchScript unpickler) and ``opaque_obj_*`` (``pickle.loads``);
 - the pre-2.8 layout (``serialized_*.pt``), read when the new layout fails to load;
+- every member under ``models/``, whatever its suffix, as a program (so only ``models/<name>.json``
+  and the records torch.export.save writes are accepted: ``EXPECTED_MEMBER``);
 - ``data/aotinductor/``: compiled shared libraries, loaded as native code;
 - text in ``models/<model>.json`` that is ``eval``-ed (see ``export_json``).
 
@@ -38,6 +40,12 @@ from audit.errors import AuditError, first_line
 from audit.models.export_json import unsafe_program_text
 
 FIX = "re-save it with torch.export.save from a plain tensor-only module"
+#: Every record name torch.export.save writes (torch 2.13). torch.export.load reads EVERY member
+#: under models/ as a program, whatever its suffix, so a ``models/`` member must be ``<name>.json``.
+EXPECTED_MEMBER = re.compile(
+    r"archive_format|archive_version|byteorder|version|\.data/[\w.-]+|models/[\w.-]+\.json|"
+    r"data/(sample_inputs/[\w.-]+\.pt|weights/[\w.-]+|constants/[\w.-]+|aotinductor/.+)|extra/.+"
+)
 LEGACY_MEMBERS = ("serialized_exported_program.json", "serialized_state_dict.pt", "serialized_constants.pt",
                   "serialized_example_inputs.pt")
 
@@ -68,6 +76,9 @@ def check_export_archive(path: Path, data: bytes) -> None:
     except Exception as exc:
         raise AuditError(f"{path}: unreadable torch.export archive ({first_line(exc)}); {FIX}") from exc
     for name in records:
+        if not EXPECTED_MEMBER.fullmatch(name):
+            raise AuditError(f"{path}: member {name} is not part of a torch.export archive (torch.export.save writes "
+                             f"models/<name>.json, data/… and a few records); {FIX}")
         if name.startswith("data/aotinductor/"):
             raise AuditError(f"{path}: member {name} is AOTInductor compiled code, which is never loaded; {FIX}")
         if name.startswith(("data/constants/custom_obj_", "data/constants/opaque_obj_")):

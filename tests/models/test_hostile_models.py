@@ -132,7 +132,8 @@ def _add_member(source: Path, target: Path, member: str, data: bytes) -> Path:
     return target
 
 
-@pytest.mark.parametrize("variant", ["sample_inputs", "use_pickle weight", "use_pickle constant", "opaque object", "legacy layout"])
+@pytest.mark.parametrize("variant", ["sample_inputs", "use_pickle weight", "use_pickle constant", "opaque object", "legacy layout",
+                                     "second program not named .json"])
 def test_pt2_payloads_never_run(archives, tmp_path, synthetic_root, capsys, variant) -> None:
     marker = tmp_path / "marker"
     clean = archives["clean.pt2"]
@@ -150,16 +151,30 @@ def test_pt2_payloads_never_run(archives, tmp_path, synthetic_root, capsys, vari
     elif variant == "opaque object":
         _add_member(clean, hostile, "data/constants/opaque_obj_0", pickle.dumps(Payload(marker)))
         member = "data/constants/opaque_obj_0"
-    else:
+    elif variant == "legacy layout":
         rewrite(clean, hostile, lambda name, d: None)
         with zipfile.ZipFile(hostile, "a") as z:
             z.writestr("serialized_example_inputs.pt", pickled(Payload(marker)))
         member = "serialized_example_inputs.pt"
+    else:  # torch.export.load reads every member under models/ as a program, named by cutting 5 characters
+        with zipfile.ZipFile(clean) as z:
+            prefix = z.namelist()[0].split("/")[0]
+            program = z.read(f"{prefix}/models/model.json")
+            weights = z.read(f"{prefix}/data/weights/model_weights_config.json")
+            constants = z.read(f"{prefix}/data/constants/model_constants_config.json")
+        staged = clean
+        for number, (member_name, data) in enumerate([
+            ("models/pwned12345", program), ("data/weights/pwned_weights_config.json", weights),
+            ("data/constants/pwned_constants_config.json", constants),
+        ]):
+            staged = _add_member(staged, tmp_path / f"staged{number}.pt2", member_name, data)
+        _add_member(staged, hostile, "data/sample_inputs/pwned.pt", pickle.dumps(Payload(marker)))
+        member = "models/pwned12345"
     code, output = audit_cli(run_args(hostile, synthetic_root / "valid" / "images"), capsys)
     assert_one_line_error(code, output, str(hostile), member)
     assert not marker.exists()
     # the same payload really does run when torch loads the archive without our check
-    if variant in ("sample_inputs", "use_pickle weight"):
+    if variant in ("sample_inputs", "use_pickle weight", "second program not named .json"):
         try:
             torch.export.load(str(hostile))
         except Exception:
