@@ -90,12 +90,13 @@ def counterfactual_command(
         max_pixel_change=max_pixel_change, turn_tolerance=turn_tolerance,
     )
     options = ShiftOptions(rule=search_rule(rule, **thresholds), frames=frames, upper_frames=upper_frames, direction=direction)
-    with OutputFolder(out, "summary.json", reserved=COUNTERFACTUAL_OUTPUTS) as folder:
+    with OutputFolder(out, "summary.json", reserved=COUNTERFACTUAL_OUTPUTS, inputs=(model, data, *autoencoder_files(autoencoder))) as folder:
         classifier = load_classifier(model, model_options(input_size, channels, mean, std, value_range_text, multilabel))
         explained = Target.parse(target, classifier.num_classes)
         ae = checked_autoencoder(autoencoder, classifier.spec.shape)
         dataset = open_dataset(data, size=(classifier.spec.height, classifier.spec.width), channels=classifier.spec.channels)
         check_classes(classifier, dataset, data)
+        folder.protect(dataset.base / relative for relative, _ in dataset.entries)
         if len(dataset.classes) == classifier.num_classes:
             classifier.class_names = list(dataset.classes)
         err = Console(stderr=True)
@@ -115,6 +116,12 @@ def counterfactual_command(
             f"{rec['accuracy_reconstruction']} on reconstructions; written to {out}",
             highlight=False,
         )
+
+
+def autoencoder_files(autoencoder: str) -> list[Path]:
+    """The files ``--autoencoder`` names: AE.pt and its AE.json, or ENCODER.onnx,DECODER.onnx."""
+    files = [Path(part) for part in autoencoder.split(",") if part]
+    return [*files, *(f.with_suffix(".json") for f in files)]
 
 
 def register(app: typer.Typer) -> None:

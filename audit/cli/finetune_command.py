@@ -70,7 +70,8 @@ def finetune(
         raise AuditError("--test-regions and --test-masks need --test; without --test the verdict reports on half of "
                          "--valid, with --valid-regions and --valid-masks")
     options = model_options(input_size, channels, mean, std, value_range_text)
-    with OutputFolder(out, "results.json", reserved=("report.pdf", "audit", "checkpoints")) as folder:
+    inputs = (model, data, valid, test, regions, masks, valid_regions, valid_masks, test_regions, test_masks)
+    with OutputFolder(out, "results.json", reserved=("report.pdf", "audit", "checkpoints"), inputs=inputs) as folder:
         junit_path = None if junit is None else folder.destination(junit, "junit.xml", "--junit")
         folder.carry_over("checkpoints")  # resume where a finished or interrupted run left off
         classifier = load_classifier(model, options)
@@ -81,6 +82,7 @@ def finetune(
         for path, checked in ((data, train_set), (valid, valid_set), (test, test_set)):
             if checked is not None:
                 check_classes(classifier, checked, path)
+                folder.protect(checked.base / relative for relative, _ in checked.entries)
         if len(valid_set.classes) == classifier.num_classes:
             classifier.class_names = list(valid_set.classes)
         config = ExperimentConfig(

@@ -70,7 +70,7 @@ def run(
     per_method = with_autoencoder(method_options(option, chosen), chosen, autoencoder)
     validate_expressions(expressions, groups={"methods": Group("method", "--method", chosen)})
     options = model_options(input_size, channels, mean, std, value_range_text, multilabel, class_names)
-    with OutputFolder(out, "results.json", reserved=RUN_OUTPUTS) as folder:
+    with OutputFolder(out, "results.json", reserved=RUN_OUTPUTS, inputs=(model, data, masks, regions, config, autoencoder)) as folder:
         report_path = folder.destination(report, "report.pdf", "--report")
         junit_path = None if junit is None else folder.destination(junit, "junit.xml", "--junit")
         if junit_path is not None and junit_path.resolve() == report_path.resolve():
@@ -89,6 +89,7 @@ def run(
             strict=strict,
         )
         check_classes(classifier, dataset, data, options.class_names)
+        folder.protect(dataset.base / relative for relative, _ in dataset.entries)
         if options.class_names is None and len(dataset.classes) == classifier.num_classes:
             classifier.class_names = list(dataset.classes)
         run_config = RunConfig(

@@ -30,7 +30,7 @@ import secrets
 import shutil
 from pathlib import Path, PurePosixPath
 from types import TracebackType
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from audit.errors import AuditError
 from audit.models.files import sha256_of
@@ -94,10 +94,12 @@ class OutputFolder:
     """``with OutputFolder(out, "results.json") as folder:`` write to ``folder.staged(...)``,
     then ``folder.publish(document)``. See the module docstring."""
 
-    def __init__(self, root: Path, index: str, reserved: tuple[str, ...] = ()) -> None:
+    def __init__(self, root: Path, index: str, reserved: tuple[str, ...] = (), inputs: tuple[Path | None, ...] = ()) -> None:
         self.root = Path(root)
         self.index = index
         self.reserved = (index, LOCK, STAGING, *reserved)
+        self.inputs = [Path(p) for p in inputs if p is not None]
+        self._protected: set[Path] = set()
         self.run_id = new_run_id()
         self.staging = self.root / STAGING / self.run_id
         self._lock: int | None = None
@@ -105,6 +107,9 @@ class OutputFolder:
     # --- lifetime -------------------------------------------------------------------------
     def __enter__(self) -> OutputFolder:
         self._created = check_out_folder(self.root)
+        self._check_inputs()
+        if (self.root / STAGING).is_symlink():
+            raise AuditError(f"{self.root / STAGING}: is a link; remove it (audit stages its outputs there)")
         self._take_lock()
         try:
             self.staging.mkdir(parents=True)
@@ -126,6 +131,33 @@ class OutputFolder:
             raise output_error(self.root, exc, self.staging) from exc
         if isinstance(exc, AuditError) and self.staging.exists():
             raise AuditError(f"{exc}; the outputs computed so far are in {self.staging}") from exc
+
+    def _check_inputs(self) -> None:
+        """Refuse, before any work, an OUT that is an input folder or lies inside one (the next
+        run would read the outputs as data), and an input that lies where an output goes."""
+        root = self.root.resolve()
+        for given in self.inputs:
+            path = given.resolve()
+            if path.is_dir() and (root == path or path in root.parents):
+                raise AuditError(f"--out {self.root}: is or lies inside the input folder {given}; the outputs would be read "
+                                 f"as inputs next time: choose a folder outside it")
+            if path.is_relative_to(root) and path != root and path.relative_to(root).parts[0] in self.reserved:
+                raise AuditError(f"{given}: an input lies where this run writes its outputs in {self.root}; move it or choose another --out")
+
+    def protect(self, files: Iterable[Path]) -> None:
+        """Add input files (e.g. a manifest's images, which may lie anywhere) that no output may replace."""
+        self._protected.update(f.resolve() for f in files)
+
+    def _is_input(self, path: Path) -> Path | None:
+        """The input that ``path`` is, or lies inside, if any."""
+        resolved = path.resolve()
+        if resolved in self._protected:
+            return path
+        for given in self.inputs:
+            source = given.resolve()
+            if resolved == source or source in resolved.parents:
+                return given
+        return None
 
     def published(self, path: Path) -> Path:
         """Where a staged file lies once the set is published (other paths are unchanged)."""
@@ -179,6 +211,8 @@ class OutputFolder:
         for parent in user_path.parents:
             if parent.exists() and not parent.is_dir():
                 raise AuditError(f"{flag} {user_path}: lies below the file {parent}; give another path")
+        if (source := self._is_input(user_path)) is not None:
+            raise AuditError(f"{flag} {user_path}: would overwrite the input {source}; choose another path")
         try:
             relative = user_path.resolve().relative_to(self.root.resolve())
         except ValueError:
@@ -204,6 +238,18 @@ class OutputFolder:
             shutil.copy2(path, self.staged(f"{folder}/{name}"))
         return len(newest)
 
+    def _check_target(self, target: Path) -> None:
+        """An output may only replace a regular file of ours inside OUT: not through a link that
+        leads outside, not over a folder, not over an input."""
+        links = [p for p in [target, *target.parents] if p.is_symlink() and self.root in p.parents]
+        if links or not inside(self.root, target):
+            where = links[-1] if links else target
+            raise AuditError(f"{where}: a link in {self.root} where outputs go; remove the link (outputs kept in {self.staging})")
+        if target.is_dir() and not target.is_symlink():
+            raise AuditError(f"{target}: is a folder where an output goes; remove it (outputs kept in {self.staging})")
+        if (source := self._is_input(target)) is not None:
+            raise AuditError(f"{target}: would overwrite the input {source}; choose another --out (outputs kept in {self.staging})")
+
     # --- publishing -----------------------------------------------------------------------
     def publish(self, document: dict[str, Any], write: Callable[[dict[str, Any], Path], Any]) -> dict[str, Any]:
         """Record the staged files' hashes in ``document["run"]``, write it with ``write`` as
@@ -214,16 +260,17 @@ class OutputFolder:
         document["run"] = {"id": self.run_id, "outputs": outputs}
         write(document, index)
         previous = listed_outputs(self.root, self.index)
+        for relative in [*outputs, self.index]:  # every target checked before anything moves
+            self._check_target(self.root / relative)
         for relative in outputs:
             target = self.root / relative
-            if not inside(self.root, target.parent) and target.parent.exists():
-                raise AuditError(f"{target}: a folder in {self.root} points outside it; remove that link")
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self.staging / relative, target)
         os.replace(index, self.root / self.index)
-        for relative in set(previous) - set(outputs):
+        for relative, digest in previous.items():  # only files we wrote: the hash the old index recorded
             stale = self.root / relative
-            if stale.is_file() and inside(self.root, stale):
+            if relative not in outputs and stale.is_file() and not stale.is_symlink() and inside(self.root, stale) \
+                    and self._is_input(stale) is None and sha256_of(stale) == digest:
                 stale.unlink()
         shutil.rmtree(self.staging, ignore_errors=True)
         _remove_if_empty(self.root / STAGING)

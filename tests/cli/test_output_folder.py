@@ -280,3 +280,89 @@ def test_audit_report_never_writes_over_the_run_it_reports_on(name, synthetic_ro
     code, _, err = run(["report", out, "--out", out / name], capsys)
     assert_one_line_error(code, err, "--out", name)
     assert digests(out) == before
+
+
+def test_links_in_out_never_lead_outputs_outside(synthetic_root, tiny_model_files, tmp_path, capsys) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    staged = tmp_path / "staged-out"
+    staged.mkdir()
+    (staged / ".partial").symlink_to(elsewhere)
+    code, _, err = run(args_for(synthetic_root, tiny_model_files["onnx"], staged), capsys)
+    assert_one_line_error(code, err, ".partial", "is a link")
+    linked = tmp_path / "linked-out"
+    linked.mkdir()
+    (linked / "maps").symlink_to(elsewhere)
+    code, _, err = run(args_for(synthetic_root, tiny_model_files["onnx"], linked), capsys)
+    assert_one_line_error(code, err, "maps", "a link in")
+    assert list(elsewhere.iterdir()) == [] and not (linked / "results.json").exists()
+    assert list((linked / ".partial").glob("*/maps/gradient.npz"))  # the outputs are kept in staging
+
+
+@pytest.mark.parametrize("flag", ["--report", "--junit"])
+def test_report_or_junit_over_an_input_is_refused(flag, synthetic_root, tiny_model_files, tmp_path, capsys) -> None:
+    model = tmp_path / "model.onnx"
+    shutil.copy(tiny_model_files["onnx"], model)
+    before = model.read_bytes()
+    code, _, err = run(args_for(synthetic_root, model, tmp_path / "out", flag, model), capsys)
+    assert_one_line_error(code, err, flag, "would overwrite the input")
+    image = next((synthetic_root / "valid" / "images").rglob("*.png"))
+    code, _, err = run(args_for(synthetic_root, model, tmp_path / "out", flag, image), capsys)
+    assert_one_line_error(code, err, flag, "would overwrite the input")
+    assert model.read_bytes() == before
+
+
+def test_out_that_is_or_lies_in_the_data_folder_or_holds_an_input_at_an_output_name(synthetic_root, tiny_model_files, tmp_path, capsys) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_root / "valid" / "images", data)
+    for out in (data, data / "out"):
+        code, _, err = run(["run", tiny_model_files["onnx"], "--data", data, "--out", out, "--quiet"], capsys)
+        assert_one_line_error(code, err, "--out", "input folder")
+    images = sorted(data.rglob("*.png"))[:4]
+    out = tmp_path / "out"
+    out.mkdir()
+    manifest = out / "per_image.csv"  # a manifest that publishing would replace
+    manifest.write_text("path,label\n" + "".join(f"{p},{p.parent.name}\n" for p in images))
+    code, _, err = run(["run", tiny_model_files["onnx"], "--data", manifest, "--out", out, "--quiet"], capsys)
+    assert_one_line_error(code, err, "per_image.csv", "where this run writes")
+
+
+def test_publish_never_replaces_an_input_and_removes_only_files_it_wrote(tmp_path) -> None:
+    from audit.errors import AuditError
+    from audit.report.output_folder import OutputFolder
+    from audit.report.results_file import write_results
+
+    out = tmp_path / "out"
+    out.mkdir()
+    model = out / "model-actdiff.onnx"  # e.g. fine-tuning the model that the last run wrote, into the same folder
+    model.write_bytes(b"input model")
+    with pytest.raises(AuditError, match="would overwrite the input"):
+        with OutputFolder(out, "results.json", inputs=(model,)) as folder:
+            folder.staged("model-actdiff.onnx").write_bytes(b"fine-tuned")
+            folder.publish({"schema": "x"}, write_results)
+    assert model.read_bytes() == b"input model" and not (out / "results.json").exists()
+    assert [p.read_bytes() for p in (out / ".partial").glob("*/model-actdiff.onnx")] == [b"fine-tuned"]
+    # an index listing files we did not write (a hand-edited or hostile results.json) deletes none of them
+    (out / "keep.png").write_bytes(b"user file")
+    (tmp_path / "outside.txt").write_text("outside")
+    listed = {"keep.png": "0" * 64, "../outside.txt": "0" * 64, "model-actdiff.onnx": "0" * 64}
+    (out / "results.json").write_text(json.dumps({"schema": "x", "run": {"id": "old", "outputs": listed}}))
+    with OutputFolder(out, "results.json") as folder:
+        folder.staged("per_image.csv").write_text("path\n")
+        folder.publish({"schema": "x"}, write_results)
+    assert (out / "keep.png").read_bytes() == b"user file" and (tmp_path / "outside.txt").exists() and model.exists()
+
+
+def test_counterfactual_never_replaces_a_manifest_image_that_lies_where_an_output_goes(synthetic_root, tmp_path, capsys) -> None:
+    data = tmp_path / "d"
+    image = sorted((synthetic_root / "valid" / "images" / "0-one-cross").glob("*.png"))[0]
+    (data / "0-one-cross").mkdir(parents=True)
+    (data / "strips" / "0-one-cross").mkdir(parents=True)
+    shutil.copy(image, data / "0-one-cross" / "0000.png")
+    shutil.copy(image, data / "strips" / "0-one-cross" / "0000.png")  # an input where the first image's strip goes
+    (data / "m.csv").write_text("path,label\n0-one-cross/0000.png,0-one-cross\nstrips/0-one-cross/0000.png,0-one-cross\n")
+    before = digests(data)
+    code, _, err = run(["counterfactual", SAMPLES / "biased.onnx", "--autoencoder", SAMPLES / "autoencoder.pt", "--data",
+                        data / "m.csv", "--out", data, "--bound", "20", "--quiet"], capsys)
+    assert_one_line_error(code, err, "strips/0-one-cross/0000.png", "would overwrite the input")
+    assert digests(data) == before
