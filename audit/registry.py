@@ -8,18 +8,25 @@ Groups: ``audit.methods`` (saliency methods), ``audit.readers`` (image file read
 
 Built-ins register with the ``register`` decorator; entry points are loaded on first lookup,
 each on its own: one that fails to import is recorded (``failures``, listed by ``audit plugins``)
-and is an ``AuditError`` only when its name is asked for, so it never hides the others. A plugin
-whose name is already taken (a built-in, or an earlier plugin) is not loaded at all: the one
-registered first wins, and an ``AuditWarning`` names both.
+and is an ``AuditError`` only when its name is asked for, so it never hides the others. Whatever
+the import raises counts as a failure, ``SystemExit`` and ``KeyboardInterrupt`` included, except
+a real Ctrl-C (a SIGINT received while loading), which still interrupts. The loaded object is
+checked too (``validate``: a reader needs ``extensions`` and ``read``, a method must subclass
+``SaliencyMethod``, a loss must be callable): one that is not what its group needs is a failed
+plugin as well. A plugin whose name is already taken (a built-in, or an earlier plugin) is not
+loaded at all: the one registered first wins, and an ``AuditWarning`` names both.
 """
 
 from __future__ import annotations
 
 import difflib
+import signal
+import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
 from audit.errors import AuditError, AuditWarning, first_line
 
@@ -41,9 +48,11 @@ class Unloaded:
 class Registry(Generic[T]):
     """A name → object table for one kind of plugin."""
 
-    def __init__(self, kind: str, group: str) -> None:
+    def __init__(self, kind: str, group: str, validate: Callable[[Any], str | None] = lambda obj: None) -> None:
+        """``validate(obj)``: None when a plugin's object is usable, else why not (one line)."""
         self.kind = kind
         self.group = group
+        self.validate = validate
         self._items: dict[str, T] = {}
         self._origin: dict[str, str] = {}  # BUILTIN or the package whose entry point registered the name
         self._unloaded: dict[str, Unloaded] = {}
@@ -77,9 +86,14 @@ class Registry(Generic[T]):
                 self._clash(ep, package)
                 continue
             try:
-                obj = ep.load()
-            except (Exception, SystemExit) as exc:  # a broken plugin must not break the tool
+                with _real_interrupts() as interrupted:
+                    obj = ep.load()
+                reason = self.validate(obj)
+            except BaseException as exc:  # a broken plugin must not break the tool (nor exit it)
+                if interrupted and isinstance(exc, KeyboardInterrupt):
+                    raise
                 reason = f"{type(exc).__name__}: {first_line(exc)}"
+            if reason is not None:
                 self._unloaded.setdefault(ep.name, Unloaded(ep.name, package, ep.value, reason, failed=True))
                 continue
             self._items[ep.name] = obj
@@ -131,3 +145,30 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+@contextmanager
+def _real_interrupts() -> Iterator[list[bool]]:
+    """Within the block, a SIGINT sets the yielded list's flag before it raises
+    ``KeyboardInterrupt``, so a Ctrl-C can be told from a plugin that raises one itself. Outside
+    the main thread (no signal handlers there) every ``KeyboardInterrupt`` counts as real."""
+    flag: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        flag.append(True)
+        yield flag
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        flag.append(True)
+        if previous == signal.SIG_IGN:
+            return
+        if callable(previous):
+            previous(signum, frame)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)

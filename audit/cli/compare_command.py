@@ -25,6 +25,8 @@ def compare(
     json_out: bool = typer.Option(False, "--json", help="Print the comparison and gate as JSON on stdout, everything else on stderr."),
 ) -> None:
     """Compare two runs side by side; with --fail-on, block a release that got worse (exit 1)."""
+    from audit.cli.output_paths import check_output_file, run_files
+    from audit.errors import AuditError
     from audit.report.gate import evaluate_gate, gate_checks, write_junit
     from audit.report.gate.compare import compare_results, load_run
     from audit.report.results_file import dumps
@@ -32,6 +34,12 @@ def compare(
     expressions, allow = gate_checks(fail_on, config, Path.cwd(), allow_missing, compare=True)
     base_results, base_path = load_run(base)
     new_results, new_path = load_run(new)
+    inputs = [*run_files(base_results, base_path), *run_files(new_results, new_path)]
+    for flag, target, default in (("--junit", junit, "junit.xml"), ("--pdf", pdf, "compare.pdf")):
+        if target is not None:
+            check_output_file(target, flag, default, inputs)
+    if junit is not None and pdf is not None and junit.resolve() == pdf.resolve():
+        raise AuditError(f"--pdf {pdf}: is also the --junit path; give two different files")
     comparison = compare_results(base_results, new_results, base_path, new_path)
     gate = evaluate_gate(new_results, expressions, allow, base=base_results)
     if junit is not None:

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from audit.cli.options import Channels, InputSize, Mean, Seed, Std, ValueRange, model_options
+from audit.cli.options import Channels, InputSize, Mean, Seed, Std, ValueRange, fraction, model_options
 
 
 def finetune(
@@ -33,7 +33,7 @@ def finetune(
     lambda_grad: float = typer.Option(10.0, "--lambda-grad", help="Weight of the gradmask penalty."),
     layers: str = typer.Option("features", "--layers", help="Comma-separated actdiff layers (default: the pooled features before the classifier)."),
     blur: float = typer.Option(0.5, "--blur", min=0.0, help="σ of the mask blur rule applied to training masks."),
-    mask_fraction: float = typer.Option(1.0, "--mask-fraction", help="Use masks for only this fraction of the training images that have one."),
+    mask_fraction: float = typer.Option(1.0, "--mask-fraction", callback=fraction, help="Use masks for only this fraction of the training images that have one."),
     seeds: int = typer.Option(1, "--seeds", min=1, help="Repeat with this many seeds (mean and spread reported)."),
     seed: Seed = 0,
     batch_size: int = typer.Option(32, "--batch-size", min=1),
@@ -61,6 +61,9 @@ def finetune(
     from audit.report.output_folder import OutputFolder
     from audit.report.results_file import write_results
 
+    layer_names = tuple(n.strip() for n in layers.split(",") if n.strip())
+    if not layer_names:
+        raise AuditError(f"--layers {layers!r}: give at least one layer name, e.g. --layers features")
     trained = [name for name in loss if name != "none"]
     validate_expressions(fail_on, groups={"verdict": Group("loss with a verdict (the none control has none)", "--loss", trained),
                                           "arms": Group("loss", "--loss", [*trained, "none"])})
@@ -87,7 +90,7 @@ def finetune(
             classifier.class_names = list(valid_set.classes)
         config = ExperimentConfig(
             train=TrainConfig(loss=loss[0], epochs=epochs, lr=lr, lambda_act=lambda_act, lambda_grad=lambda_grad,
-                              layers=tuple(n.strip() for n in layers.split(",") if n.strip()), batch_size=batch_size,
+                              layers=layer_names, batch_size=batch_size,
                               seed=seed, patience=patience, mode="regions" if regions is not None else "masks"),
             losses=tuple(loss), seeds=seeds, mask_fraction=mask_fraction, command=shlex.join(["audit", *sys.argv[1:]]),
         )

@@ -34,6 +34,7 @@ app = typer.Typer(
 )
 
 INTERNAL_ERROR = 3
+INTERRUPTED = 130
 
 
 def _register_commands() -> None:
@@ -64,33 +65,50 @@ def _run(argv: list[str], debug: bool) -> int:
     try:
         _register_commands()
         code = app(args=argv, prog_name="audit", standalone_mode=False)
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
-    except NoArgsIsHelpError as exc:  # bare `audit`: the help
+    except BaseException as exc:  # noqa: BLE001 (every exception becomes an exit code; see _handle)
+        return _handle(exc, argv, debug, err)
+    if code == INTERRUPTED:  # typer turns a KeyboardInterrupt into Exit(130), silently
+        _interrupted(err)
+    return code if isinstance(code, int) else 0
+
+
+def _handle(exc: BaseException, argv: list[str], debug: bool, err: Console) -> int:
+    """The exit code of ``exc``, with its one line on stderr (a traceback too with ``--debug``).
+
+    click wraps an ``EOFError`` raised anywhere (a truncated file read by a library) in
+    ``Abort``; only a real Ctrl-C is an interruption (130), so an ``Abort`` is judged by the
+    exception it wraps: an ``AuditError`` is exit 2, anything else an internal error (3).
+    """
+    if isinstance(exc, typer.Abort):
+        cause = exc.__cause__ or exc.__context__
+        if cause is None or isinstance(cause, KeyboardInterrupt):
+            return _interrupted(err)
+        return _handle(cause, argv, debug, err)
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    if isinstance(exc, NoArgsIsHelpError):  # bare `audit`: the help
         exc.show()
         return AuditError.exit_code
-    except ClickException as exc:  # a usage error: unknown flag, bad value, missing argument
-        if debug:
-            traceback.print_exc()
+    if isinstance(exc, KeyboardInterrupt):
+        return _interrupted(err)
+    if debug:
+        traceback.print_exception(exc)
+    if isinstance(exc, ClickException):  # a usage error: unknown flag, bad value, missing argument
         commands = {info.name for info in app.registered_commands if info.name}
         err.print(Text.assemble(("audit: error: ", "bold red"), usage_message(exc, argv, commands)))
         return AuditError.exit_code
-    except AuditError as exc:
-        if debug:
-            traceback.print_exc()
+    if isinstance(exc, AuditError):
         err.print(Text.assemble(("audit: error: ", "bold red"), str(exc)))
         return AuditError.exit_code
-    except (KeyboardInterrupt, typer.Abort):
-        err.print("audit: interrupted; results written so far are kept", markup=False)
-        return 130
-    except Exception as exc:  # a bug: one line unless --debug
-        if debug:
-            traceback.print_exc()
-        err.print(
-            Text(f"audit: internal error: {type(exc).__name__}: {first_line(exc)} (rerun with --debug and report it)")
-        )
-        return INTERNAL_ERROR
-    return code if isinstance(code, int) else 0
+    if not isinstance(exc, Exception):  # GeneratorExit and the like: re-raise what is not an error
+        raise exc
+    err.print(Text(f"audit: internal error: {type(exc).__name__}: {first_line(exc)} (rerun with --debug and report it)"))
+    return INTERNAL_ERROR
+
+
+def _interrupted(err: Console) -> int:
+    err.print("audit: interrupted; results written so far are kept", markup=False)
+    return INTERRUPTED
 
 
 @contextmanager

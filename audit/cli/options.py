@@ -30,9 +30,23 @@ def seed_in_range(value: int) -> int:
 
 Seed = Annotated[int, typer.Option("--seed", callback=seed_in_range, help="Random seed, 0 to 2**32 - 1 (runs are deterministic given it).")]
 
+def positive_size(value: tuple[int, int] | None) -> tuple[int, int] | None:
+    """Typer callback of ``--input-size``: H and W ≥ 1 (the model's input is allocated from them)."""
+    if value is not None and min(value) < 1:
+        raise typer.BadParameter("H and W must be ≥ 1")
+    return value
+
+
+def fraction(value: float) -> float:
+    """Typer callback of a fraction (``--mask-fraction``): in (0, 1]."""
+    if not 0 < value <= 1:
+        raise typer.BadParameter("must be a fraction in (0, 1]")
+    return value
+
+
 # The model-input flags shared by every command that loads a classifier.
-InputSize = Annotated[Optional[tuple[int, int]], typer.Option("--input-size", help="H W, when the model does not declare it.")]
-Channels = Annotated[Optional[int], typer.Option("--channels", help="Input channels, when the model does not declare them.")]
+InputSize = Annotated[Optional[tuple[int, int]], typer.Option("--input-size", callback=positive_size, help="H W, when the model does not declare it.")]
+Channels = Annotated[Optional[int], typer.Option("--channels", min=1, help="Input channels, when the model does not declare them.")]
 Mean = Annotated[str, typer.Option("--mean", help="Per-channel mean subtracted after scaling (comma-separated).")]
 Std = Annotated[str, typer.Option("--std", help="Per-channel std divided after scaling (comma-separated).")]
 ValueRange = Annotated[str, typer.Option("--value-range", help="Pixel range the model expects before mean/std, e.g. 0,255.")]
@@ -185,5 +199,16 @@ def model_options(
         std=std_list(std),
         value_range=value_range(value_range_text),
         multilabel=multilabel,
-        class_names=tuple(n.strip() for n in class_names.split(",")) if class_names else None,
+        class_names=None if class_names is None else names_list(class_names),
     )
+
+
+def names_list(text: str) -> tuple[str, ...]:
+    """``--class-names 'cat,dog'`` → ('cat', 'dog'): every name non-empty and given once."""
+    names = tuple(n.strip() for n in text.split(","))
+    if not all(names):
+        raise AuditError(f"--class-names {text!r}: a name is empty; give comma-separated names, e.g. --class-names cat,dog")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise AuditError(f"--class-names {text!r}: {', '.join(map(repr, repeated))} given more than once; give each class its own name")
+    return names

@@ -15,7 +15,7 @@ def report(
     """Write the PDF bias report of a run (maps/ and per_image.csv are read from the run's folder)."""
     from audit.report.gate.compare import load_run
     from audit.report.pdf import write_report
-    from audit.errors import AuditError
+    from audit.cli.output_paths import check_output_file, run_files
     from audit.report.output_folder import replace_output
     from audit.report.pdf.document import check_results
     from audit.report.results_file import write_results
@@ -24,11 +24,8 @@ def report(
     check_results(data, path)  # names the file given (write_report names RUN/results.json)
     folder = path.parent
     target = out or folder / "report.pdf"
-    taken = [path, *(folder / name for name in data.get("run", {}).get("outputs", {}) if name != "report.pdf")]
-    if any(target.resolve() == other.resolve() for other in taken):
-        raise AuditError(f"--out {target}: is an output of the run it reports on; give another path, e.g. {folder / 'report.pdf'}")
-    if target.is_dir():
-        raise AuditError(f"--out {target}: is a folder; give a file path, e.g. {target / 'report.pdf'}")
+    inputs = [p for p in run_files(data, path) if p.resolve() != (folder / "report.pdf").resolve()]
+    check_output_file(target, "--out", "report.pdf", inputs)
     if target.resolve() == (folder / "report.pdf").resolve() and path.name == "results.json" and "run" in data:
         written = replace_output(folder, "results.json", "report.pdf", lambda staged: write_report(data, folder, staged), write_results)
     else:

@@ -48,7 +48,19 @@ class Reader(Protocol):
     def read(self, path: Path) -> np.ndarray: ...
 
 
-readers: Registry[type[Reader] | Reader] = Registry("image reader", "audit.readers")
+def reader_problem(entry: object) -> str | None:
+    """Why a plugin's entry point is not a reader (None when it is): a class constructed without
+    arguments, or an object, with ``extensions`` (a tuple of '.ext' strings) and a callable ``read``."""
+    reader = entry() if isinstance(entry, type) else entry
+    extensions = getattr(reader, "extensions", None)
+    if not isinstance(extensions, (tuple, list)) or not all(isinstance(e, str) and e.startswith(".") for e in extensions):
+        return f"{type(reader).__name__} is not a reader: it needs extensions, a tuple of strings like '.png'"
+    if not callable(getattr(reader, "read", None)):
+        return f"{type(reader).__name__} is not a reader: it has no read(path) method"
+    return None
+
+
+readers: Registry[type[Reader] | Reader] = Registry("image reader", "audit.readers", reader_problem)
 
 
 def check_size(path: Path | str, height: int, width: int, samples: int = 1) -> None:

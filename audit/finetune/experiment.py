@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -85,8 +86,12 @@ def check_config(config: ExperimentConfig) -> None:
             raise AuditError(f"--loss {loss} is given {config.losses.count(loss)} times; give each loss once "
                              f"(the {CONTROL!r} control is always trained)")
     for flag, value in (("--lr", tc.lr), ("--lambda-act", tc.lambda_act), ("--lambda-grad", tc.lambda_grad)):
-        if not value > 0:
-            raise AuditError(f"{flag} {value}: give a positive number (to switch a penalty off, choose another --loss)")
+        if not (math.isfinite(value) and value > 0):
+            raise AuditError(f"{flag} {value}: give a positive number, finite (to switch a penalty off, choose another --loss)")
+    if not tc.layers:
+        raise AuditError("--layers is empty; give at least one layer name, e.g. --layers features")
+    if not 0 < config.mask_fraction <= 1:
+        raise AuditError(f"--mask-fraction {config.mask_fraction}: give a fraction in (0, 1]")
     if config.seeds < 1 or tc.epochs < 1:
         raise AuditError(f"--seeds {config.seeds} and --epochs {tc.epochs} must be at least 1")
 

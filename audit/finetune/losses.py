@@ -63,7 +63,10 @@ class Step:
 
 
 Loss = Callable[[Step], dict[str, torch.Tensor]]
-losses: Registry[Loss] = Registry("fine-tuning loss", "audit.losses")
+losses: Registry[Loss] = Registry(
+    "fine-tuning loss", "audit.losses",
+    lambda entry: None if callable(entry) else f"{entry!r:.60} is not callable; a loss is a function loss(step) -> dict of tensors",
+)
 
 
 def actdiff_penalty(clean: list[torch.Tensor], masked: list[torch.Tensor]) -> torch.Tensor:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -24,7 +25,7 @@ import torch
 from scipy import special
 from torch import nn
 
-from audit.errors import AuditError
+from audit.errors import AuditError, AuditWarning, first_line
 from audit.finetune.collapse import epoch_signs
 from audit.finetune.data import Split
 from audit.finetune.layers import FEATURES, LayerTaps
@@ -164,7 +165,8 @@ def train(
     without a better one.
 
     ``checkpoint`` is written after every epoch (``torch.save`` of state dicts, atomic) and,
-    if it exists with the same configuration, training resumes from it.
+    if it exists with the same configuration, training resumes from it; one that cannot be read or
+    does not fit is ignored with an ``AuditWarning`` (``_readable_checkpoint``).
     """
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     order = torch.Generator().manual_seed(config.seed)
@@ -174,16 +176,25 @@ def train(
     best_state, best_epoch, best_auc, stale = copy.deepcopy(model.state_dict()), 0, None, 0
     history: list[EpochLog] = []
     first = 1
-    if checkpoint.is_file():
-        saved = torch.load(checkpoint, weights_only=True)
-        if saved["fingerprint"] == config.fingerprint():
+    saved = _readable_checkpoint(checkpoint, config)
+    if saved is not None:
+        before = copy.deepcopy(model.state_dict()), copy.deepcopy(optimiser.state_dict())
+        try:
+            history = [EpochLog(**log) for log in saved["history"]]
+            best_state, best_epoch, best_auc, stale = saved["best"], int(saved["best_epoch"]), saved["best_auc"], int(saved["stale"])
+            first = int(saved["epoch"]) + 1
             model.load_state_dict(saved["model"])
             optimiser.load_state_dict(saved["optimiser"])
             order.set_state(saved["order"])
             scramble.set_state(saved["scramble"])
-            best_state, best_epoch, best_auc, stale = saved["best"], saved["best_epoch"], saved["best_auc"], saved["stale"]
-            history = [EpochLog(**log) for log in saved["history"]]
-            first = saved["epoch"] + 1
+        except Exception as exc:  # right keys, wrong contents: start fresh, as without a checkpoint
+            _ignored(checkpoint, f"does not fit this model ({type(exc).__name__}: {first_line(exc)})")
+            model.load_state_dict(before[0])
+            optimiser.load_state_dict(before[1])
+            order.manual_seed(config.seed)
+            scramble.manual_seed(config.seed + 1)
+            best_state, best_epoch, best_auc, stale = copy.deepcopy(model.state_dict()), 0, None, 0
+            history, first = [], 1
     stopped = _finished(history, stale, config)
     for epoch in range(first, config.epochs + 1):
         if stopped:
@@ -225,6 +236,33 @@ def train(
         })
         on_epoch(log)
     return TrainResult(best_state, best_epoch, best_auc, history, stopped)
+
+
+CHECKPOINT_KEYS = frozenset({"fingerprint", "epoch", "model", "optimiser", "order", "scramble", "best", "best_epoch",
+                             "best_auc", "stale", "history"})
+
+
+def _readable_checkpoint(checkpoint: Path, config: TrainConfig) -> dict | None:
+    """The checkpoint to resume from, or None (train from the start): none there, one written
+    for another configuration, or one that cannot be read as tensors and plain containers
+    (``torch.load(weights_only=True)``; pickled objects are refused, never run) or lacks the
+    keys ``train`` writes; the last two with an ``AuditWarning`` that names the file."""
+    if not checkpoint.is_file():
+        return None
+    try:
+        saved = torch.load(checkpoint, weights_only=True, map_location="cpu")
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... on a bad file
+        _ignored(checkpoint, f"cannot be read as a checkpoint of tensors ({type(exc).__name__}: {first_line(exc)})")
+        return None
+    if not isinstance(saved, dict) or not CHECKPOINT_KEYS <= saved.keys():
+        missing = sorted(CHECKPOINT_KEYS - saved.keys()) if isinstance(saved, dict) else ["every key (not a dict)"]
+        _ignored(checkpoint, f"lacks {', '.join(missing[:3])}{' …' if len(missing) > 3 else ''}")
+        return None
+    return saved if saved["fingerprint"] == config.fingerprint() else None
+
+
+def _ignored(checkpoint: Path, why: str) -> None:
+    warnings.warn(f"{checkpoint.parent.name}/{checkpoint.name}: {why}; it is ignored and training starts from the beginning", AuditWarning, stacklevel=3)
 
 
 def _finished(history: list[EpochLog], stale: int, config: TrainConfig) -> bool:

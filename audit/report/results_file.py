@@ -51,11 +51,18 @@ def read_results(path: Path) -> dict[str, Any]:
     if path.is_dir():
         path = path / "results.json"
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError as exc:
         raise AuditError(f"{path}: not found; give a results.json written by `audit run` or its folder") from exc
+    except IsADirectoryError as exc:
+        raise AuditError(f"{path}: is a folder; give a results.json written by `audit run` or its folder") from exc
+    except UnicodeDecodeError as exc:
+        raise AuditError(f"{path}: not a results file (byte 0x{exc.object[exc.start]:02x} at offset {exc.start} is not "
+                         f"UTF-8, which `audit run` writes); rerun `audit run`") from exc
     except json.JSONDecodeError as exc:
         raise AuditError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); rerun `audit run`") from exc
+    except RecursionError as exc:
+        raise AuditError(f"{path}: not a results file (nested too deeply to parse); rerun `audit run`") from exc
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise AuditError(f"{path}: not an audit results file (schema {data.get('schema') if isinstance(data, dict) else None!r}); rerun `audit run`")
     verify_outputs(path.parent, data, path)

@@ -13,6 +13,7 @@ each method as its docstring says and are at the input's spatial size.
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -55,7 +56,17 @@ class SaliencyMethod(ABC):
         """Return (N, H, W) float32 saliency maps for ``target`` classes."""
 
 
-methods: Registry[type[SaliencyMethod]] = Registry("saliency method", "audit.methods")
+def method_problem(entry: object) -> str | None:
+    """Why a plugin's entry point is not a saliency method (None when it is): it must be a
+    concrete subclass of ``SaliencyMethod``."""
+    if not isinstance(entry, type) or not issubclass(entry, SaliencyMethod):
+        return f"{entry!r:.60} is not a subclass of audit.saliency.base.SaliencyMethod"
+    if inspect.isabstract(entry):
+        return f"{entry.__name__} does not implement {', '.join(sorted(entry.__abstractmethods__))}"
+    return None
+
+
+methods: Registry[type[SaliencyMethod]] = Registry("saliency method", "audit.methods", method_problem)
 
 
 def leaf_input(x: torch.Tensor) -> torch.Tensor:

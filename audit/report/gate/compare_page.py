@@ -17,6 +17,8 @@ from reportlab.lib.styles import getSampleStyleSheet
 from reportlab.lib.units import mm
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
+from audit.report.pdf.text import clip
+
 CHANGED = colors.HexColor("#b35806")  # a text row (the finding, a sanity status) that differs
 OUTCOME_COLOURS = {"pass": colors.HexColor("#1a7f37"), "fail": colors.HexColor("#cf222e"), "skipped": colors.grey}
 
@@ -53,7 +55,7 @@ def write_compare_pdf(comparison: dict[str, Any], gate: dict[str, Any] | None, p
     story.append(Spacer(1, 3 * mm))
     if comparison["mismatches"]:
         story.append(Paragraph("<b>The runs differ</b> (rows for what differs compare different things):", small))
-        story += [Paragraph(f"• {escape(note)}", small) for note in comparison["mismatches"]]
+        story += [Paragraph(f"• {escape(clip(note, 1000))}", small) for note in comparison["mismatches"]]
     else:
         story.append(Paragraph("Same data, classes, target and methods in both runs.", small))
     story += [Spacer(1, 3 * mm), _rows_table(comparison["rows"]), Spacer(1, 4 * mm)]
@@ -86,7 +88,7 @@ def _gate_part(gate: dict[str, Any] | None, styles: Any, small: Any) -> list[Any
         return [Paragraph("Gate: no checks (no gate).", styles["Heading3"])]
     verdict = "PASS" if gate["passed"] else "FAIL"
     data = [["check", "value", "outcome", "reason"]] + [
-        [Paragraph(escape(c["expression"]), small), number(c["value"]), c["outcome"].upper(), Paragraph(escape(c["reason"]), small)]
+        [Paragraph(escape(clip(c["expression"], 500)), small), number(c["value"]), c["outcome"].upper(), Paragraph(escape(clip(c["reason"], 500)), small)]
         for c in gate["checks"]
     ]
     table = Table(data, colWidths=[62 * mm, 18 * mm, 16 * mm, 84 * mm], repeatRows=1)

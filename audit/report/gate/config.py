@@ -96,6 +96,9 @@ def _load(path: Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise AuditError(f"{path}: not valid TOML ({exc}); fix the file or pass another with --config") from exc
+    except RecursionError as exc:  # tomllib parses nested arrays and tables recursively
+        raise AuditError(f"{path}: nested too deeply to parse (arrays or tables inside each other); a gate config "
+                         f"is flat, e.g. {EXAMPLE}") from exc
 
 
 def _check_table(table: dict[str, Any], source: str) -> None:

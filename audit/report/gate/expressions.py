@@ -2,7 +2,8 @@
 
 ``--fail-on "methods.gradient.artefact.enrichment.overall > 2.0"`` fails the run when the
 enrichment is above 2. OP is one of ``<  <=  >  >=  ==  !=``; NUMBER is a decimal or
-scientific literal (``0.8``, ``-1``, ``2e-3``); spaces around OP are optional. A quoted string
+scientific literal (``0.8``, ``-1``, ``2e-3``) within float range (``1e999`` would be infinite
+and is refused); spaces around OP are optional. A quoted string
 (``"uses_artefact"`` or ``'uses_artefact'``, no escapes) compares text with ``==`` or ``!=``
 only: ``--fail-on 'finding.code == "uses_artefact"'``; ``<`` and the others on a string are an
 error, and so is a string compared with a number (``evaluate``). KEY is a dotted path into
@@ -13,6 +14,7 @@ results.json (see ``keys``); ``delta.KEY`` is NEW − BASE, for numbers, and exi
 from __future__ import annotations
 
 import difflib
+import math
 import operator
 import re
 from dataclasses import dataclass
@@ -73,7 +75,11 @@ def parse_expression(expression: str, source: str = "--fail-on") -> Check:
             f"or KEY == \"TEXT\" / KEY != \"TEXT\", e.g. {EXAMPLE!r}"
         )
     if match["number"] is not None:
-        return Check(expression.strip(), match["key"], match["op"], float(match["number"]))
+        number = float(match["number"])
+        if not math.isfinite(number):  # 1e999 parses to inf: a threshold no value can pass or fail sensibly
+            raise AuditError(f"{source} {expression!r}: {match['number'][:20]}{'…' if len(match['number']) > 20 else ''} "
+                             f"is beyond the largest float (about 1.8e308); give a finite threshold")
+        return Check(expression.strip(), match["key"], match["op"], number)
     if match["op"] not in TEXT_OPERATORS:
         raise AuditError(
             f"{source} {expression!r}: {match['op']} compares numbers; a quoted string takes == or != only, "

@@ -45,14 +45,22 @@ def kind_of(value: Any) -> str:
 
 
 def value_keys(node: Any, prefix: str = "") -> list[str]:
-    """Every key path under ``node`` that leads to a number, a string or null."""
-    if isinstance(node, dict):
-        children = ((str(k), v) for k, v in node.items())
-    elif isinstance(node, list):
-        children = ((str(i), v) for i, v in enumerate(node))
-    else:
-        return [prefix] if prefix and is_value(node) else []
-    return [key for name, value in children for key in value_keys(value, f"{prefix}.{name}" if prefix else name)]
+    """Every key path under ``node`` that leads to a number, a string or null, in document order.
+    Iterative: a hostile results.json nested a thousand levels deep cannot exhaust the stack."""
+    keys: list[str] = []
+    stack: list[tuple[str, Any]] = [(prefix, node)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            children = [(str(k), v) for k, v in value.items()]
+        elif isinstance(value, list):
+            children = [(str(i), v) for i, v in enumerate(value)]
+        else:
+            if path and is_value(value):
+                keys.append(path)
+            continue
+        stack.extend((f"{path}.{name}" if path else name, child) for name, child in reversed(children))
+    return keys
 
 
 def closest_key(key: str, candidates: list[str]) -> str | None:

@@ -11,7 +11,7 @@ from reportlab.platypus import Flowable
 
 from audit.report.pdf.definitions import METRICS, REFERENCES
 from audit.report.pdf.first_page import P, T, WIDTH, grid
-from audit.report.pdf.text import NA, escape
+from audit.report.pdf.text import NA, clip, escape
 from audit.report.finding import THRESHOLDS
 
 PACKAGES = ("audit", "torch", "onnxruntime", "onnxruntime-gpu", "captum", "numpy", "scikit-learn", "scipy", "reportlab", "matplotlib")
@@ -72,7 +72,7 @@ def appendix(results: dict[str, Any]) -> list[Flowable]:
     flowables.append(P("References", "h2"))
     flowables += [P(f"<b>{escape(short)}</b>: {escape(full)}", "small") for short, full in REFERENCES]
     flowables.append(P("C. Reproducing this run", "h2"))
-    command = results.get("command") or "(not recorded)"
+    command = clip(results.get("command") or "(not recorded)", 4000)
     flowables.append(P("Command line:", "small"))
     flowables.append(P(escape(command), "mono"))
     flowables += _layers(results)

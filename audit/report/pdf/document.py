@@ -20,7 +20,7 @@ from audit.report.pdf.first_page import WIDTH, P, first_page
 from audit.report.pdf.inputs import RunFiles, load_run_files
 from audit.report.pdf.plot import Figure
 from audit.report.pdf.style import STYLES
-from audit.report.pdf.text import escape, get
+from audit.report.pdf.text import clip, escape, get
 from audit.report.results_file import dumps
 
 MARGIN = 18 * mm
@@ -64,7 +64,7 @@ def _image(figure: Figure) -> Image:
 
 
 def _placeholder(reason: str) -> Table:
-    box = Table([[Paragraph(escape(reason), STYLES["missing"])]], colWidths=[WIDTH], rowHeights=[22 * mm])
+    box = Table([[Paragraph(escape(clip(reason, 300)), STYLES["missing"])]], colWidths=[WIDTH], rowHeights=[22 * mm])
     box.setStyle(TableStyle([
         ("BOX", (0, 0), (-1, -1), 0.6, colors.HexColor(style.WARN)),
         ("BACKGROUND", (0, 0), (-1, -1), colors.HexColor("#FFF7EE")),

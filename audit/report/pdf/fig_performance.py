@@ -7,7 +7,7 @@ from typing import Any
 
 from audit.report.pdf import plot, style
 from audit.report.pdf.plot import Figure
-from audit.report.pdf.text import get, is_number, number, p_value, plain
+from audit.report.pdf.text import bounded_list, get, is_number, number, p_value, plain
 
 SUBSETS = (("all images", ()), ("with artefact", ("by_artefact", "present")), ("without artefact", ("by_artefact", "absent")))
 
@@ -121,6 +121,6 @@ def ablation(results: dict[str, Any]) -> Figure:
         changed = get(results, "ablation", kind, "changed_to") or {}
         if changed:
             classes = results.get("model", {}).get("classes") or []
-            moved = ", ".join(f"{classes[int(k)] if str(k).isdigit() and int(k) < len(classes) else k}: {v}" for k, v in changed.items())
+            moved = bounded_list([f"{classes[int(k)] if str(k).isdigit() and int(k) < len(classes) else k}: {v}" for k, v in changed.items()], 12, 60)
             figure.notes.append(f"{kind} ablation, changed predictions went to: {moved}")
     return plot.finish(figure, fig)

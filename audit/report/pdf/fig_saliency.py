@@ -15,11 +15,29 @@ from audit.report.finding import ENRICHMENT
 
 ALL = "all images"
 MAP_COLUMNS = 6
+#: Classes a per-class figure shows at most (those with images, in label order); the rest are
+#: counted in a note. A model with 1000 outputs audited on a few classes shows those few.
+SHOWN_CLASSES = 24
 
 
-def _series(results: dict[str, Any], keys: tuple[str, ...]) -> tuple[list[str], list[tuple[str, str, list[Any], list[Any]]]]:
-    """Groups (classes by label, then all images) and one series of (value, CI) per method."""
-    classes = class_names(results)
+def _shown(classes: list[str], present: list[bool], figure: Figure) -> list[int]:
+    """Indices of the classes a per-class figure shows: those ``present`` (with images), at most
+    ``SHOWN_CLASSES``; a note on ``figure`` counts the rest."""
+    indices = [k for k, here in enumerate(present) if here]
+    absent = len(classes) - len(indices)
+    if absent:
+        figure.notes.append(f"{absent} of the model's {len(classes)} classes have no images and are not shown.")
+    if len(indices) > SHOWN_CLASSES:
+        figure.notes.append(f"The first {SHOWN_CLASSES} of the {len(indices)} classes with images are shown; "
+                            f"results.json holds every class.")
+    return indices[:SHOWN_CLASSES]
+
+
+def _series(results: dict[str, Any], keys: tuple[str, ...], figure: Figure) -> tuple[list[str], list[tuple[str, str, list[Any], list[Any]]]]:
+    """Groups (the classes with images by label, then all images) and one series of (value, CI) per method."""
+    blocks = [get(entry, *keys) or {} for entry in results["methods"].values()]
+    everything = class_names(results)
+    classes = [everything[k] for k in _shown(everything, [any(c in (b.get("by_class") or {}) for b in blocks) for c in everything], figure)]
     series = []
     for index, (name, entry) in enumerate(results["methods"].items()):
         block = get(entry, *keys) or {}
@@ -30,8 +48,8 @@ def _series(results: dict[str, Any], keys: tuple[str, ...]) -> tuple[list[str], 
     return [*classes, ALL], series
 
 
-def _bars(results: dict[str, Any], keys: tuple[str, ...], ylabel: str, height: float = 2.3):
-    groups, series = _series(results, keys)
+def _bars(results: dict[str, Any], keys: tuple[str, ...], ylabel: str, figure: Figure, height: float = 2.3):
+    groups, series = _series(results, keys, figure)
     fig, ax = plot.new(height=height)
     plot.grouped_bars(ax, groups, series, ylabel)
     if len(series) > 1:
@@ -50,7 +68,7 @@ def global_saliency(results: dict[str, Any]) -> Figure:
     )
     if not results["methods"]:
         return plot.unavailable(figure, "no saliency method was run")
-    fig, _ = _bars(results, ("artefact", "mean_saliency"), "mean saliency on artefact (z)")
+    fig, _ = _bars(results, ("artefact", "mean_saliency"), "mean saliency on artefact (z)", figure)
     return plot.finish(figure, fig)
 
 
@@ -66,7 +84,7 @@ def peak_share(results: dict[str, Any], files: RunFiles) -> Figure:
     )
     if not results["methods"]:
         return plot.unavailable(figure, "no saliency method was run")
-    fig, ax = _bars(results, ("artefact", "peak_share"), "share of top-2% pixels on artefact")
+    fig, ax = _bars(results, ("artefact", "peak_share"), "share of top-2% pixels on artefact", figure)
     for name in results["methods"]:
         area = column(files.per_image, f"{name}.artefact_area_share")
         if area is not None and area.size:
@@ -87,7 +105,7 @@ def enrichment(results: dict[str, Any]) -> Figure:
     )
     if not results["methods"]:
         return plot.unavailable(figure, "no saliency method was run")
-    fig, ax = _bars(results, ("artefact", "enrichment"), "enrichment (1 = chance)")
+    fig, ax = _bars(results, ("artefact", "enrichment"), "enrichment (1 = chance)", figure)
     ax.axhline(1.0, color="#222222", linewidth=0.9)
     ax.axhline(ENRICHMENT, color=style.ARTEFACT, linewidth=0.9, linestyle=":")
     return plot.finish(figure, fig)
@@ -117,7 +135,10 @@ def mean_maps(results: dict[str, Any], files: RunFiles) -> Figure:
         return plot.unavailable(figure, f"Unavailable: {reasons}.")
     figure.notes += [f"{method}: not shown, {reason}" for method, reason in files.maps_missing.items()]
     classes = class_names(results)
-    count = len(files.maps[methods[0]].mean_by_class)
+    counts = files.maps[methods[0]].count_by_class
+    names = [classes[k] if k < len(classes) else str(k) for k in range(len(counts))]
+    shown = _shown(names, [int(n) > 0 for n in counts], figure) or list(range(min(len(counts), SHOWN_CLASSES)))
+    count = len(shown)
     cols = min(count, MAP_COLUMNS)
     rows_per_method = math.ceil(count / cols)
     cell = min(1.15, (plot.PAGE_WIDTH_IN - 1.6) / cols)
@@ -127,16 +148,16 @@ def mean_maps(results: dict[str, Any], files: RunFiles) -> Figure:
     )
     for m, method in enumerate(methods):
         maps = files.maps[method]
-        colours, low, high = _limits(maps.mean_by_class)
+        colours, low, high = _limits(maps.mean_by_class[shown])
         image = None
         for k in range(rows_per_method * cols):
             ax = axes[m * rows_per_method + k // cols, k % cols]
             ax.set_axis_off()
-            if k >= len(maps.mean_by_class):
+            if k >= count:
                 continue
-            image = ax.imshow(maps.mean_by_class[k], cmap=colours, vmin=low, vmax=high, interpolation="nearest")
-            name = classes[k] if k < len(classes) else str(k)
-            ax.set_title(f"{plain(shorten(name, 18))}\nn = {int(maps.count_by_class[k])}", fontsize=6.5, fontweight="normal")
+            c = shown[k]
+            image = ax.imshow(maps.mean_by_class[c], cmap=colours, vmin=low, vmax=high, interpolation="nearest")
+            ax.set_title(f"{plain(shorten(names[c], 18))}\nn = {int(maps.count_by_class[c])}", fontsize=6.5, fontweight="normal")
             if k % cols == 0:
                 ax.text(-0.08, 0.5, plain(method), transform=ax.transAxes, rotation=90, ha="right", va="center", fontsize=7.5, fontweight="bold")
         for r in range(rows_per_method):

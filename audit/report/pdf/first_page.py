@@ -19,7 +19,7 @@ from audit.metrics.randomisation import FAILED, NOT_RUN
 from audit.report.finding import finding_of, method_sanity
 from audit.report.pdf import style
 from audit.report.pdf.style import STYLES
-from audit.report.pdf.text import NA, escape, get, interval, is_number, number, percent, shorten, timestamp
+from audit.report.pdf.text import NA, bounded_list, clip, escape, get, interval, is_number, number, percent, shorten, timestamp
 
 GUIDE = (
     "Section 1: how much saliency falls on the artefact, per class. Section 2: whether the predictions change "
@@ -50,9 +50,16 @@ def P(text: str, name: str = "body") -> Paragraph:  # noqa: N802 (a flowable con
     return Paragraph(text, STYLES[name])
 
 
+#: A table cell holds at most this many characters of user text (``T``): a row cannot split across
+#: pages, and 500 characters stay within a page even in the narrowest column.
+CELL_CHARS = 500
+#: Class names listed on the first page; the rest are counted ("… and 990 more").
+LISTED_CLASSES = 12
+
+
 def T(value: Any, name: str = "cell") -> Paragraph:  # noqa: N802
-    """A paragraph of literal text (escaped here)."""
-    return Paragraph(escape(value), STYLES[name])
+    """A paragraph of literal text (escaped and clipped to ``CELL_CHARS`` here)."""
+    return Paragraph(escape(clip(value, CELL_CHARS)), STYLES[name])
 
 
 def grid(rows: list[list[Any]], widths: list[float], header: bool = True) -> Table:
@@ -75,7 +82,8 @@ def grid(rows: list[list[Any]], widths: list[float], header: bool = True) -> Tab
 def finding_box(result: dict[str, Any]) -> Table:
     """The finding's sentence in bold and its detail, on the level's colour."""
     box = Table(
-        [[P(f"<b>{escape(result.get('sentence', ''))}</b>", "finding")], [P(escape(result.get("detail", "")), "finding")]],
+        [[P(f"<b>{escape(clip(result.get('sentence', ''), 4 * CELL_CHARS))}</b>", "finding")],
+         [P(escape(clip(result.get("detail", ""), 4 * CELL_CHARS)), "finding")]],
         colWidths=[WIDTH],
     )
     box.setStyle(TableStyle([
@@ -127,7 +135,7 @@ def facts(results: dict[str, Any]) -> Table:
         ("path", model.get("path", NA)),
         ("format", f"{model.get('format', NA)}" + (f" ({model['provider']})" if model.get("provider") else "")),
         ("sha256", model.get("sha256", NA)),
-        ("classes", ", ".join(str(c) for c in classes) or NA),
+        ("classes", bounded_list([str(c) for c in classes], LISTED_CLASSES) or NA),
         ("input", f"{spec.get('channels', '?')}×{spec.get('height', '?')}×{spec.get('width', '?')}, mean {spec.get('mean')}, std {spec.get('std')}"),
     ]
     right = [
@@ -175,7 +183,7 @@ def headlines(results: dict[str, Any]) -> list[Flowable]:
                 text += f"<br/><font size='6.5' color='{style.NEUTRAL}'>acc. {escape(number(get(entry, 'aurrac', 'accuracy')))}</font>"
             if value is None:
                 reason = get(entry, keys[0], keys[1], "reason") or get(entry, keys[0], "reason") or "not computed"
-                notes.append(f"{name}, {title}: {reason}")
+                notes.append(f"{name}, {title}: {clip(reason, CELL_CHARS)}")
             row.append(P(text, "cell_right"))
         rows.append(row)
     widths = [METHOD_WIDTH] + [width for _, width, _, _ in HEADLINES]
@@ -195,7 +203,7 @@ def headlines(results: dict[str, Any]) -> list[Flowable]:
 def method_cell(name: str, entry: dict[str, Any]) -> Paragraph:
     """The method's name, with its sanity check beneath when it failed or did not run."""
     check = method_sanity(entry)
-    text = f"<b>{escape(name)}</b>"
+    text = f"<b>{escape(clip(name, 80))}</b>"
     if check.get("status") == FAILED:
         text += f"<br/><font size='6.5' color='{style.FAIL}'>failed sanity check: not evidence</font>"
     elif check.get("status") == NOT_RUN:

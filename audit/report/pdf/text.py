@@ -81,6 +81,19 @@ def shorten(value: Any, limit: int) -> str:
     return text if len(text) <= limit else "…" + text[-(limit - 1) :]
 
 
+def clip(value: Any, limit: int) -> str:
+    """Keep the start of a long text, marked with an ellipsis: a table cell cannot split across
+    pages, so text from the user (a name, a path, a reason) is bounded before it goes in one."""
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def bounded_list(items: list[Any], limit: int, each: int = 40) -> str:
+    """``a, b, c, … and 997 more``: at most ``limit`` items, each clipped to ``each`` characters."""
+    shown = ", ".join(clip(item, each) for item in items[:limit])
+    return shown + (f", … and {len(items) - limit} more" if len(items) > limit else "")
+
+
 def timestamp(value: Any) -> str:
     """An ISO time as ``22 Nov 2026, 01:20 UTC``; anything else as given."""
     try:
