@@ -5,6 +5,10 @@ E: (N, C, H, W) images in [0, 1] → (N, bottleneck, ⌈H/2^L⌉, ⌈W/2^L⌉) l
 D: codes → (N, C, H, W) in [0, 1] (sigmoid output, cropped to the input size). ``bottleneck`` is
 the number of latent channels: the paper found that a smaller bottleneck gives smoother, more
 semantic shifts and a larger one sharper reconstructions (its Figure 2).
+
+Sizes are bounded, so that a config file or a flag cannot make the tool allocate gigabytes:
+``channels``, ``bottleneck`` and every width in 1..``MAX_WIDTH`` (1024), 1..``MAX_STAGES`` (6)
+widths, and height × width within the pixel limit of every image reader (``audit.limits``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,12 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from audit.limits import MAX_IMAGE_PIXELS, too_many_pixels
+
+MAX_WIDTH = 1024
+MAX_STAGES = 6
+FIELDS = ("channels", "height", "width", "bottleneck", "widths")
 
 
 @dataclass(frozen=True)
@@ -28,8 +38,32 @@ class AutoencoderConfig:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "AutoencoderConfig":
-        return cls(**{**data, "widths": tuple(data["widths"])})
+    def from_json(cls, data: object) -> "AutoencoderConfig":
+        """The config of a JSON object; ValueError naming what is wrong (see ``problem``)."""
+        if not isinstance(data, dict) or set(data) != set(FIELDS) or not isinstance(data["widths"], list):
+            raise ValueError(f"'config' must be an object with exactly {', '.join(FIELDS)} (widths a list)")
+        config = cls(**{**data, "widths": tuple(data["widths"])})
+        if config.problem():
+            raise ValueError(config.problem())
+        return config
+
+    def problem(self) -> str | None:
+        """Why this architecture cannot be built (sizes out of the module docstring's bounds), or None."""
+        sizes = (self.channels, self.height, self.width, self.bottleneck, *self.widths)
+        if not all(type(v) is int and v >= 1 for v in sizes) or not 1 <= len(self.widths) <= MAX_STAGES:
+            return f"channels, height, width, bottleneck and 1 to {MAX_STAGES} widths must be integers >= 1"
+        if max(self.channels, self.bottleneck, *self.widths) > MAX_WIDTH:
+            return f"channels, bottleneck and widths must be at most {MAX_WIDTH}"
+        if too_many_pixels(self.height, self.width):
+            return f"{self.height}x{self.width} is larger than the {MAX_IMAGE_PIXELS:,}-pixel limit of every image reader"
+        return None
+
+    @property
+    def deepest_values(self) -> int:
+        """Values per channel and image at the last encoder stage, ⌈H/2^L⌉ · ⌈W/2^L⌉ (each stride-2
+        stage maps a side s to ⌈s/2⌉); batch normalisation cannot train on a single value."""
+        scale = 2 ** len(self.widths)
+        return -(-self.height // scale) * -(-self.width // scale)
 
 
 class ResidualBlock(nn.Module):

@@ -34,6 +34,8 @@ DIRECTIONS = ("unit", "gradient")
 #: Status per image: the prediction fell by the rule's drop (or under its floor), fell by less,
 #: or moved by less than ``min_change`` (the search never changed the prediction).
 REACHED, PARTIAL, UNCHANGED = "reached", "partial", "unchanged"
+#: Most frames below and above λ = 0 (``frames``, ``upper_frames``): each is decoded and classified.
+MAX_FRAMES = 1000
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,12 @@ class ShiftOptions:
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
             raise AuditError(f"direction {self.direction!r}: use one of {', '.join(DIRECTIONS)}")
-        if self.frames < 2 or self.upper_frames < 0 or self.chunk < 1:
-            raise AuditError(f"frames ({self.frames}) must be >= 2, upper frames ({self.upper_frames}) >= 0, chunk ({self.chunk}) >= 1")
+        if not 2 <= self.frames <= MAX_FRAMES:
+            raise AuditError(f"--frames {self.frames}: must be from 2 to {MAX_FRAMES}")
+        if not 0 <= self.upper_frames <= MAX_FRAMES:
+            raise AuditError(f"--upper-frames {self.upper_frames}: must be from 0 to {MAX_FRAMES}")
+        if self.chunk < 1:
+            raise AuditError(f"chunk {self.chunk}: must be >= 1")
 
     @property
     def frame_count(self) -> int:

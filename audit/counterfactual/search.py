@@ -15,11 +15,17 @@ the authors' later ``latentshift`` package, and a turn tolerance of 0.01 (a satu
 wobbles by 1e-4 under small shifts, which would otherwise end the search at its first step). ``public``: the gifsplanation ``attribution.py`` rule,
 steps of −1 while |λ| < 10 then −10, a 0.15 drop, λ ≥ −1000, no tolerance, no upper search. Every threshold can be
 overridden. Images are searched in lock-step so that each step is one batch (``search``).
+
+Thresholds must be finite: ``drop`` and ``rise`` in (0, 1], ``floor`` in [0, 1), ``turn_tolerance`` in
+[0, 1], ``max_pixel_change`` ≥ 0, ``step`` and ``fine_step`` > 0, ``bound`` in (0, ``MAX_BOUND`` = 10⁶],
+and a search may take at most ``MAX_STEPS`` = 1000 steps per direction (the paper's rule takes 100,
+the public one 109), so that every search ends.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,6 +35,8 @@ from audit.errors import AuditError
 
 # Why a search stopped, per image.
 TURNED, MOVED, FLOOR, BOUND, PIXELS = "turned", "moved", "floor", "bound", "pixels"
+MAX_BOUND = 1e6
+MAX_STEPS = 1000
 
 
 @dataclass(frozen=True)
@@ -46,10 +54,31 @@ class SearchRule:
     turn_tolerance: float = 0.01
 
     def __post_init__(self) -> None:
-        if self.turn_tolerance < 0 or self.step <= 0 or self.bound <= 0 or (self.fine_step is not None and self.fine_step <= 0):
-            raise AuditError(f"λ search: step ({self.step}), fine step ({self.fine_step}) and bound ({self.bound}) must be > 0, turn tolerance ({self.turn_tolerance}) >= 0")
-        if not 0 < self.drop <= 1 or (self.rise is not None and not 0 < self.rise <= 1):
-            raise AuditError(f"λ search: drop ({self.drop}) and rise ({self.rise}) must be in (0, 1]")
+        ranges = {
+            "drop": (self.drop, 0 < self.drop <= 1, "in (0, 1]"),
+            "rise": (self.rise, self.rise is None or 0 < self.rise <= 1, "in (0, 1]"),
+            "floor": (self.floor, self.floor is None or 0 <= self.floor < 1, "in [0, 1)"),
+            "bound": (self.bound, 0 < self.bound <= MAX_BOUND, f"in (0, {MAX_BOUND:.0e}]"),
+            "step": (self.step, self.step > 0, "> 0"),
+            "fine-step": (self.fine_step, self.fine_step is None or self.fine_step > 0, "> 0"),
+            "max-pixel-change": (self.max_pixel_change, self.max_pixel_change is None or self.max_pixel_change >= 0, ">= 0"),
+            "turn-tolerance": (self.turn_tolerance, 0 <= self.turn_tolerance <= 1, "in [0, 1]"),
+        }
+        for flag, (value, ok, bounds) in ranges.items():
+            if value is not None and not (math.isfinite(value) and ok):
+                raise AuditError(f"λ search --{flag} {value}: must be a finite number {bounds}")
+        if self.steps > MAX_STEPS:
+            raise AuditError(
+                f"λ search --bound {self.bound} with --step {self.step} (--fine-step {self.fine_step}) takes "
+                f"{self.steps:.0f} steps per direction, more than {MAX_STEPS}; raise the steps or lower the bound"
+            )
+
+    @property
+    def steps(self) -> float:
+        """Steps from λ = 0 to |λ| ≥ bound: fine steps up to ``step``, then steps of ``step``."""
+        fine = min(self.step, self.bound) if self.fine_step is not None else 0.0
+        count = fine / self.fine_step if self.fine_step is not None else 0.0
+        return _ceil(count) + _ceil(max(self.bound - fine, 0.0) / self.step)
 
     def next_lambda(self, lam: np.ndarray, sign: float) -> np.ndarray:
         """One step away from 0 in direction ``sign``: the fine step while |λ| < step, else step."""
@@ -57,6 +86,10 @@ class SearchRule:
         if self.fine_step is not None:
             size = np.where(np.abs(lam) < self.step, self.fine_step, size)
         return lam + sign * size
+
+
+def _ceil(x: float) -> float:
+    return float(math.ceil(x)) if math.isfinite(x) else x
 
 
 RULES: dict[str, SearchRule] = {

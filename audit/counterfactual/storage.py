@@ -57,19 +57,27 @@ def save_autoencoder(model: ResNetAutoencoder, path: Path, training: dict[str, A
     atomic_write(config_path(path), lambda f: f.write(json.dumps(document, indent=2).encode()))
 
 
-def read_config(path: Path) -> dict[str, Any]:
-    """The JSON document next to ``path``; AuditError when it is unreadable or of another schema."""
+def read_config(path: Path) -> tuple[dict[str, Any], AutoencoderConfig]:
+    """The JSON document next to ``path`` and its architecture; AuditError when it is unreadable,
+    not UTF-8, of another schema, or its config is not a valid architecture (``AutoencoderConfig``)."""
     where = config_path(path)
+    retrain = "re-run audit train-autoencoder"
     try:
-        document = json.loads(where.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise AuditError(f"{where}: unreadable autoencoder config ({exc}); re-run audit train-autoencoder") from exc
-    if document.get("schema") != SCHEMA or document.get("architecture") != "ResNetAutoencoder":
-        raise AuditError(f"{where}: not an audit autoencoder config (schema {document.get('schema')!r}); expected {SCHEMA}")
-    return document
+        document = json.loads(where.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise AuditError(f"{where}: autoencoder config is not UTF-8 JSON ({exc.reason} at byte {exc.start}); {retrain}") from exc
+    except (OSError, ValueError, RecursionError) as exc:
+        raise AuditError(f"{where}: unreadable autoencoder config ({first_line(exc)}); {retrain}") from exc
+    if not isinstance(document, dict) or document.get("schema") != SCHEMA or document.get("architecture") != "ResNetAutoencoder":
+        schema = document.get("schema") if isinstance(document, dict) else type(document).__name__
+        raise AuditError(f"{where}: not an audit autoencoder config (schema {schema!r}); expected {SCHEMA}")
+    try:
+        return document, AutoencoderConfig.from_json(document.get("config"))
+    except (ValueError, TypeError) as exc:
+        raise AuditError(f"{where}: invalid autoencoder config: {exc}; {retrain}") from exc
 
 
-def load_state(path: Path) -> dict[str, Any]:
+def load_state(path: Path) -> Any:
     """``torch.load(path, weights_only=True)``: tensors and plain containers only, never code."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -78,16 +86,17 @@ def load_state(path: Path) -> dict[str, Any]:
             f"{path}: holds pickled Python objects, which are refused (they can run code); save "
             f"model.state_dict() instead, or a TorchScript module with encode/decode"
         ) from exc
-    except (OSError, RuntimeError) as exc:
-        raise AuditError(f"{path}: cannot read weights ({first_line(exc)})") from exc
+    except Exception as exc:  # EOFError (empty file), RuntimeError, zip errors: not a torch.save file
+        raise AuditError(f"{path}: cannot read weights ({first_line(exc)}); give a file written by audit train-autoencoder") from exc
 
 
 def _ours(path: Path) -> ResNetAutoencoder:
-    document = read_config(path)
-    model = ResNetAutoencoder(AutoencoderConfig.from_json(document["config"]))
+    _, config = read_config(path)
+    model = ResNetAutoencoder(config)
+    state = load_state(path)
     try:
-        model.load_state_dict(load_state(path))
-    except RuntimeError as exc:
+        model.load_state_dict(state)
+    except Exception as exc:  # RuntimeError (keys, shapes), TypeError/AttributeError (not a dict)
         raise AuditError(f"{path}: weights do not match {config_path(path).name} ({first_line(exc)})") from exc
     return model
 

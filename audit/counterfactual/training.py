@@ -7,24 +7,34 @@ weights (with ``out.json``). After every epoch a checkpoint ``out.resume.pt`` (c
 optimiser, epoch, best loss) is written atomically; ``resume=True`` continues from it. Images are
 streamed from disk each epoch in an order drawn from (seed, epoch), so a run is deterministic given
 its seed and a resumed run equals an uninterrupted one.
+
+Bounds: ``epochs`` and ``patience`` 1..10,000, ``lr`` finite in (0, 1], ``bottleneck`` and
+``channels`` 1..1024, ``size`` within the pixel limit of every reader, and the last encoder stage
+must hold more than one value per image (⌈H/4⌉ · ⌈W/4⌉ ≥ 2 with the two default stages: batch
+normalisation cannot train on one value). ``out`` must not end in ``.json`` (its config's name).
+A loss that is NaN or infinite ends training with an error (lower ``lr``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from audit.counterfactual.autoencoder import AutoencoderConfig, ResNetAutoencoder, elastic_loss
-from audit.counterfactual.storage import atomic_write, load_state, save_autoencoder
+from audit.counterfactual.autoencoder import MAX_WIDTH, AutoencoderConfig, ResNetAutoencoder, elastic_loss
+from audit.counterfactual.storage import atomic_write, config_path, load_state, save_autoencoder
 from audit.data.dataset import Dataset, open_dataset
-from audit.errors import AuditError
+from audit.errors import AuditError, first_line
+from audit.limits import MAX_IMAGE_PIXELS, too_many_pixels
+
+MAX_EPOCHS = 10_000
 
 
 @dataclass(frozen=True)
@@ -41,10 +51,19 @@ class TrainConfig:
     channels: int | None = None  # default: the first image's channels
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.bottleneck < 1 or self.batch_size < 1 or self.patience < 1 or self.lr <= 0:
-            raise AuditError("epochs, bottleneck, batch size and patience must be >= 1 and the learning rate > 0")
+        counts = {"--epochs": (self.epochs, MAX_EPOCHS), "--patience": (self.patience, MAX_EPOCHS), "--bottleneck": (self.bottleneck, MAX_WIDTH)}
+        counts["--channels"] = (self.channels if self.channels is not None else 1, MAX_WIDTH)
+        for flag, (value, most) in counts.items():
+            if not 1 <= value <= most:
+                raise AuditError(f"{flag} {value}: must be from 1 to {most}")
+        if self.batch_size < 1:
+            raise AuditError(f"--batch-size {self.batch_size}: must be >= 1")
+        if not (math.isfinite(self.lr) and 0 < self.lr <= 1):
+            raise AuditError(f"--lr {self.lr}: must be a finite number in (0, 1]")
         if not 0 < self.val_fraction < 1:
             raise AuditError(f"validation fraction {self.val_fraction} must be in (0, 1)")
+        if self.size is not None and (min(self.size) < 1 or too_many_pixels(*self.size)):
+            raise AuditError(f"--size {self.size[0]} {self.size[1]}: must be >= 1 and at most {MAX_IMAGE_PIXELS:,} pixels (the limit of every image reader)")
 
 
 @dataclass
@@ -75,6 +94,14 @@ def open_training_data(data: Path, config: TrainConfig) -> tuple[Dataset, Datase
     val = dataclasses.replace(full, entries=[full.entries[i] for i in sorted(order[:n_val])])
     train = dataclasses.replace(full, entries=[full.entries[i] for i in sorted(order[n_val:])])
     architecture = AutoencoderConfig(channels, size[0], size[1], config.bottleneck, tuple(config.widths))
+    source = "--size" if config.size else f"{data} (its first image's size)"
+    if architecture.problem():
+        raise AuditError(f"{source} {size[0]}x{size[1]}: {architecture.problem()}")
+    if architecture.deepest_values < 2:
+        raise AuditError(
+            f"{source} {size[0]}x{size[1]}: the encoder halves it {len(config.widths)} times to 1x1, where batch "
+            f"normalisation cannot train; give --size with a side above {2 ** len(config.widths)}"
+        )
     return train, val, architecture
 
 
@@ -101,23 +128,24 @@ def train_autoencoder(
 ) -> TrainResult:
     """Train on the images of ``data`` (folder or CSV manifest) and write the best model to ``out``."""
     out = Path(out)
+    if config_path(out) == out:
+        raise AuditError(f"--out {out}: its config would be written to the same file; give a weights name such as {out.with_suffix('.pt')}")
     train, val, architecture = open_training_data(Path(data), config)
     torch.manual_seed(config.seed)
     model = ResNetAutoencoder(architecture)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     start, history, best, best_epoch, bad = 0, [], float("inf"), 0, 0
     checkpoint = checkpoint_path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        has_checkpoint, taken = checkpoint.is_file(), out.exists() or checkpoint.exists()
+    except OSError as exc:  # below a file, a name too long, a read-only or virtual file system
+        raise AuditError(f"--out {out}: cannot be written ({exc.strerror or first_line(exc)}); choose a writable path") from exc
     if resume:
-        if not checkpoint.is_file():
+        if not has_checkpoint:
             raise AuditError(f"{checkpoint}: no checkpoint to resume from; run without --resume")
-        state = load_state(checkpoint)
-        if state["architecture"] != architecture.to_json() | {"widths": list(architecture.widths)}:
-            raise AuditError(f"{checkpoint}: was trained with another architecture or data size; use the same options")
-        model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        start, best, best_epoch, bad = state["epoch"], state["best"], state["best_epoch"], state["bad"]
-        history = [dict(zip(("epoch", "train_loss", "val_loss"), row)) for row in state["history"]]
-    elif out.exists() or checkpoint.exists():
+        start, best, best_epoch, bad, history = _resume(checkpoint, load_state(checkpoint), architecture, model, optimiser)
+    elif taken:
         raise AuditError(f"{out}: already exists; choose another --out, or continue training with --resume")
     record = {"data": str(data), "config": {**dataclasses.asdict(config), "widths": list(config.widths)}}
     columns = (TextColumn("autoencoder"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"), TimeRemainingColumn())
@@ -138,10 +166,12 @@ def train_autoencoder(
                 bar.update(task, advance=1, loss=f"epoch {epoch + 1} loss {loss.item():.4f}")
             val_loss = validation_loss(model, val, config.batch_size)
             epoch += 1
+            if not (math.isfinite(val_loss) and math.isfinite(total)):
+                raise AuditError(f"{out}: training diverged at epoch {epoch} (loss {total / count} train, {val_loss} validation); lower --lr (now {config.lr})")
             history.append({"epoch": epoch, "train_loss": total / count, "val_loss": val_loss})
             if val_loss < best:
                 best, best_epoch, bad = val_loss, epoch, 0
-                save_autoencoder(model, out, {**record, "epoch": epoch, "val_loss": val_loss})
+                _written(out, lambda: save_autoencoder(model, out, {**record, "epoch": epoch, "val_loss": val_loss}))
             else:
                 bad += 1
             bar.update(task, loss=f"epoch {epoch} val {val_loss:.4f} (best {best:.4f} at {best_epoch})")
@@ -157,5 +187,35 @@ def train_autoencoder(
             }
             buffer = io.BytesIO()
             torch.save(state, buffer)
-            atomic_write(checkpoint, lambda f: f.write(buffer.getvalue()))
+            _written(checkpoint, lambda: atomic_write(checkpoint, lambda f: f.write(buffer.getvalue())))
     return TrainResult(epochs_run=epoch, best_epoch=best_epoch, best_val_loss=best, history=history, stopped_early=bad >= config.patience)
+
+
+def _written(path: Path, write: Callable[[], None]) -> None:
+    """Run ``write``; an OSError (full disk, read-only folder) becomes a one-line AuditError."""
+    try:
+        write()
+    except OSError as exc:
+        raise AuditError(f"{path}: cannot write ({exc.strerror or first_line(exc)}); free space or choose another --out") from exc
+
+
+RESUME_KEYS = {"architecture": dict, "model": dict, "optimiser": dict, "epoch": int, "best": float, "best_epoch": int, "bad": int, "history": list}
+
+
+def _resume(
+    checkpoint: Path, state: object, architecture: AutoencoderConfig, model: ResNetAutoencoder, optimiser: torch.optim.Optimizer
+) -> tuple[int, float, int, int, list[dict[str, float]]]:
+    """Load a checkpoint written by ``train_autoencoder`` into ``model`` and ``optimiser``; return
+    (epoch, best loss, best epoch, epochs without improvement, history). AuditError when it is not one."""
+    mismatch = f"{checkpoint}: does not match this training (%s); delete it or run without --resume"
+    if not isinstance(state, dict) or any(not isinstance(state.get(k), t) for k, t in RESUME_KEYS.items()):
+        raise AuditError(mismatch % f"expected the keys {', '.join(RESUME_KEYS)}")
+    if state["architecture"] != architecture.to_json() | {"widths": list(architecture.widths)}:
+        raise AuditError(f"{checkpoint}: was trained with another architecture or data size; use the same options")
+    try:
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        history = [dict(zip(("epoch", "train_loss", "val_loss"), row, strict=True)) for row in state["history"]]
+    except Exception as exc:  # missing or misshapen tensors, rows of another length
+        raise AuditError(mismatch % first_line(exc)) from exc
+    return state["epoch"], state["best"], state["best_epoch"], state["bad"], history

@@ -10,7 +10,7 @@ horizontally, which reverses the box logic, so a model that reads the box scores
 the class (the data of an unbiased twin). Region masks cover exactly the crosses, the artefact
 mask exactly the box. Classes alternate (0, 1, 0, …), so splits are balanced. Everything is
 determined by ``seed``; each split has its own random stream, so its content does not depend on
-the sizes of the other splits.
+the sizes of the other splits. Each split holds 2 to ``MAX_SPLIT`` (1,000,000) images.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
-from audit.errors import AuditError
+from audit.errors import AuditError, first_line
 
 SIZE = 28
 SPLITS = ("train", "valid", "test")
@@ -29,6 +29,7 @@ CLASS_DIRS = ("0-one-cross", "1-two-crosses")
 BOX_ROWS = slice(21, 23)
 BOX_COLS = {"left": slice(5, 8), "right": slice(20, 23)}  # mirror images of each other
 BOXES = ("biased", "random")
+MAX_SPLIT = 1_000_000
 
 
 @dataclass
@@ -106,14 +107,20 @@ def make_synthetic(
 
     ``out`` must not exist or be empty, so no earlier file is overwritten or left stale.
     """
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise AuditError(f"{out}: already exists and is not an empty folder; choose a new folder")
-    data = generate(seed=seed, n_train=n_train, n_valid=n_valid, n_test=n_test, box=box)
-    for split, part in data.items():
-        for i, label in enumerate(part.labels):
-            rel = Path(CLASS_DIRS[label]) / f"{i:04d}.png"
-            for kind, array in (("images", part.images[i]), ("artefacts", part.artefact[i]), ("regions", part.region[i])):
-                path = out / split / kind / rel
-                path.parent.mkdir(parents=True, exist_ok=True)
-                iio.imwrite(path, (array > 0).astype(np.uint8) * 255)
+    for flag, n in (("--n-train", n_train), ("--n-valid", n_valid), ("--n-test", n_test)):
+        if not 2 <= n <= MAX_SPLIT:
+            raise AuditError(f"{flag} {n}: must be from 2 to {MAX_SPLIT:,} images")
+    try:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise AuditError(f"{out}: already exists and is not an empty folder; choose a new folder")
+        data = generate(seed=seed, n_train=n_train, n_valid=n_valid, n_test=n_test, box=box)
+        for split, part in data.items():
+            for i, label in enumerate(part.labels):
+                rel = Path(CLASS_DIRS[label]) / f"{i:04d}.png"
+                for kind, array in (("images", part.images[i]), ("artefacts", part.artefact[i]), ("regions", part.region[i])):
+                    path = out / split / kind / rel
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    iio.imwrite(path, (array > 0).astype(np.uint8) * 255)
+    except OSError as exc:  # below a file, a name too long, a read-only or full file system
+        raise AuditError(f"{out}: cannot write the dataset ({exc.strerror or first_line(exc)}); choose a writable folder") from exc
     return out
