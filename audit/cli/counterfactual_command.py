@@ -63,7 +63,7 @@ def counterfactual_command(
     upper_frames: int = typer.Option(3, "--upper-frames", min=0, help="Frames from 0 to λ_high (rules with an upper search)."),
     direction: str = typer.Option("unit", "--direction", help="unit (gradient scaled to |z|/100) or gradient (the paper's raw dp/dz)."),
     input_size: InputSize = None,
-    channels: Optional[int] = typer.Option(None, "--channels", help="Input channels, when the model does not declare them."),
+    channels: Channels = None,
     mean: Mean = "0",
     std: Std = "1",
     value_range_text: ValueRange = "0,1",

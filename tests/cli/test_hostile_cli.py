@@ -140,8 +140,7 @@ CHANNELS = [(["--channels", "-1"], "--channels -1"), (["--channels", "0"], "--ch
 
 
 @pytest.mark.parametrize("command, flags, named", [
-    *((command, *case) for command in ("run", "finetune") for case in SIZES + CHANNELS),
-    *(("counterfactual", *case) for case in SIZES),  # its --channels is its own option (audit/cli/counterfactual_command.py)
+    *((command, *case) for command in ("run", "finetune", "counterfactual") for case in SIZES + CHANNELS),
 ])
 def test_input_size_and_channels_must_be_positive(command, flags, named, tiny_model_files, tmp_path: Path, capsys) -> None:
     required = {"run": ["--data", tmp_path], "finetune": ["--data", tmp_path, "--valid", tmp_path, "--loss", "none"],
