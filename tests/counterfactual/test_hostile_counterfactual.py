@@ -135,7 +135,8 @@ def train(data: Path, out: Path, *extra) -> list:
     [
         (["--lr", "inf"], ["--lr inf", "(0, 1]"]),
         (["--size", "100000", "100000"], ["--size 100000 100000", "89,478,485 pixels"]),
-        (["--channels", "0"], ["--channels 0", "1 to 1024"]),
+        (["--channels", "0"], ["--channels 0", "≥ 1"]),
+        (["--channels", "5000"], ["--channels 5000", "1 to 1024"]),
         (["--bottleneck", "100000"], ["--bottleneck 100000", "1 to 1024"]),
         (["--epochs", "1000000"], ["--epochs 1000000", "1 to 10000"]),
         (["--size", "3", "3"], ["--size 3x3", "1x1", "side above 4"]),
