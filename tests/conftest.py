@@ -2,12 +2,45 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
 from torch import nn
+
+
+@contextmanager
+def installed_plugins(root: Path, packages: dict[str, tuple[str, dict[str, str]]], monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Real entry points, in the layout pip installs: per package a ``<name>-1.0.dist-info`` folder
+    (METADATA, entry_points.txt) and its modules, on sys.path; the plugin registries load them
+    afresh, and again without them afterwards. ``packages``: name → (entry_points.txt, {module: source})."""
+    from audit.data.readers import readers
+    from audit.finetune.losses import losses
+    from audit.saliency import methods
+
+    for package, (entry_points, modules) in packages.items():
+        info = root / f"{package.replace('-', '_')}-1.0.dist-info"  # importlib.metadata reads the name up to the first '-'
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: 1.0\n")
+        (info / "entry_points.txt").write_text(entry_points)
+        for module, source in modules.items():
+            (root / f"{module}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(root))
+    registries = (methods, readers, losses)
+    for registry in registries:
+        registry.refresh()
+    try:
+        yield root
+    finally:
+        for _, modules in packages.values():
+            for module in modules:
+                sys.modules.pop(module, None)
+        for registry in registries:
+            registry.refresh()  # loads again, lazily, once monkeypatch has taken the folder off sys.path
 
 
 def assert_one_line_error(code: int, err: str, *words: str) -> None:

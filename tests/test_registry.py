@@ -16,6 +16,7 @@ import torch
 
 from audit.cli.main import main
 from audit.errors import AuditError, AuditWarning
+from tests.conftest import installed_plugins
 
 pytestmark = pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore::audit.errors.AuditWarning")
 
@@ -66,33 +67,12 @@ class Scaled(SaliencyMethod):
 """
 
 
-def write_plugins(root: Path) -> Path:
-    """The installed layout pip writes: METADATA and entry_points.txt in a dist-info folder."""
-    info = root / "audit_fixture_plugins-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {PACKAGE}\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(ENTRY_POINTS)
-    for name, source in zip(MODULES, (BROKEN, CLASH, GOOD)):
-        (root / f"{name}.py").write_text(source)
-    return root
-
-
 @pytest.fixture
 def plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The fixture plugins on sys.path; afterwards the registries load the real environment's again."""
-    from audit.data.readers import readers
-    from audit.finetune.losses import losses
-    from audit.saliency import methods
-
-    root = write_plugins(tmp_path / "site")
-    monkeypatch.syspath_prepend(str(root))
-    for registry in (methods, readers, losses):
-        registry.refresh()
-    yield root
-    for name in MODULES:
-        sys.modules.pop(name, None)
-    for registry in (methods, readers, losses):
-        registry.refresh()  # loads again, lazily, once monkeypatch has taken the folder off sys.path
+    modules = dict(zip(MODULES, (BROKEN, CLASH, GOOD)))
+    with installed_plugins(tmp_path / "site", {PACKAGE: (ENTRY_POINTS, modules)}, monkeypatch) as root:
+        yield root
 
 
 def test_a_broken_plugin_is_recorded_and_the_others_still_load(plugins: Path) -> None:
@@ -165,10 +145,10 @@ def test_plugin_options_are_checked_against_its_signature(plugins: Path, option:
     assert method_options(["fixture-good.repeats=3", "fixture-good.scale=2"], ["fixture-good"]) == {"fixture-good": {"repeats": 3, "scale": 2}}
 
 
-def test_library_logging_and_warnings_are_silent_unless_debug(tmp_path: Path) -> None:
+def test_library_logging_and_warnings_are_silent_unless_debug(plugins: Path, tmp_path: Path) -> None:
     """A real process: numpy's RuntimeWarning and torch's logger (both from the good plugin's
     import) are silenced; audit's own warning (the clash) is one line; --debug shows them all."""
-    root = write_plugins(tmp_path / "site")
+    root = plugins
     audit = Path(sys.executable).with_name("audit")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(root)])}
     quiet = subprocess.run([audit, "plugins"], capture_output=True, text=True, env=env, cwd=tmp_path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import torch
 from pypdf import PdfReader
 
 from audit.cli.main import main
-from tests.conftest import TinyCNN, assert_one_line_error, export_onnx
+from tests.conftest import installed_plugins, TinyCNN, assert_one_line_error, export_onnx
 
 
 def run(args: list, capsys) -> tuple[int, str, str]:
@@ -254,25 +253,10 @@ BAD_PLUGINS = {
 
 @pytest.fixture
 def bad_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from audit.data.readers import readers
-    from audit.finetune.losses import losses
-    from audit.saliency import methods
-
-    root = tmp_path / "site"
-    for module, (group, name, source) in BAD_PLUGINS.items():
-        info = root / f"{module}-0.1.dist-info"  # importlib.metadata takes the name up to the first '-'
-        info.mkdir(parents=True)
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n")
-        (info / "entry_points.txt").write_text(f"[{group}]\n{name} = {module}:Thing\n")
-        (root / f"{module}.py").write_text(source)
-    monkeypatch.syspath_prepend(str(root))
-    for registry in (methods, readers, losses):
-        registry.refresh()
-    yield root
-    for module in BAD_PLUGINS:
-        sys.modules.pop(module, None)
-    for registry in (methods, readers, losses):
-        registry.refresh()
+    packages = {module.replace("_", "-"): (f"[{group}]\n{name} = {module}:Thing\n", {module: source})
+                for module, (group, name, source) in BAD_PLUGINS.items()}
+    with installed_plugins(tmp_path / "site", packages, monkeypatch) as root:
+        yield root
 
 
 def test_bad_plugins_are_listed_as_failed(bad_plugins, capsys) -> None:
