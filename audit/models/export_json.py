@@ -103,14 +103,66 @@ def _check(text: str, allowed) -> str | None:
     except RecursionError:
         return "nested too deeply"
     for node in nodes:
-        reason = None if isinstance(node, _OPERATORS) else allowed(node)
+        reason = _power(node) or (None if isinstance(node, _OPERATORS) else allowed(node))
         if reason:
             return reason
     return None
 
 
+#: Integers beyond this are not tensor sizes; exponents and shifts beyond ``MAX_EXPONENT`` would
+#: make sympy compute numbers with billions of digits (``Pow(9, Pow(9, 9))`` hangs the load).
+MAX_INTEGER = 2**63
+MAX_EXPONENT = 64
+
+
+def _small_exponent(node: ast.AST) -> bool:
+    """A symbol, or an integer literal (maybe wrapped in Integer(...) or negated) of at most MAX_EXPONENT."""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        return _small_exponent(node.operand)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Integer" and len(node.args) == 1:
+        return _small_exponent(node.args[0])
+    if isinstance(node, ast.Name):
+        return bool(SYMBOL.fullmatch(node.id))
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Symbol":
+        return True  # a size symbol: sympy keeps the power symbolic
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, str)) and not isinstance(node.value, bool):
+        try:
+            return abs(int(node.value)) <= MAX_EXPONENT
+        except ValueError:
+            return False
+    return False
+
+
+def _power(node: ast.AST) -> str | None:
+    """Refuse a power or shift whose exponent is not small (see MAX_EXPONENT)."""
+    exponent = None
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Pow, ast.LShift)):
+        exponent = node.right
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in POWERS and len(node.args) >= 2:
+        exponent = node.args[1]
+    if exponent is None:
+        return None
+    if not _small_exponent(exponent):
+        return f"a power or shift whose exponent is not a symbol or an integer up to {MAX_EXPONENT}"
+    if any(_is_power(inner) for inner in ast.walk(node) if inner is not node):
+        return "a power of a power (the digits multiply: ((10**64)**64)**64 … hangs sympy)"
+    return None
+
+
+def _is_power(node: ast.AST) -> bool:
+    return (isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Pow, ast.LShift))) or (
+        isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in POWERS)
+
+
+POWERS = frozenset({"Pow", "PowByNatural", "FloatPow", "LShift"})
+
+
 def _constant(node: ast.Constant) -> str | None:
     value = node.value
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INTEGER:
+        return f"integer beyond {MAX_INTEGER}"
+    if isinstance(value, str) and NUMBER_TEXT.fullmatch(value) and len(value) > 24:
+        return "number text longer than 24 characters"
     if isinstance(value, str) and not ((IDENTIFIER.fullmatch(value) and "__" not in value) or NUMBER_TEXT.fullmatch(value)):
         return f"string {value[:20]!r} is neither a symbol name nor a number"
     if value is not None and not isinstance(value, (bool, int, float, str)):

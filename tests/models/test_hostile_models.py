@@ -229,6 +229,14 @@ def test_clean_pt2_loads_and_audits(archives, synthetic_root, tmp_path, capsys) 
     assert model["format"] == "torch.export" and model["files"][0]["sha256"] == model["sha256"]
 
 
+@pytest.mark.parametrize("text", ["Pow(9, Pow(9, 9))", "9**9**9", "LShift(1, 10**9)", "Pow(Pow(Pow(Pow(Pow(10, 64), 64), 64), 64), 64)",
+                                  "Integer(" + "9" * 40 + ")", "Integer('" + "9" * 40 + "')"])
+def test_size_expressions_that_would_hang_sympy_are_refused(text: str) -> None:
+    from audit.models.export_json import unsafe_sympy
+
+    assert unsafe_sympy(text) is not None  # sympy.sympify of any of these runs for minutes or exhausts memory
+
+
 def test_legitimate_guards_and_sizes_pass_the_grammar() -> None:
     """Text torch 2.13 writes for a program with dynamic batch, height and width."""
     for text in ["Symbol('s77', positive=True, integer=True)",
