@@ -25,7 +25,7 @@ def compare(
     json_out: bool = typer.Option(False, "--json", help="Print the comparison and gate as JSON on stdout, everything else on stderr."),
 ) -> None:
     """Compare two runs side by side; with --fail-on, block a release that got worse (exit 1)."""
-    from audit.cli.output_paths import check_output_file, run_files
+    from audit.report.output_folder import check_output_file, run_files
     from audit.errors import AuditError
     from audit.report.gate import evaluate_gate, gate_checks, write_junit
     from audit.report.gate.compare import compare_results, load_run

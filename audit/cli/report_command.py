@@ -15,8 +15,7 @@ def report(
     """Write the PDF bias report of a run (maps/ and per_image.csv are read from the run's folder)."""
     from audit.report.gate.compare import load_run
     from audit.report.pdf import write_report
-    from audit.cli.output_paths import check_output_file, run_files
-    from audit.report.output_folder import replace_output
+    from audit.report.output_folder import check_output_file, replace_output, run_files
     from audit.report.pdf.document import check_results
     from audit.report.results_file import write_results
 

@@ -64,6 +64,37 @@ def inside(root: Path, path: Path) -> bool:
     return True
 
 
+def input_at(path: Path, inputs: Iterable[Path]) -> Path | None:
+    """The input that ``path`` is, or lies inside (a data folder), symlinks resolved; else None."""
+    resolved = path.resolve()
+    for given in inputs:
+        source = given.resolve()
+        if resolved == source or source in resolved.parents:
+            return given
+    return None
+
+
+def check_output_file(target: Path, flag: str, default: str, inputs: Iterable[Path]) -> None:
+    """Refuse, before any work, an output file chosen on the command line (``--report``,
+    ``--junit``, ``audit report -o``, ``audit compare --pdf``) that is a folder, lies below a
+    file, or would overwrite an input."""
+    if target.is_dir():
+        raise AuditError(f"{flag} {target}: is a folder; give a file path, e.g. {target / default}")
+    for parent in target.parents:
+        if parent.exists() and not parent.is_dir():
+            raise AuditError(f"{flag} {target}: lies below the file {parent}; give another path")
+    if (source := input_at(target, inputs)) is not None:
+        raise AuditError(f"{flag} {target}: would overwrite the input {source}; choose another path")
+
+
+def run_files(results: dict[str, Any], path: Path) -> list[Path]:
+    """A results.json at ``path`` and every file beside it that its ``run.outputs`` lists."""
+    run = results.get("run")
+    outputs = run.get("outputs") if isinstance(run, dict) else None
+    listed = [path.parent / safe for name in (outputs or {}) if (safe := safe_relative(name)) is not None]
+    return [path, *listed]
+
+
 def new_run_id() -> str:
     """UTC time, process id and 32 random bits: unique across machines sharing a folder."""
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -150,14 +181,7 @@ class OutputFolder:
 
     def _is_input(self, path: Path) -> Path | None:
         """The input that ``path`` is, or lies inside, if any."""
-        resolved = path.resolve()
-        if resolved in self._protected:
-            return path
-        for given in self.inputs:
-            source = given.resolve()
-            if resolved == source or source in resolved.parents:
-                return given
-        return None
+        return path if path.resolve() in self._protected else input_at(path, self.inputs)
 
     def published(self, path: Path) -> Path:
         """Where a staged file lies once the set is published (other paths are unchanged)."""
@@ -206,13 +230,7 @@ class OutputFolder:
         output of this run, a folder, or below a file."""
         if user_path is None:
             return self.staged(default)
-        if user_path.is_dir():
-            raise AuditError(f"{flag} {user_path}: is a folder; give a file path, e.g. {user_path / default}")
-        for parent in user_path.parents:
-            if parent.exists() and not parent.is_dir():
-                raise AuditError(f"{flag} {user_path}: lies below the file {parent}; give another path")
-        if (source := self._is_input(user_path)) is not None:
-            raise AuditError(f"{flag} {user_path}: would overwrite the input {source}; choose another path")
+        check_output_file(user_path, flag, default, self.inputs)
         try:
             relative = user_path.resolve().relative_to(self.root.resolve())
         except ValueError:

@@ -100,7 +100,7 @@ def test_compare_refuses_to_overwrite_an_input(flag, side, name, runs, capsys) -
     target = runs[side] / name
     before = {p: sha(p) for run_dir in runs for p in run_dir.rglob("*") if p.is_file()}
     code, _, err = run(["compare", *runs, flag, target, "--fail-on", "performance.n < 0"], capsys)
-    assert_one_line_error(code, err, flag, str(target), "is an input")
+    assert_one_line_error(code, err, flag, str(target), "would overwrite the input")
     assert {p: sha(p) for p in before} == before
 
 
