@@ -17,9 +17,8 @@ import json
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
-import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
@@ -65,7 +64,7 @@ class SmallResNet(nn.Module):
 
 
 @contextmanager
-def _one_thread() -> Iterator[None]:
+def one_thread() -> Iterator[None]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -114,23 +113,33 @@ def train(
     one thread (restored afterwards), which fixes the order of float reductions on any machine
     and, for a model this small, is also faster than several.
     """
-    with _one_thread():
+    with one_thread():
         torch.manual_seed(seed)
         data = generate_split("train", n_train, seed=seed, box=box)
-        x, y = _tensor(data)
         model = SmallResNet()
-        optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-        order = torch.Generator().manual_seed(seed)
-        for epoch in range(1, max_epochs + 1):
-            model.train()
-            for idx in torch.randperm(len(y), generator=order).split(batch_size):
-                optimiser.zero_grad()
-                nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-                optimiser.step()
-            scores = evaluate(model, data)
-            if epoch >= min_epochs and scores.auc >= target_auc and scores.accuracy >= target_accuracy:
-                break
+        scores = fit(model, data, seed=seed, lr=lr, batch_size=batch_size, min_epochs=min_epochs, max_epochs=max_epochs,
+                     done=lambda s: s.auc >= target_auc and s.accuracy >= target_accuracy)
         return model.eval(), scores
+
+
+def fit(model: nn.Module, data: SyntheticSplit, *, seed: int, lr: float, batch_size: int, min_epochs: int, max_epochs: int,
+        done: Callable[[Scores], bool]) -> Scores:
+    """Adam on the cross-entropy, in train mode, batches in a seeded random order, scored in eval
+    mode after every epoch; stop once ``done(scores)`` holds after at least ``min_epochs``.
+    Returns the last epoch's scores."""
+    x, y = _tensor(data)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    order = torch.Generator().manual_seed(seed)
+    for epoch in range(1, max_epochs + 1):
+        model.train()
+        for idx in torch.randperm(len(y), generator=order).split(batch_size):
+            optimiser.zero_grad()
+            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            optimiser.step()
+        scores = evaluate(model, data)
+        if epoch >= min_epochs and done(scores):
+            break
+    return scores
 
 
 def export(model: nn.Module, out: Path, name: str, *, legacy_onnx: bool = False) -> list[Path]:

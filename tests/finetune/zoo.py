@@ -31,6 +31,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from audit.data.synthetic import generate_split
+from sample_models.train import one_thread, fit
 
 EXPORTS = {"torchscript": ".pt", "onnx-folded": ".onnx", "onnx-dynamo": ".onnx", "torch.export": ".pt2"}
 
@@ -98,30 +99,13 @@ def build(kind: str, **kwargs) -> nn.Module:
 def train_biased(model: nn.Module, *, seed: int = 0, n_train: int = 500, epochs: int = 40, min_epochs: int = 15, lr: float = 1e-3,
                  batch_size: int = 32) -> float:
     """Train ``model`` in place on the biased split until train AUC ≥ 0.999 (at least ``min_epochs``);
-    returns that AUC. One thread, seeded: deterministic."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    returns that AUC. One thread, seeded: deterministic (the sample models' loop, ``sample_models.train.fit``)."""
+    with one_thread():
         torch.manual_seed(seed)
         data = generate_split("train", n_train, seed=seed + 100, box="biased")
-        x, y = torch.from_numpy(data.images[:, None]), torch.from_numpy(data.labels)
-        optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-        order = torch.Generator().manual_seed(seed)
-        auc = 0.0
-        for epoch in range(1, epochs + 1):
-            model.train()
-            for idx in torch.randperm(len(y), generator=order).split(batch_size):
-                optimiser.zero_grad()
-                nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-                optimiser.step()
-            model.eval()
-            with torch.no_grad():
-                auc = float(roc_auc_score(y.numpy(), torch.softmax(model(x), 1)[:, 1].numpy()))
-            if epoch >= min_epochs and auc >= 0.999:
-                break
-        return auc
-    finally:
-        torch.set_num_threads(threads)
+        scores = fit(model, data, seed=seed, lr=lr, batch_size=batch_size, min_epochs=min_epochs, max_epochs=epochs,
+                     done=lambda s: s.auc >= 0.999)
+        return scores.auc
 
 
 def export(model: nn.Module, path: Path, how: str) -> Path:
