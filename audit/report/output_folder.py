@@ -87,12 +87,18 @@ def check_output_file(target: Path, flag: str, default: str, inputs: Iterable[Pa
         raise AuditError(f"{flag} {target}: would overwrite the input {source}; choose another path")
 
 
+def outputs_of(document: Any) -> dict[str, str]:
+    """An index's ``run.outputs`` (relative path → sha256), safe relative paths only; {} when it has none."""
+    run = document.get("run") if isinstance(document, dict) else None
+    outputs = run.get("outputs") if isinstance(run, dict) else None
+    if not isinstance(outputs, dict):
+        return {}
+    return {str(k): str(v) for k, v in outputs.items() if safe_relative(k) is not None}
+
+
 def run_files(results: dict[str, Any], path: Path) -> list[Path]:
     """A results.json at ``path`` and every file beside it that its ``run.outputs`` lists."""
-    run = results.get("run")
-    outputs = run.get("outputs") if isinstance(run, dict) else None
-    listed = [path.parent / safe for name in (outputs or {}) if (safe := safe_relative(name)) is not None]
-    return [path, *listed]
+    return [path, *(path.parent / name for name in outputs_of(results))]
 
 
 def new_run_id() -> str:
@@ -324,14 +330,9 @@ def _remove_if_empty(folder: Path) -> None:
 def listed_outputs(root: Path, index: str) -> dict[str, str]:
     """The outputs the index in ``root`` names (only safe relative paths), or {} without one."""
     try:
-        document = json.loads((root / index).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return outputs_of(json.loads((root / index).read_text(encoding="utf-8")))
+    except (OSError, ValueError, RecursionError):
         return {}
-    run = document.get("run") if isinstance(document, dict) else None
-    outputs = run.get("outputs") if isinstance(run, dict) else None
-    if not isinstance(outputs, dict):
-        return {}
-    return {str(k): str(v) for k, v in outputs.items() if safe_relative(k) is not None}
 
 
 def verify_outputs(root: Path, document: dict[str, Any], index: Path) -> None:
