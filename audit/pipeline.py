@@ -43,7 +43,7 @@ from audit.report.finding import finding
 from audit.report.per_image import PerImageWriter
 from audit.report.results_file import SCHEMA, write_results
 from audit.saliency import methods
-from audit.saliency.base import SaliencyMethod
+from audit.saliency.base import SaliencyMethod, network
 from audit.target import ExplainedClasses, Target
 
 
@@ -76,7 +76,7 @@ def build_methods(classifier: Classifier, config: RunConfig) -> dict[str, Salien
         except TypeError as exc:
             raise AuditError(f"method {name!r}: bad option ({exc}); see `audit run --help`") from exc
         if not cls.forward_only:
-            classifier.differentiable  # noqa: B018  (builds and verifies the twin now)
+            network(classifier, cls)  # builds and verifies the twin now
         built[name].prepare(classifier)  # e.g. Grad-CAM's layer, checked before any image
     return built
 

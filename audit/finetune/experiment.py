@@ -244,7 +244,7 @@ def run_experiment(
     check_writable(classifier, options)
     spec = classifier.spec
     first = spec.to_tensor(next(iter(train_split.batches(tc.batch_size))).images)
-    start = trainable(copy.deepcopy(classifier.differentiable), first,
+    start = trainable(copy.deepcopy(classifier.layered), first,
                       (spec.to_tensor(batch.images) for batch in train_split.batches(tc.batch_size)), str(classifier.path))
     LayerTaps(inner(start), list(tc.layers))  # an unknown --layers name fails here, on the layers that train
     splits = {"train": train_split, "valid": Split.read(selection, tc.batch_size), "test": Split.read(report, tc.batch_size)}

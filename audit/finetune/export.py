@@ -50,7 +50,7 @@ def _example(classifier: Classifier, batch: int) -> torch.Tensor:
 
 
 def write_model(classifier: Classifier, model: nn.Module, path: Path) -> Path:
-    """Save ``model`` (the fine-tuned ``classifier.differentiable``) to ``path`` in ``classifier.format``."""
+    """Save ``model`` (the fine-tuned ``classifier.layered``) to ``path`` in ``classifier.format``."""
     graph = _graph(model).eval()
     fixed = classifier.batch_limit == 1
     if classifier.format == "onnx":
@@ -78,7 +78,7 @@ def check_writable(classifier: Classifier, options: ModelOptions) -> None:
     if classifier.format not in SUFFIXES:
         raise AuditError(f"{classifier.path}: format {classifier.format!r} cannot be written back; "
                          f"use one of {', '.join(SUFFIXES)}")
-    model = classifier.differentiable
+    model = classifier.layered
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"check{SUFFIXES[classifier.format]}"
         try:

@@ -3,7 +3,7 @@
 Default (``features``): the pooled feature vector before the classifier, i.e. the input of the
 model's last ``nn.Linear`` (ONNX Gemm/MatMul in the twin) — the reference code's best
 configurations used only this layer (Viviano et al. 2019; ALGORITHMS.md). ``--layers`` names
-other sub-modules of the differentiable model (``Classifier.differentiable``). Pre-activation
+other sub-modules of the hookable model (``Classifier.layered``). Pre-activation
 where the graph allows: naming an activation (ReLU…) reads its input; naming a layer whose
 output feeds only a BatchNorm reads the BatchNorm's output, i.e. what the next activation sees
 (paper, Appendix: "activations for actdiff were saved before applying the ReLU").

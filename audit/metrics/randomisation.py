@@ -3,7 +3,7 @@ saliency maps", the cascading and independent randomisation tests; as run by Coh
 2021, "Gifsplanation via Latent Shift", Sec. 4.5 and Appendix H).
 
 Layers: the sub-modules with parameters of their own, or BatchNorm running statistics of their
-own, of ``classifier.differentiable``, in forward execution order. The order is taken from one
+own, of the model the method differentiates (``audit.saliency.base.network``), in forward execution order. The order is taken from one
 forward pass of one image with a forward hook on each such module (the order in which their
 outputs are produced; a module called twice counts at its first call), not from the
 registration order; modules the forward pass never calls are left out and listed.
@@ -77,7 +77,7 @@ from torch import nn
 from audit.errors import AuditError
 from audit.metrics.intervals import T_INTERVAL, mean_interval
 from audit.models.classifier import Classifier
-from audit.saliency.base import SaliencyMethod
+from audit.saliency.base import SaliencyMethod, network
 
 RUNNING_STATISTICS = ("running_mean", "running_var")
 FALLBACK_STD = 0.01
@@ -141,7 +141,7 @@ def randomised_copy(module: nn.Module, layers: list[str], indices: list[int], se
 def with_module(classifier: Classifier, module: nn.Module) -> Classifier:
     """A Classifier whose forward and differentiable paths are both ``module``."""
     return dataclasses.replace(classifier, forward_fn=module, build_differentiable=lambda: module,
-                               _differentiable=module)
+                               _differentiable=module, build_layered=None, _layered=None)
 
 
 def is_constant(saliency: np.ndarray) -> bool:
@@ -197,7 +197,7 @@ def randomisation_check(
     if len(x) == 0:
         raise AuditError("the randomisation check got no images; give it at least one")
     target = torch.as_tensor(target, dtype=torch.int64)
-    original = classifier.differentiable
+    original = network(classifier, method)
     order, unused = execution_order(original, x)
     if layers is not None:
         unknown = sorted(set(layers) - set(order))

@@ -38,7 +38,10 @@ class Classifier:
     #: every file the model loads ({"path", "sha256", "bytes"}: the model file, then ONNX external
     #: data files); ``sha256`` covers them all (``audit.models.files.combined_sha256``).
     files: list[dict[str, str | int]] = field(default_factory=list)
+    #: builds the module that hook-based methods use (``layered``); None: ``differentiable`` is one.
+    build_layered: Callable[[], nn.Module] | None = None
     _differentiable: nn.Module | None = field(default=None, repr=False)
+    _layered: nn.Module | None = field(default=None, repr=False)
 
     @property
     def num_classes(self) -> int:
@@ -60,11 +63,23 @@ class Classifier:
             self._differentiable = self.build_differentiable().eval()
         return self._differentiable
 
+    @property
+    def layered(self) -> nn.Module:
+        """The differentiable model whose sub-modules are the model's layers and accept forward
+        and backward hooks (Grad-CAM, guided backprop, actdiff, fine-tuning), in eval mode.
+        The same object as ``differentiable`` unless the format's native module cannot be
+        hooked (a loaded TorchScript module): then a twin built for the purpose."""
+        if self.build_layered is None:
+            return self.differentiable
+        if self._layered is None:
+            self._layered = self.build_layered().eval()
+        return self._layered
+
     def layer_names(self) -> list[str]:
         """Names of sub-modules that hold parameters (targets for Grad-CAM, randomisation, actdiff)."""
         return [
             name
-            for name, module in self.differentiable.named_modules()
+            for name, module in self.layered.named_modules()
             if name and any(True for _ in module.parameters(recurse=False))
         ]
 

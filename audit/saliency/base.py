@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from torch import nn
 
 from audit.models.classifier import Classifier
 from audit.registry import Registry
@@ -31,6 +32,9 @@ class SaliencyMethod(ABC):
     forward_only: ClassVar[bool] = False
     #: True when the method needs a named layer (Grad-CAM and friends).
     needs_layer: ClassVar[bool] = False
+    #: True when the method hooks sub-modules (a layer's activations, ReLU backward passes): it
+    #: then runs on ``Classifier.layered`` (``network``), the others on ``differentiable``.
+    needs_hooks: ClassVar[bool] = False
     #: True when the map is signed (otherwise non-negative).
     signed: ClassVar[bool] = False
 
@@ -67,6 +71,12 @@ def method_problem(entry: object) -> str | None:
 
 
 methods: Registry[type[SaliencyMethod]] = Registry("saliency method", "audit.methods", method_problem)
+
+
+def network(model: Classifier, method: SaliencyMethod | type[SaliencyMethod]) -> nn.Module:
+    """The module ``method`` differentiates: ``model.layered`` for methods that hook
+    sub-modules, ``model.differentiable`` for the others."""
+    return model.layered if method.needs_hooks else model.differentiable
 
 
 def leaf_input(x: torch.Tensor) -> torch.Tensor:

@@ -62,6 +62,7 @@ class LayerMethod(SaliencyMethod):
     """
 
     needs_layer: ClassVar[bool] = True
+    needs_hooks: ClassVar[bool] = True
     #: The method's CLI name, for messages.
     label: ClassVar[str]
 
@@ -82,7 +83,7 @@ class LayerMethod(SaliencyMethod):
 
     def grad_cam(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """(N, H, W) float32: ReLU(Σ_k α_k A^k), α_k = mean_ij ∂y_t/∂A^k_ij, upsampled to x."""
-        cam = LayerGradCam(model.differentiable, self.layer_module(model)).attribute(
+        cam = LayerGradCam(model.layered, self.layer_module(model)).attribute(
             leaf_input(x), target=target, relu_attributions=True
         )
         return upsample(cam.detach(), tuple(x.shape[2:]))

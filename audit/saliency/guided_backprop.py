@@ -22,12 +22,13 @@ class GuidedBackprop(SaliencyMethod):
     g ↦ max(g, 0) · 1[input > 0]: signed, summed over channels. Needs ``nn.ReLU`` modules."""
 
     signed: ClassVar[bool] = True
+    needs_hooks: ClassVar[bool] = True
 
     def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
         require_relu_modules(model, "guided-backprop")
         with warnings.catch_warnings():  # captum announces its ReLU hooks on every call
             warnings.simplefilter("ignore", UserWarning)
-            attribution = CaptumGuidedBackprop(model.differentiable).attribute(
+            attribution = CaptumGuidedBackprop(model.layered).attribute(
                 leaf_input(x), target=target
             )
         return sum_over_channels(attribution)

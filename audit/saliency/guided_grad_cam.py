@@ -37,5 +37,5 @@ class GuidedGradCam(LayerMethod):
         cam = self.grad_cam(model, x, target)
         with warnings.catch_warnings():  # captum announces its ReLU hooks on every call
             warnings.simplefilter("ignore", UserWarning)
-            guided = CaptumGuidedBackprop(model.differentiable).attribute(leaf_input(x), target=target)
+            guided = CaptumGuidedBackprop(model.layered).attribute(leaf_input(x), target=target)
         return (guided.detach().sum(dim=1) * cam).numpy()

@@ -1,4 +1,4 @@
-"""Finding the layers that Grad-CAM and guided backprop hook into on ``model.differentiable``."""
+"""Finding the layers that Grad-CAM and guided backprop hook into on ``model.layered``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from audit.models.feature_map import head_feature_map
 
 @dataclass(frozen=True)
 class FeatureLayer:
-    """The layer a Grad-CAM-style method uses: its name in ``model.differentiable``, the
+    """The layer a Grad-CAM-style method uses: its name in ``model.layered``, the
     (C, H, W) shape of its output, and whether it is the default (not ``-o M.layer=NAME``)."""
 
     name: str
@@ -33,7 +33,7 @@ def feature_layer(model: Classifier, name: str | None, method: str) -> FeatureLa
     probe = torch.zeros((1, *model.spec.shape))
     if name is None:
         try:
-            found = head_feature_map(model.differentiable, probe)
+            found = head_feature_map(model.layered, probe)
         except AuditError as exc:
             raise AuditError(
                 f"{method}: model {model.path} {exc}, so it has no default layer; name a convolutional layer "
@@ -51,8 +51,8 @@ def feature_layer(model: Classifier, name: str | None, method: str) -> FeatureLa
 
 
 def layer_module(model: Classifier, name: str, method: str) -> nn.Module:
-    """The sub-module of ``model.differentiable`` called ``name``; the error lists the valid names."""
-    modules = dict(model.differentiable.named_modules())
+    """The sub-module of ``model.layered`` called ``name``; the error lists the valid names."""
+    modules = dict(model.layered.named_modules())
     if not name or name not in modules:
         valid = ", ".join(key for key in modules if key)
         raise AuditError(f"{method}: model {model.path} has no layer {name!r}; valid: {valid}")
@@ -70,7 +70,7 @@ def _output_shape(model: Classifier, name: str, method: str, probe: torch.Tensor
     hook = layer.register_forward_hook(record)
     try:
         with torch.no_grad():
-            model.differentiable(probe)
+            model.layered(probe)
     finally:
         hook.remove()
     if not shapes:
@@ -81,7 +81,7 @@ def _output_shape(model: Classifier, name: str, method: str, probe: torch.Tensor
 def require_relu_modules(model: Classifier, method: str) -> None:
     """Guided backprop rewrites the backward pass of ``nn.ReLU`` modules; without any it is the
     plain gradient, so refuse rather than mislabel the map."""
-    if not any(isinstance(module, nn.ReLU) for module in model.differentiable.modules()):
+    if not any(isinstance(module, nn.ReLU) for module in model.layered.modules()):
         raise AuditError(
             f"{method} needs nn.ReLU modules; model {model.path} has none; "
             f"use --method gradient or --method input-x-gradient"
