@@ -119,8 +119,8 @@ def _graph(module: nn.Module, probe: torch.Tensor) -> Graph:
 def _twin_graph(twin: OnnxGraphModule, probe: torch.Tensor, prefix: str) -> Graph:
     """The interpreter's plan; shapes from forward hooks on its modules."""
     outputs: dict[str, tuple] = {}
-    hooks = [module.register_forward_hook(lambda m, i, o, name=name: outputs.__setitem__(name, o))
-             for name, module in twin.named_children() if name != "constants"]
+    hooks = [twin.get_submodule(name).register_forward_hook(lambda m, i, o, name=name: outputs.__setitem__(name, o))
+             for name, _, _ in twin.plan]
     try:
         with torch.no_grad():
             twin(probe)
@@ -134,7 +134,7 @@ def _twin_graph(twin: OnnxGraphModule, probe: torch.Tensor, prefix: str) -> Grap
         for slot, value in zip(outs, values if isinstance(values, tuple) else (values,)):
             if isinstance(value, torch.Tensor):
                 shapes[slot] = tuple(value.shape)
-        module = getattr(twin, name)
+        module = twin.get_submodule(name)
         pooling = isinstance(module, (GlobalPool, AveragePool, MaxPool)) or (
             isinstance(module, Reduce) and module.kind in ("Mean", "Max"))
         steps.append(Step(prefix + name, pooling, tuple(ins), tuple(outs)))

@@ -33,9 +33,9 @@ def test_features_are_the_input_of_the_last_linear(onnx_twin: nn.Module) -> None
 
 
 def test_naming_a_relu_reads_its_input(onnx_twin: nn.Module) -> None:
-    (name, module, where), = resolve_layers(onnx_twin, ["layers_0_relu"])
+    (name, module, where), = resolve_layers(onnx_twin, ["layers.0.relu"])
     assert isinstance(module, nn.ReLU) and where == "input"
-    taps = LayerTaps(onnx_twin, ["layers_0_relu"])
+    taps = LayerTaps(onnx_twin, ["layers.0.relu"])
     with taps.recording():
         onnx_twin(torch.rand(2, 1, 28, 28))
     assert (taps.taken()[0] < 0).any()  # pre-activation: negative values survive
@@ -49,5 +49,5 @@ def test_a_conv_followed_by_batchnorm_reads_the_batchnorm_output() -> None:
 
 
 def test_an_unknown_layer_lists_the_valid_ones(onnx_twin: nn.Module) -> None:
-    with pytest.raises(AuditError, match=r"--layers 'layer9'.*valid: features, stem_1.*fc"):
+    with pytest.raises(AuditError, match=r"--layers 'layer9'.*valid: features, stem\.1.*fc"):
         LayerTaps(onnx_twin, ["layer9"])

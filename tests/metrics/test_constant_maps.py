@@ -139,7 +139,7 @@ def test_every_method_runs_and_everything_is_written(runs, fmt) -> None:
     assert list(results["methods"]) == audited(fmt)
     assert results["data"]["images"] == IMAGES == len(pd.read_csv(out / "per_image.csv"))
     for name in CONSTANT:
-        assert results["methods"][name]["layer"]["name"] == "features_3"  # the dead ReLU, by default
+        assert results["methods"][name]["layer"]["name"] == "features.3"  # the dead ReLU, by default
     assert len(PdfReader(out / "report.pdf").pages) >= 2
 
 

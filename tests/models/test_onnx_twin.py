@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 from torch import nn
 
 from audit.models.onnx_graph import UnsupportedOperatorError, build_torch_twin, write_back
-from audit.models.onnx_graph.naming import assign_names, module_path, sanitize
+from audit.models.onnx_graph.naming import assign_names, dotted, module_path, parameter_owner, sanitize
 from audit.models.to_onnx import exported_program_to_onnx, torchscript_to_onnx
 from tests.models.conftest import EXPORTS, SHAPE, make_model
 
@@ -71,7 +71,7 @@ def test_layers_are_real_torch_modules(exported) -> None:
     twin = build_torch_twin(model)
     modules = dict(twin.named_modules())
     assert sum(isinstance(m, nn.ReLU) for m in modules.values()) == count(model, "Relu")
-    assert isinstance(modules["layer1_0_conv1"], nn.Conv2d)
+    assert isinstance(modules["layer1.0.conv1"], nn.Conv2d)
     assert isinstance(modules["fc"], nn.Linear)
     assert all(p.requires_grad for p in twin.parameters())
     assert twin.onnx_sources["fc.weight"].initializer == "fc.weight"
@@ -89,7 +89,7 @@ def test_captum_guided_backprop_and_layer_gradcam(exported) -> None:
     plain = torch.autograd.grad(twin(xp)[:, 1].sum(), xp)[0]
     assert torch.isfinite(guided).all() and not torch.allclose(guided, plain)
     # default dynamo export fuses BN into Conv; the fused Conv carries the BN's module path
-    cam = LayerGradCam(twin, twin.layer1_1_bn2).attribute(x, target=1)
+    cam = LayerGradCam(twin, twin.get_submodule("layer1.1.bn2")).attribute(x, target=1)
     assert cam.shape == (2, 1, 4, 4)
 
 
@@ -115,9 +115,10 @@ def test_internal_routes_keep_batchnorm_and_match(name: str, route: str) -> None
         with torch.no_grad():
             torch.testing.assert_close(twin(x), module(x), atol=1e-4, rtol=0)
     names = {n for n, _ in twin.named_modules()}
-    expected = {"resnet": {"layer1_0_conv1", "layer1_0_bn1", "layer1_1_down_1", "fc"},
-                "densenet": {"block1_0_conv", "block1_0_norm", "transition_2", "classifier"}}[name]
-    assert expected <= names
+    weighted = {n for n, m in module.named_modules() if n and any(True for _ in m.parameters(recurse=False))}
+    assert weighted <= names  # every layer of the code under its own path (layer1.0.conv1, layer1.1.down.1…)
+    # the same keys as the code's state_dict (the dynamo route adds zero biases to bias-free convolutions)
+    assert {n for n, _ in module.named_parameters()} <= {n for n, _ in twin.named_parameters()}
 
 
 def test_write_back_round_trips_reinitialised_batchnorm() -> None:
@@ -167,11 +168,20 @@ def test_naming_rules() -> None:
     helper.set_metadata_props(dynamo, {"pkg.torch.onnx.name_scopes": "['', 'layer1', 'layer1.0.relu', 'relu']"})
     assert module_path(dynamo) == "layer1.0.relu"
     assert module_path(helper.make_node("Add", ["a", "b"], ["c"], name="Add_3")) is None
-    assert sanitize("layer1.0.conv1") == "layer1_0_conv1"
-    assert sanitize("0.weird-name") == "n_0_weird_name"
+    assert sanitize("layer1.0.conv1") == "layer1_0_conv1"  # one segment: an unrecorded node name
+    assert sanitize("0.weird-name") == "0_weird_name"
     assert sanitize("forward") == "forward_"
+    assert dotted("features.0.forward") == "features.0.forward_"
     add = helper.make_node("Add", ["a", "b"], ["c"], name="/layer1/layer1.0/Add")
     relu2 = helper.make_node("Relu", ["c"], ["d"], name="/layer1/layer1.0/relu/Relu_1")
-    names = assign_names([legacy, add, relu2, dynamo, helper.make_node("Add", ["d", "d"], ["e"], name="")],
+    names = assign_names([legacy, add, relu2, dynamo, helper.make_node("Add", ["d", "d"], ["e"], name="")], [None] * 5,
                          [True, False, False, False, False])
-    assert names == ["layer1_0_conv1", "layer1_0_add", "layer1_0_relu", "layer1_0_relu_1", "add"]
+    assert names == ["layer1.0.conv1", "layer1.0.add", "layer1.0.relu", "layer1.0.relu_1", "add"]
+    # a scripted module's legacy export drops the innermost scope; the parameter's name keeps it
+    scripted_bn = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], name="/block2/0/BatchNormalization")
+    assert assign_names([scripted_bn], [parameter_owner("block2.0.norm.weight")], [True]) == ["block2.0.norm"]
+    # the dynamo optimizer's Conv+BatchNorm keeps the conv's weight names and the BatchNorm's path
+    fused = helper.make_node("Conv", ["x", "w"], ["y"], name="node_Conv_97")
+    helper.set_metadata_props(fused, {"pkg.torch.onnx.name_scopes": "['', 'layer1', 'layer1.0', 'layer1.0.bn1', 'bn']"})
+    assert assign_names([fused], [parameter_owner("layer1.0.conv1.weight")], [True]) == ["layer1.0.bn1"]
+    assert parameter_owner("onnx::Conv_63") is None and parameter_owner("val_7") is None

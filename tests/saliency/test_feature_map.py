@@ -134,7 +134,7 @@ def test_grad_cam_layer_agreement_across_the_formats_of_one_model(sample_formats
     for name, model in sample_formats.items():
         method = methods.get("grad-cam")()
         method.prepare(model)
-        assert method.provenance()["layer"] == {"name": "layers_3_relu_1", "shape": [32, 2, 2], "default": True}, name
+        assert method.provenance()["layer"] == {"name": "layers.3.relu_1", "shape": [32, 2, 2], "default": True}, name
         maps[name] = method.attribute(model, x, target)
     reference = maps.pop("biased.onnx")
     for name, other in maps.items():

@@ -17,7 +17,7 @@ from torch import nn
 
 from audit.errors import AuditError
 from audit.models.onnx_graph.errors import Unsupported, UnsupportedOperatorError
-from audit.models.onnx_graph.naming import assign_names, sanitize
+from audit.models.onnx_graph.naming import assign_names, parameter_owner, sanitize
 from audit.models.onnx_graph.ops import CONVERTERS, NodeSpec
 from audit.models.onnx_graph.ops.base import tensor_from_proto
 
@@ -40,6 +40,31 @@ class OnnxSource:
 
 class _Constants(nn.Module):
     """Holds graph constants needed at runtime as buffers (they follow ``.to(device)``)."""
+
+
+class Scope(nn.Module):
+    """A level of the module tree that holds no node itself (``layer1``, ``layer1.0``), like an
+    ``nn.Sequential`` or a block of the original code."""
+
+
+def place(root: nn.Module, name: str, module: nn.Module) -> str:
+    """Add ``module`` under the dotted ``name``, creating ``Scope`` levels on the way; returns
+    the name it got. A level taken by a node's module gets a trailing ``_`` (``fc`` a layer and
+    ``fc.add`` wanted below it → ``fc_.add``), a taken leaf name a ``_1``, ``_2``… suffix."""
+    *levels, leaf = name.split(".")
+    parent, path = root, []
+    for level in levels:
+        while (not isinstance(parent._modules.get(level), Scope)) and (level in parent._modules or hasattr(parent, level)):
+            level += "_"
+        if level not in parent._modules:
+            parent.add_module(level, Scope())
+        parent, path = parent._modules[level], [*path, level]
+    base, k = leaf, 0
+    while hasattr(parent, leaf):
+        k += 1
+        leaf = f"{base}_{k}"
+    parent.add_module(leaf, module)
+    return ".".join([*path, leaf])
 
 
 def _opsets(model: onnx.ModelProto) -> dict[str, int]:
@@ -88,6 +113,7 @@ class OnnxGraphModule(nn.Module):
 
     Attributes: ``input_names``/``output_names`` (graph I/O), ``onnx_sources`` (twin
     parameter/buffer name → :class:`OnnxSource`), ``onnx_nodes`` (module name → ONNX node name).
+    Sub-modules form a tree named by the exporter's module paths (``naming``): ``layer1.0.conv1``.
     """
 
     def __init__(self, model: onnx.ModelProto) -> None:
@@ -127,9 +153,17 @@ class OnnxGraphModule(nn.Module):
         if problems:
             raise UnsupportedOperatorError(problems)
 
-        names = assign_names([k[0] for k in kept], [bool(k[3].params) for k in kept])
         identity_of = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity"}
         initializers = {i.name for i in graph.initializer}
+
+        def initializer_of(value: str) -> str | None:
+            while value not in initializers and value in identity_of:
+                value = identity_of[value]
+            return value if value in initializers else None
+
+        owners = [parameter_owner(initializer_of(next(iter(k[3].params.values())))) if k[3].params else None
+                  for k in kept]
+        names = assign_names([k[0] for k in kept], owners, [bool(k[3].params) for k in kept])
         self.onnx_sources: dict[str, OnnxSource] = {}
         self.onnx_nodes: dict[str, str] = {}
 
@@ -154,24 +188,22 @@ class OnnxGraphModule(nn.Module):
             return slot(value)
 
         plan = []
-        for (node, module, inputs, spec), name in zip(kept, names):
-            self.add_module(name, module)
+        for (node, module, inputs, spec), wanted in zip(kept, names):
+            name = place(self, wanted, module)
             self.onnx_nodes[name] = node.name
             for attr, value in spec.params.items():
-                source = value
-                while source not in initializers and source in identity_of:
-                    source = identity_of[source]
                 self.onnx_sources[f"{name}.{attr}"] = OnnxSource(
-                    node.name, value, source if source in initializers else None, attr in spec.transposed)
+                    node.name, value, initializer_of(value), attr in spec.transposed)
             plan.append((name, [read(v) if v else 0 for v in inputs], [slot(o) if o else -1 for o in node.output]))
         self._output_slots = [read(o) for o in self.output_names]
         self._n_slots = len(slots) + 1
         self._plan = [(name, ins, [o if o >= 0 else self._n_slots - 1 for o in outs]) for name, ins, outs in plan]
+        self._steps = [(self.get_submodule(name), ins, outs) for name, ins, outs in self._plan]
 
     @property
     def plan(self) -> list[tuple[str, list[int], list[int]]]:
         """The execution plan, for reading: (module name, input slots, output slots) per node in
-        run order. Slots name values: ``input_slots`` hold the graph inputs, ``output_slots`` its
+        run order; the name is the module's in ``named_modules()``. Slots name values: ``input_slots`` hold the graph inputs, ``output_slots`` its
         outputs, slot 0 a missing optional input."""
         return self._plan
 
@@ -192,9 +224,8 @@ class OnnxGraphModule(nn.Module):
         buffers = self.constants._buffers
         for s, name in self._const_slots:
             env[s] = buffers[name]
-        modules = self._modules
-        for name, ins, outs in self._plan:
-            y = modules[name](*[env[i] for i in ins])
+        for module, ins, outs in self._steps:
+            y = module(*[env[i] for i in ins])
             if type(y) is tuple:
                 for o, v in zip(outs, y):
                     env[o] = v

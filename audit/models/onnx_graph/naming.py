@@ -1,6 +1,8 @@
 """Readable, stable module names for the twin's layers.
 
-1. Module path recorded by the exporter, if any:
+1. For a node with parameters, the module path in the parameter's name where the exporter
+   kept it (``block2.0.norm.weight`` → ``block2.0.norm``) and it lies at or below the recorded
+   path (``node_path``). Otherwise the module path recorded by the exporter, if any:
    - dynamo exporter: node metadata ``pkg.torch.onnx.name_scopes``, e.g.
      ``['', 'layer1', 'layer1.0', 'layer1.0.conv1', 'conv2d']`` → ``layer1.0.conv1`` (the
      element before the op), or else the ``namespace`` metadata
@@ -16,10 +18,13 @@
    A Conv into which the dynamo exporter's optimizer fused a BatchNorm carries the BatchNorm's
    path (``layer1.0.bn1``): that is all the exporter keeps.
 3. Without a recorded path: the ONNX node name, else the op type.
-4. Sanitised into an attribute name: every character outside ``[A-Za-z0-9_]`` becomes ``_``
-   (``layer1.0.conv1`` → ``layer1_0_conv1``); a leading digit gets an ``n_`` prefix; names that
-   clash with ``nn.Module`` attributes (``forward``, ``training``…) or the twin's own
-   (``constants``) get a trailing ``_``; repeats get ``_1``, ``_2``… in graph order.
+4. The name is a dotted path, as in the user's code: the twin's modules form a tree of the same
+   shape (``dict(twin.named_modules())["layer1.0.conv1"]``), so users name layers as in their
+   own code and the state_dict keys are the original ones (``layer1.0.conv1.weight``). Each
+   segment is sanitised: every character outside ``[A-Za-z0-9_]`` becomes ``_``; an unrecorded
+   ONNX node name (``/Conv_3``, ``onnx::Add_7``) is one segment; a segment that clashes with an
+   attribute of ``nn.Module`` (``forward``, ``training``…) gets a trailing ``_``; repeats get
+   ``_1``, ``_2``… on the last segment, in graph order.
 """
 
 from __future__ import annotations
@@ -33,7 +38,10 @@ from torch import nn
 
 from audit.models.onnx_graph.ops.base import op_snake
 
-RESERVED = {"constants"}
+#: the twin's own attributes, which a top-level layer name must not shadow
+QUALIFIED = re.compile(r"^[A-Za-z_]\w*(\.\w+)+$", flags=re.ASCII)
+RESERVED = {"constants", "plan", "input_slots", "output_slots", "input_names", "output_names", "onnx_sources",
+            "onnx_nodes"}
 _ROOT_MARKERS = {"", "_empty_nn_module_stack_from_metadata_hook"}
 
 
@@ -65,18 +73,44 @@ def module_path(node: onnx.NodeProto) -> str | None:
     return None
 
 
-def sanitize(name: str) -> str:
-    name = re.sub(r"\W", "_", name, flags=re.ASCII).strip("_") or "node"
-    if name[0].isdigit():
-        name = "n_" + name
-    if name in RESERVED or hasattr(nn.Module, name):
-        name += "_"
-    return name
+def sanitize(segment: str) -> str:
+    """One segment of a module path, usable as a child module's name."""
+    segment = re.sub(r"\W", "_", segment, flags=re.ASCII).strip("_") or "node"
+    if segment in RESERVED or hasattr(nn.Module, segment):
+        segment += "_"
+    return segment
 
 
-def assign_names(nodes: list[onnx.NodeProto], weighted: list[bool]) -> list[str]:
-    """One unique attribute name per node, following the module docstring's rules."""
-    paths = [module_path(n) for n in nodes]
+def dotted(path: str) -> str:
+    """A recorded module path with each segment sanitised (``features.0`` stays as it is)."""
+    return ".".join(sanitize(segment) for segment in path.split("."))
+
+
+def parameter_owner(initializer: str | None) -> str | None:
+    """The module path in a parameter's qualified name (``layer1.0.conv1.weight`` →
+    ``layer1.0.conv1``), or None for a name the exporter made up (``onnx::Conv_63``, ``val_7``):
+    those are weights it computed, e.g. a convolution with a BatchNorm folded in."""
+    if initializer is None or not QUALIFIED.match(initializer) or "." not in initializer:
+        return None
+    return initializer.rsplit(".", 1)[0]
+
+
+def node_path(node: onnx.NodeProto, owner: str | None) -> str | None:
+    """The module path a node is named after: its parameters' owner when that path lies at or
+    below the recorded one (the legacy exporter records ``/block2/0/BatchNormalization`` for a
+    scripted ``block2[0].norm``), else the recorded path (the dynamo optimizer's fused
+    Conv+BatchNorm keeps the convolution's weight names but records the BatchNorm's path: it
+    computes the BatchNorm's output)."""
+    recorded = module_path(node)
+    if owner is not None and (not recorded or owner == recorded or owner.startswith(recorded + ".")):
+        return owner
+    return recorded
+
+
+def assign_names(nodes: list[onnx.NodeProto], owners: list[str | None], weighted: list[bool]) -> list[str]:
+    """One unique dotted name per node, following the module docstring's rules; ``owners``:
+    the module path in each node's first parameter's name (``parameter_owner``)."""
+    paths = [node_path(n, owner) for n, owner in zip(nodes, owners)]
     known = {p for p in paths if p}
     per_path = Counter(paths)
     weighted_per_path = Counter(p for p, w in zip(paths, weighted) if w)
@@ -87,16 +121,15 @@ def assign_names(nodes: list[onnx.NodeProto], weighted: list[bool]) -> list[str]
     for node, path, has_weights in zip(nodes, paths, weighted):
         op = op_snake(node.op_type)
         if path is None:
-            raw.append(node.name or op)
+            raw.append(sanitize(node.name or op))
             continue
         leaf = path != "" and not any(k.startswith(path + ".") for k in known)
         direct = leaf and (per_path[path] == 1 or len(ops_per_path[path]) == 1
                            or (has_weights and weighted_per_path[path] == 1))
-        raw.append(path if direct else (f"{path}.{op}" if path else op))
+        raw.append(dotted(path) if direct else (f"{dotted(path)}.{op}" if path else op))
     names: list[str] = []
     used: set[str] = set()
-    for r in raw:
-        base = sanitize(r)
+    for base in raw:
         name, k = base, 0
         while name in used:
             k += 1
