@@ -18,13 +18,14 @@ import torch
 from torch import nn
 
 from audit.errors import AuditError
+from audit.models.layer_names import inner_model, named_layers, unknown_layer_hint
 
 FEATURES = "features"
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.CELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Hardswish)
 
 
 def _leaves(model: nn.Module) -> dict[str, nn.Module]:
-    return {name: m for name, m in model.named_modules() if name and not list(m.children())}
+    return {name: m for name, m in named_layers(model).items() if not list(m.children())}
 
 
 def valid_layer_names(model: nn.Module) -> list[str]:
@@ -34,7 +35,7 @@ def valid_layer_names(model: nn.Module) -> list[str]:
 
 def _only_consumer(model: nn.Module, name: str) -> str | None:
     """For an ONNX twin: the one module that reads ``name``'s output, if exactly one does."""
-    plan = getattr(model, "_plan", None)
+    plan = getattr(inner_model(model), "_plan", None)
     if plan is None:
         return None
     outputs = next((outs for n, _, outs in plan if n == name), [])
@@ -54,7 +55,7 @@ def resolve_layers(model: nn.Module, names: list[str]) -> list[tuple[str, nn.Mod
                                  f"name layers with --layers (valid: {', '.join(valid_layer_names(model)[1:])})")
             resolved.append((FEATURES, linears[-1][1], "input"))
         elif name not in leaves or leaves[name].__class__.__name__ == "_Constants":
-            raise AuditError(f"--layers {name!r}: no such layer; valid: {', '.join(valid_layer_names(model))}")
+            raise AuditError(f"--layers {name!r}: no such layer; {unknown_layer_hint(model, name, valid_layer_names(model))}")
         elif isinstance(leaves[name], ACTIVATIONS):
             resolved.append((name, leaves[name], "input"))
         else:

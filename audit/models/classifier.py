@@ -77,11 +77,10 @@ class Classifier:
 
     def layer_names(self) -> list[str]:
         """Names of sub-modules that hold parameters (targets for Grad-CAM, randomisation, actdiff)."""
-        return [
-            name
-            for name, module in self.layered.named_modules()
-            if name and any(True for _ in module.parameters(recurse=False))
-        ]
+        from audit.models.layer_names import named_layers
+
+        return [name for name, module in named_layers(self.layered).items()
+                if any(True for _ in module.parameters(recurse=False))]
 
 
 def from_module(

@@ -110,7 +110,7 @@ def _is_global(before: tuple[int, ...] | None, after: tuple[int, ...] | None) ->
 
 def _graph(module: nn.Module, probe: torch.Tensor) -> Graph:
     if isinstance(module, ImageByImage) and isinstance(module.model, OnnxGraphModule):
-        return _twin_graph(module.model, probe, "model.")
+        return _twin_graph(module.model, probe, "")  # names without the wrapper's prefix (layer_names)
     if isinstance(module, OnnxGraphModule):
         return _twin_graph(module, probe, "")
     return _traced_graph(module, probe)

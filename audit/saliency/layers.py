@@ -11,19 +11,38 @@ from torch import nn
 from audit.errors import AuditError
 from audit.models.classifier import Classifier
 from audit.models.feature_map import head_feature_map
+from audit.models.layer_names import find_layer, inner_model
+from audit.models.onnx_graph import OnnxGraphModule
 
 
 @dataclass(frozen=True)
 class FeatureLayer:
-    """The layer a Grad-CAM-style method uses: its name in ``model.layered``, the
-    (C, H, W) shape of its output, and whether it is the default (not ``-o M.layer=NAME``)."""
+    """The layer a Grad-CAM-style method uses: its name (``audit.models.layer_names``), the
+    (C, H, W) shape of its output, whether it is the default (not ``-o M.layer=NAME``), and
+    whose output in the original code it computes (``eager_output``): itself, or the BatchNorm
+    an exporter folded into it (``absorbed_batchnorm``)."""
 
     name: str
     shape: tuple[int, int, int]
     default: bool
+    eager_output: str = ""
+    absorbed_batchnorm: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "default": self.default}
+        return {"name": self.name, "shape": list(self.shape), "default": self.default,
+                "eager_output": self.eager_output or self.name, "absorbed_batchnorm": self.absorbed_batchnorm}
+
+
+def layer_origin(model: Classifier, name: str) -> tuple[str, bool]:
+    """(eager_output, absorbed_batchnorm) of layer ``name`` (see ``FeatureLayer``): a twin
+    convolution the legacy exporter folded a BatchNorm into computes that BatchNorm's output,
+    one the dynamo optimizer fused is already named after its BatchNorm."""
+    twin = inner_model(model.layered)
+    if not isinstance(twin, OnnxGraphModule):
+        return name, False
+    if name in twin.folded_batchnorm:
+        return f"the BatchNorm that follows {name} in the original code", True
+    return name, name in twin.fused_into.values()
 
 
 def feature_layer(model: Classifier, name: str | None, method: str) -> FeatureLayer:
@@ -39,7 +58,7 @@ def feature_layer(model: Classifier, name: str | None, method: str) -> FeatureLa
                 f"{method}: model {model.path} {exc}, so it has no default layer; name a convolutional layer "
                 f"with -o {method}.layer=NAME, or use --method gradient"
             ) from exc
-        return FeatureLayer(found.layer, found.shape, default=True)
+        return FeatureLayer(found.layer, found.shape, True, *layer_origin(model, found.layer))
     name = str(name)  # ``--option grad-cam.layer=0`` arrives as the int 0
     shape = _output_shape(model, name, method, probe)
     if len(shape) != 4:
@@ -47,16 +66,12 @@ def feature_layer(model: Classifier, name: str | None, method: str) -> FeatureLa
             f"{method}: layer {name!r} of model {model.path} gives a {len(shape)}-D output {shape}; choose a "
             f"convolutional layer with (N, C, H, W) activations, or leave out -o {method}.layer for the default"
         )
-    return FeatureLayer(name, tuple(shape[1:]), default=False)  # type: ignore[arg-type]
+    return FeatureLayer(name, tuple(shape[1:]), False, *layer_origin(model, name))  # type: ignore[arg-type]
 
 
 def layer_module(model: Classifier, name: str, method: str) -> nn.Module:
-    """The sub-module of ``model.layered`` called ``name``; the error lists the valid names."""
-    modules = dict(model.layered.named_modules())
-    if not name or name not in modules:
-        valid = ", ".join(key for key in modules if key)
-        raise AuditError(f"{method}: model {model.path} has no layer {name!r}; valid: {valid}")
-    return modules[name]
+    """The layer of ``model.layered`` called ``name``; the error lists the closest names."""
+    return find_layer(model.layered, name, f"-o {method}.layer", model.path)
 
 
 def _output_shape(model: Classifier, name: str, method: str, probe: torch.Tensor) -> tuple[int, ...]:

@@ -164,7 +164,7 @@ def test_no_training_image_has_a_mask(synthetic_root, tiny_model_files, tmp_path
 
 def test_unknown_layer_lists_the_valid_ones(synthetic_root, tiny_model_files, tmp_path, capsys) -> None:
     arguments = args(synthetic_root, tiny_model_files["onnx"], tmp_path / "o", "--loss", "actdiff", "--layers", "conv9")
-    _bad(capsys, arguments, "--layers 'conv9': no such layer; valid: features, ", tmp_path / "o")
+    _bad(capsys, arguments, "--layers 'conv9': no such layer; closest: ", tmp_path / "o")
 
 
 def test_validation_set_with_one_class(synthetic_root, tiny_model_files, tmp_path, capsys) -> None:

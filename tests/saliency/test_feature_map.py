@@ -73,7 +73,7 @@ def both_ways(module: nn.Module, tmp_path: Path) -> list:
 @pytest.mark.parametrize("head", HEADS.values(), ids=HEADS.keys())
 def test_the_default_layer_is_the_input_of_the_last_global_pooling(head, tmp_path):
     for model in both_ways(Net(head), tmp_path):
-        assert feature_layer(model, None, "grad-cam") == FeatureLayer("act", (4, 4, 4), default=True), model.format
+        assert feature_layer(model, None, "grad-cam") == FeatureLayer("act", (4, 4, 4), True, "act", False), model.format
 
 
 def test_pooling_two_different_maps_is_ambiguous(tmp_path):
@@ -134,7 +134,7 @@ def test_grad_cam_layer_agreement_across_the_formats_of_one_model(sample_formats
     for name, model in sample_formats.items():
         method = methods.get("grad-cam")()
         method.prepare(model)
-        assert method.provenance()["layer"] == {"name": "layers.3.relu_1", "shape": [32, 2, 2], "default": True}, name
+        assert method.provenance()["layer"] == {"name": "layers.3.relu_1", "shape": [32, 2, 2], "default": True, "eager_output": "layers.3.relu_1", "absorbed_batchnorm": False}, name
         maps[name] = method.attribute(model, x, target)
     reference = maps.pop("biased.onnx")
     for name, other in maps.items():

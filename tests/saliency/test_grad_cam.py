@@ -26,7 +26,7 @@ def captum_grad_cam(module, layer, x, target):
 def test_default_layer_is_the_input_of_the_global_pooling(case):
     method = methods.get("grad-cam")()
     method.prepare(case.model)
-    assert method.provenance() == {"layer": {"name": "pool", "shape": [6, 8, 8], "default": True}}
+    assert method.provenance() == {"layer": {"name": "pool", "shape": [6, 8, 8], "default": True, "eager_output": "pool", "absorbed_batchnorm": False}}
     expected = captum_grad_cam(case.module, case.module.pool, case.x, case.target)
     maps = method.attribute(case.model, case.x, case.target)
     np.testing.assert_allclose(maps, expected.numpy(), rtol=1e-5, atol=1e-6)
@@ -38,13 +38,15 @@ def test_named_layer(case):
     method = methods.get("grad-cam")(layer="conv1")
     maps = method.attribute(case.model, case.x, case.target)
     np.testing.assert_allclose(maps, expected.numpy(), rtol=1e-5, atol=1e-6)
-    assert method.provenance()["layer"] == {"name": "conv1", "shape": [4, 16, 16], "default": False}
+    assert method.provenance()["layer"] == {"name": "conv1", "shape": [4, 16, 16], "default": False, "eager_output": "conv1", "absorbed_batchnorm": False}
     default = methods.get("grad-cam")().attribute(case.model, case.x, case.target)
     assert not np.allclose(maps, default)
 
 
-def test_unknown_layer_lists_valid_layers(case):
-    with pytest.raises(AuditError, match=r"no layer 'conv9'; valid: conv1, bn, relu1, conv2, relu2, pool, fc"):
+def test_unknown_layer_lists_the_closest_names(case):
+    # difflib's ranking: the names most like 'conv9' first, then the count and where to see them all
+    with pytest.raises(AuditError, match=r"^-o grad-cam.layer: .* has no layer 'conv9'; closest: conv2, conv1 "
+                                         r"\(`audit layers MODEL` lists all 7\)$"):
         methods.get("grad-cam")(layer="conv9").prepare(case.model)
 
 

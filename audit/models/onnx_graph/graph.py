@@ -17,7 +17,7 @@ from torch import nn
 
 from audit.errors import AuditError
 from audit.models.onnx_graph.errors import Unsupported, UnsupportedOperatorError
-from audit.models.onnx_graph.naming import assign_names, parameter_owner, sanitize
+from audit.models.onnx_graph.naming import assign_names, dotted, module_path, parameter_owner, sanitize
 from audit.models.onnx_graph.ops import CONVERTERS, NodeSpec
 from audit.models.onnx_graph.ops.base import tensor_from_proto
 
@@ -114,6 +114,10 @@ class OnnxGraphModule(nn.Module):
     Attributes: ``input_names``/``output_names`` (graph I/O), ``onnx_sources`` (twin
     parameter/buffer name → :class:`OnnxSource`), ``onnx_nodes`` (module name → ONNX node name).
     Sub-modules form a tree named by the exporter's module paths (``naming``): ``layer1.0.conv1``.
+    ``fused_into``: a convolution's module path → the layer the dynamo optimizer fused it into (a
+    Conv computing its BatchNorm's output, named after the BatchNorm). ``folded_batchnorm``: the
+    convolutions whose weights the legacy exporter computed (``onnx::Conv_*``: a BatchNorm
+    folded in, so their output is that BatchNorm's, although they keep the convolution's name).
     """
 
     def __init__(self, model: onnx.ModelProto) -> None:
@@ -161,9 +165,19 @@ class OnnxGraphModule(nn.Module):
                 value = identity_of[value]
             return value if value in initializers else None
 
-        owners = [parameter_owner(initializer_of(next(iter(k[3].params.values())))) if k[3].params else None
-                  for k in kept]
+        weights = [initializer_of(next(iter(k[3].params.values()))) if k[3].params else None for k in kept]
+        owners = [parameter_owner(w) for w in weights]
         names = assign_names([k[0] for k in kept], owners, [bool(k[3].params) for k in kept])
+        self.fused_into: dict[str, str] = {}
+        self.folded_batchnorm: set[str] = set()
+        for (node, *_), name, owner, weight in zip(kept, names, owners, weights):
+            if node.op_type != "Conv":
+                continue
+            recorded = module_path(node)
+            if owner is not None and recorded and owner != recorded and not owner.startswith(recorded + "."):
+                self.fused_into[dotted(owner)] = name
+            elif weight is not None and weight.startswith("onnx::"):
+                self.folded_batchnorm.add(name)
         self.onnx_sources: dict[str, OnnxSource] = {}
         self.onnx_nodes: dict[str, str] = {}
 
