@@ -16,7 +16,10 @@ one name means one layer everywhere:
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
+from typing import Any
 
+import torch
 from torch import nn
 
 from audit.errors import AuditError
@@ -56,3 +59,51 @@ def unknown_layer_hint(model: nn.Module, name: str, valid: list[str]) -> str:
                 f"name {fused!r}, or export without fusing (torch.onnx.export(..., optimize=False))")
     closest = difflib.get_close_matches(name, valid, n=CLOSEST, cutoff=0.5) or valid[:CLOSEST]
     return f"closest: {', '.join(closest)} (`audit layers MODEL` lists all {len(valid)})"
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One line of ``audit layers``: a layer's name, module type, output shape on one image
+    (its last call's; None when the forward pass does not call it), own parameter count, and a
+    note (an exporter's BatchNorm folding)."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...] | None
+    parameters: int
+    note: str = ""
+
+
+def layer_rows(model: nn.Module, probe: torch.Tensor, notes: dict[str, str] | None = None) -> list[LayerRow]:
+    """Every layer of ``model`` (``named_layers``) with its output shape on ``probe``, found by
+    one forward pass with a forward hook on each layer."""
+    layers = named_layers(model)
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def record(name: str):
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            first = output[0] if isinstance(output, (tuple, list)) and output else output
+            shapes[name] = tuple(first.shape) if isinstance(first, torch.Tensor) else ()
+        return hook
+
+    handles = [module.register_forward_hook(record(name)) for name, module in layers.items()]
+    try:
+        with torch.no_grad():
+            model(probe)
+    finally:
+        for handle in handles:
+            handle.remove()
+    notes = notes or {}
+    return [LayerRow(name, type(module).__name__, shapes.get(name),
+                     sum(p.numel() for p in module.parameters(recurse=False)), notes.get(name, ""))
+            for name, module in layers.items()]
+
+
+def exporter_notes(model: nn.Module) -> dict[str, str]:
+    """Layer name → what an exporter merged into it (ONNX twins only)."""
+    inner = inner_model(model)
+    if not isinstance(inner, OnnxGraphModule):
+        return {}
+    notes = {name: "BatchNorm folded in: outputs the BatchNorm's output" for name in inner.folded_batchnorm}
+    notes.update({fused: f"{conv} (Conv) fused in" for conv, fused in inner.fused_into.items()})
+    return notes

@@ -164,6 +164,7 @@ def test_unsupported_operators_are_named() -> None:
 def test_naming_rules() -> None:
     legacy = helper.make_node("Conv", ["x", "w"], ["y"], name="/layer1/layer1.0/conv1/Conv")
     assert module_path(legacy) == "layer1.0.conv1"
+    assert module_path(helper.make_node("Conv", ["x", "w"], ["y"], name="/layer1/layer1.1/down/down.0/Conv")) == "layer1.1.down.0"
     dynamo = helper.make_node("Relu", ["y"], ["z"], name="node_relu")
     helper.set_metadata_props(dynamo, {"pkg.torch.onnx.name_scopes": "['', 'layer1', 'layer1.0.relu', 'relu']"})
     assert module_path(dynamo) == "layer1.0.relu"

@@ -8,8 +8,9 @@
      element before the op), or else the ``namespace`` metadata
      (``': Net/layer1: Sequential/layer1.0: Block/…'``);
    - legacy (TorchScript) exporter: node name ``/layer1/layer1.0/conv1/Conv`` → scopes
-     ``layer1``, ``layer1.0``, ``conv1`` joined into ``layer1.0.conv1`` (a scope that already
-     starts with the path so far replaces it).
+     ``layer1``, ``layer1.0``, ``conv1`` joined into ``layer1.0.conv1``: a scope that starts
+     with the previous scope and a dot names a child of that container and replaces it
+     (``/layer1/layer1.1/down/down.0/Conv`` → ``layer1.1.down.0``).
 2. A leaf path (no other node's path lies below it) names its node directly when that node is
    the only one with this path, the only one holding weights, or all of the path's nodes
    have its op type (a module called several times: ``relu``, ``relu_1``); other nodes get
@@ -63,12 +64,13 @@ def module_path(node: onnx.NodeProto) -> str | None:
         parts = [p for p in parts[:-1] if p not in _ROOT_MARKERS]
         return parts[-1] if parts else ""
     if node.name.startswith("/"):
-        path = ""
+        path, previous = "", ""
         for scope in node.name.split("/")[1:-1]:
-            if path and not scope.startswith(path + "."):
-                path = f"{path}.{scope}"
+            if previous and scope.startswith(previous + "."):  # a container's child: "down" then "down.0"
+                path = path[: len(path) - len(previous)] + scope
             else:
-                path = scope
+                path = f"{path}.{scope}" if path else scope
+            previous = scope
         return path
     return None
 

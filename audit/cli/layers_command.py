@@ -1,0 +1,49 @@
+"""``audit layers MODEL``: the layer names to give ``-o grad-cam.layer``, ``--layers`` and the
+randomisation check, with their output shapes, so a user can pick one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from audit.cli.options import Channels, InputSize
+
+
+def layers(
+    model: Path = typer.Argument(..., help="TorchScript (.pt/.ts), torch.export (.pt2) or ONNX (.onnx) classifier."),
+    input_size: InputSize = None,
+    channels: Channels = None,
+) -> None:
+    """List the model's layers: name (the module path in your code), type, output shape for one
+    image, own parameters, and what an exporter folded in; the default Grad-CAM layer is marked."""
+    import torch
+
+    from audit.errors import AuditError
+    from audit.models.layer_names import exporter_notes, layer_rows
+    from audit.models.loader import ModelOptions, load_classifier
+    from audit.saliency.layers import feature_layer
+
+    classifier = load_classifier(model, ModelOptions(input_size=input_size, channels=channels))
+    network = classifier.layered
+    rows = layer_rows(network, torch.zeros((1, *classifier.spec.shape)), exporter_notes(network))
+    try:
+        default = feature_layer(classifier, None, "grad-cam").name
+    except AuditError:
+        default = None
+    lines = [("name", "type", "output", "parameters", "note")]
+    for row in rows:
+        shape = "not called" if row.shape is None else "×".join(map(str, row.shape)) or "-"
+        note = "; ".join(filter(None, ["default Grad-CAM layer" if row.name == default else "", row.note]))
+        lines.append((row.name, row.kind, shape, f"{row.parameters:,}", note))
+    widths = [max(len(line[i]) for line in lines) for i in range(4)]
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(f"layers of {model} ({classifier.format}, input {'×'.join(map(str, classifier.spec.shape))}), "
+                  f"named as -o grad-cam.layer=NAME, --layers NAME and the randomisation check take them")
+    for line in lines:
+        console.print(("  ".join(cell.ljust(width) for cell, width in zip(line, widths)) + "  " + line[4]).rstrip(), markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("layers")(layers)
