@@ -100,6 +100,6 @@ def test_audit_layers_lists_names_and_shapes_and_an_unknown_layer_gets_the_close
     assert "default Grad-CAM layer" in " ".join(rows["layer1.1.relu_1"])
     sample = Path(__file__).parents[2] / "sample_models" / "biased.onnx"
     code = main(["run", str(sample), "--data", str(synthetic_root / "valid" / "images"), "--out", str(tmp_path / "o"),
-                 "-m", "grad-cam", "-o", "grad-cam.layer=layers.0.conv9", "--quiet"])
-    assert_one_line_error(code, capsys.readouterr().err, "-o grad-cam.layer", "no layer 'layers.0.conv9'",
-                          "closest: layers.0.conv1", "audit layers MODEL")
+                 "-m", "grad-cam", "-o", "grad-cam.layer=layers.0.bn9", "--quiet"])
+    assert_one_line_error(code, capsys.readouterr().err, "-o grad-cam.layer", "no layer 'layers.0.bn9'",
+                          "; closest: ", "layers.0.bn1", "audit layers MODEL")
