@@ -7,7 +7,8 @@ one name means one layer everywhere:
 - a model run image by image (``ImageByImage``, a graph fixed at a batch of one) adds no
   ``model.`` prefix: its layers have the names of the model inside;
 - the ONNX twin's ``Scope`` levels (``layer1``, ``layer1.0``) hold no computation of their own
-  and are not layers; nor is the holder of graph constants;
+  and are not listed as layers; named, a block stands for its last node to run, whose output is
+  the block's (``block_output``); the holder of graph constants is not a layer;
 - a name the twin does not have gets one line with the closest names (``difflib``), and the
   reason where the exporter is why: a convolution the dynamo exporter fused into its BatchNorm
   (``OnnxGraphModule.fused_into``) is named after the BatchNorm, whose output it computes.
@@ -47,7 +48,21 @@ def find_layer(model: nn.Module, name: str, what: str, source: object) -> nn.Mod
     layers = named_layers(model)
     if name in layers:
         return layers[name]
+    block = block_output(model, name)
+    if block is not None:
+        return block
     raise AuditError(f"{what}: {source} has no layer {name!r}; {unknown_layer_hint(model, name, list(layers))}")
+
+
+def block_output(model: nn.Module, name: str) -> nn.Module | None:
+    """For an ONNX twin, the module whose output is block ``name``'s (a ``Scope``: ``layer1.0``,
+    ``blocks.3``): the last of the block's nodes to run, which computes what the block returns
+    (its residual sum or its last activation). None when ``name`` is not such a block."""
+    inner = inner_model(model)
+    if not isinstance(inner, OnnxGraphModule):
+        return None
+    inside = [step for step, _, _ in inner.plan if step.startswith(name + ".")]
+    return inner.get_submodule(inside[-1]) if inside else None
 
 
 def unknown_layer_hint(model: nn.Module, name: str, valid: list[str]) -> str:

@@ -103,3 +103,17 @@ def test_audit_layers_lists_names_and_shapes_and_an_unknown_layer_gets_the_close
                  "-m", "grad-cam", "-o", "grad-cam.layer=layers.0.bn9", "--quiet"])
     assert_one_line_error(code, capsys.readouterr().err, "-o grad-cam.layer", "no layer 'layers.0.bn9'",
                           "; closest: ", "layers.0.bn1", "audit layers MODEL")
+
+
+@pytest.mark.parametrize(("exporter", "opset"), [("legacy", 17), ("dynamo", 18)])
+def test_a_block_of_the_code_is_hooked_at_its_output(exported, exporter: str, opset: int) -> None:
+    eager, model = exported("resnet", exporter, opset)
+    twin = build_torch_twin(model)
+    block = find_layer(twin, "layer1.0", "grad-cam", "m.onnx")  # a Scope of the twin, a Block module in the code
+    x = torch.randn(2, *SHAPE)
+    seen: list[torch.Tensor] = []
+    handle = block.register_forward_hook(lambda m, i, o: seen.append(o))
+    with torch.no_grad():
+        twin(x)
+    handle.remove()
+    torch.testing.assert_close(seen[-1], _outputs(eager, ["layer1.0"], x)["layer1.0"], atol=1e-5, rtol=1e-5)
