@@ -288,6 +288,7 @@ def _results(
             "sha256": classifier.sha256,
             "files": classifier.files,
             "provider": classifier.provider,
+            "twin_check": classifier.twin_check,
             "classes": classifier.class_names,
             "multilabel": classifier.multilabel,
             "input": {

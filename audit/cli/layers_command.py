@@ -21,7 +21,7 @@ def layers(
     import torch
 
     from audit.errors import AuditError
-    from audit.models.layer_names import exporter_notes, layer_rows
+    from audit.models.layer_names import exporter_notes, find_layer, layer_rows, named_layers
     from audit.models.loader import ModelOptions, load_classifier
     from audit.saliency.layers import feature_layer
 
@@ -30,12 +30,16 @@ def layers(
     rows = layer_rows(network, torch.zeros((1, *classifier.spec.shape)), exporter_notes(network))
     try:
         default = feature_layer(classifier, None, "grad-cam").name
+        hooked = find_layer(network, default, "grad-cam", model)
     except AuditError:
-        default = None
+        default, hooked = None, None
+    modules = named_layers(network)
     lines = [("name", "type", "output", "parameters", "note")]
     for row in rows:
         shape = "not called" if row.shape is None else "×".join(map(str, row.shape)) or "-"
-        note = "; ".join(filter(None, ["default Grad-CAM layer" if row.name == default else "", row.note]))
+        mark = "" if modules[row.name] is not hooked else (
+            "default Grad-CAM layer" if row.name == default else f"default Grad-CAM layer (the output of {default})")
+        note = "; ".join(filter(None, [mark, row.note]))
         lines.append((row.name, row.kind, shape, f"{row.parameters:,}", note))
     widths = [max(len(line[i]) for line in lines) for i in range(4)]
     console = Console(highlight=False, soft_wrap=True)

@@ -2,9 +2,12 @@
 
 - ONNX: ``audit.models.onnx_graph.write_back`` copies the twin's parameters into the original
   graph (same operators, names and opset).
-- TorchScript: ``torch.jit.trace`` of the twin (the interpreter's plan becomes a static graph).
-- torch.export: ``torch.export.export`` of the twin with a dynamic batch dimension, then
-  ``torch.export.save``.
+- TorchScript: ``torch.jit.trace`` of the ONNX twin that fine-tuning trains (``Classifier.layered``:
+  actdiff hooks layers, which a loaded ScriptModule refuses; the interpreter's plan becomes a
+  static graph).
+- torch.export: ``torch.export.export`` of the program's own module tree that fine-tuning trains
+  (``audit.models.native``; inserted BatchNorm folded back) with a dynamic batch dimension (fixed
+  at one if the program was), then ``torch.export.save``.
 
 ``check_writable`` does all of this once on the untrained model, before any training, and
 reloads the file with ``load_classifier``: a model that cannot be written back fails early.
@@ -29,7 +32,7 @@ TOLERANCE = 1e-4
 
 
 class _OneInput(nn.Module):
-    """``forward(x)`` around the interpreter's ``forward(*inputs)``, so exporters see one named input
+    """``forward(x)`` around the model's ``forward(*inputs)``, so exporters see one named input
     (the attribute is not called ``graph``: an unlifted torch.export module has its own)."""
 
     def __init__(self, graph: nn.Module) -> None:
@@ -41,7 +44,7 @@ class _OneInput(nn.Module):
 
 
 def _graph(model: nn.Module) -> nn.Module:
-    """The interpreter module itself (a model traced for a batch of one is wrapped per image)."""
+    """The model itself (a model traced for a batch of one is wrapped per image)."""
     return model.model if isinstance(model, ImageByImage) else model
 
 

@@ -6,7 +6,9 @@ Layers: the sub-modules with parameters of their own, or BatchNorm running stati
 own, of the model the method differentiates (``audit.saliency.base.network``), in forward execution order. The order is taken from one
 forward pass of one image with a forward hook on each such module (the order in which their
 outputs are produced; a module called twice counts at its first call), not from the
-registration order; modules the forward pass never calls are left out and listed.
+registration order; modules the forward pass never calls are left out and listed. A loaded
+TorchScript module refuses hooks: its order is the order in which its TorchScript graph first
+reads each layer's own parameters or buffers (``audit.models.native.script_execution_order``).
 
 Steps, for layers L_1 … L_m in execution order:
 
@@ -77,6 +79,8 @@ from torch import nn
 from audit.errors import AuditError
 from audit.metrics.intervals import T_INTERVAL, mean_interval
 from audit.models.classifier import Classifier
+from audit.models.layer_names import named_layers
+from audit.models.native import script_execution_order
 from audit.saliency.base import SaliencyMethod, network
 
 RUNNING_STATISTICS = ("running_mean", "running_var")
@@ -93,8 +97,12 @@ def is_parameterised(module: nn.Module) -> bool:
 
 def execution_order(module: nn.Module, x: torch.Tensor) -> tuple[list[str], list[str]]:
     """(names in forward execution order, names never called) of the parameterised
-    sub-modules, from one forward pass of ``x[:1]`` with forward hooks."""
-    candidates = {name: m for name, m in module.named_modules() if name and is_parameterised(m)}
+    sub-modules, from one forward pass of ``x[:1]`` with forward hooks (from the graph for a
+    TorchScript module, which takes no hooks)."""
+    candidates = {name: m for name, m in named_layers(module).items() if is_parameterised(m)}
+    if isinstance(module, torch.jit.ScriptModule):
+        order = [name for name in script_execution_order(module) if name in candidates]
+        return order, [name for name in candidates if name not in order]
     order: list[str] = []
 
     def hook(name: str):
@@ -132,7 +140,7 @@ def reinitialise(module: nn.Module, seed: int) -> None:
 def randomised_copy(module: nn.Module, layers: list[str], indices: list[int], seed: int) -> nn.Module:
     """A deep copy of ``module`` with ``layers[i]`` re-initialised under seed + i, i in indices."""
     twin = copy.deepcopy(module)
-    named = dict(twin.named_modules())
+    named = named_layers(twin)
     for i in indices:
         reinitialise(named[layers[i]], seed + i)
     return twin.eval()

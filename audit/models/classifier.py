@@ -1,11 +1,12 @@
 """One interface over TorchScript, torch.export and ONNX classifiers.
 
 ``logits`` is the fast forward-only path (onnxruntime for ONNX, the native module otherwise).
-``differentiable`` is a torch ``nn.Module`` with named sub-modules, built lazily, that maps the
-normalised input to the same logits: gradient methods, Grad-CAM, randomisation and fine-tuning
-use it. For ONNX it is the interpreter in ``audit.models.onnx_graph``; TorchScript and torch.export
-programs are converted to ONNX in memory and go through the same interpreter, because hooks
-cannot be registered on a loaded TorchScript module (see README, "Layer access").
+``differentiable`` is a torch ``nn.Module``, built lazily, that maps the normalised input to the
+same logits: gradient methods and counterfactuals use it. It is the format's own module where
+torch can differentiate it (a loaded TorchScript module; a torch.export program's module tree,
+``audit.models.native``) and the ONNX interpreter twin (``audit.models.onnx_graph``) for ONNX
+files. ``layered`` is the module hook-based methods use; it differs from ``differentiable``
+only for TorchScript, which refuses hooks (see README, "Layer access").
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from torch import nn
 from audit.models.spec import InputSpec
 
 FORMATS = ("torchscript", "torch.export", "onnx")
+#: ``Classifier.twin_check`` of a model differentiated as it is (no twin to compare)
+NATIVE_CHECK = {"module": "native", "max_abs_error": None, "logit_scale": None, "tolerance": None,
+                "note": "the format's own torch module is differentiated: it is the model, nothing to check"}
 
 
 @dataclass
@@ -40,6 +44,9 @@ class Classifier:
     files: list[dict[str, str | int]] = field(default_factory=list)
     #: builds the module that hook-based methods use (``layered``); None: ``differentiable`` is one.
     build_layered: Callable[[], nn.Module] | None = None
+    #: what the twin check measured (``loader._verified_twin``): {"module": "onnx twin" | "native",
+    #: "max_abs_error", "logit_scale", "tolerance"}; None while no twin was built for an ONNX file.
+    twin_check: dict | None = None
     _differentiable: nn.Module | None = field(default=None, repr=False)
     _layered: nn.Module | None = field(default=None, repr=False)
 
@@ -58,7 +65,7 @@ class Classifier:
 
     @property
     def differentiable(self) -> nn.Module:
-        """The differentiable twin in eval mode (built on first use; may raise AuditError)."""
+        """The differentiable model in eval mode (built on first use; may raise AuditError)."""
         if self._differentiable is None:
             self._differentiable = self.build_differentiable().eval()
         return self._differentiable
@@ -104,4 +111,5 @@ def from_module(
         class_names=list(class_names),
         forward_fn=module,
         build_differentiable=lambda: module,
+        twin_check=dict(NATIVE_CHECK),
     )

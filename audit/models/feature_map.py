@@ -8,6 +8,9 @@ The graph is
 
 - the execution plan of the ONNX interpreter twin (``OnnxGraphModule``; ONNX files, and
   TorchScript/torch.export programs converted to ONNX), whose every node is a module;
+- a torch.export program's module tree (``audit.models.native``): its nested graphs, run on the
+  probe (``_unflattened_graph``); a call of a sub-module is a step of its own, after the steps
+  inside it, that outputs the same value as the sub-module's graph;
 - for any other ``nn.Module`` (in-memory models), its ``torch.fx`` trace.
 
 One probe forward pass of a zero image gives the shapes. A pooling node is global when its
@@ -15,7 +18,9 @@ input is (N, C, H, W) and its output (N, C, 1, 1) or (N, C). Of the global pooli
 depend on, the last ones (those no other such pooling depends on: a squeeze-and-excitation
 block's pooling feeds the final one) must all read one tensor; that tensor's producing module
 is the layer, named as in ``named_modules()`` so that ``-o grad-cam.layer=NAME`` selects the
-same one. Because the twin's names follow the original module paths, the .onnx, .pt and .pt2
+same one. Where several nested modules return that tensor, the innermost one called only once
+is the layer (a block ``layer4.1`` whose forward ends in ``F.relu``; not its ``nn.ReLU`` when
+the block calls that twice). Because the twin's names follow the original module paths, the .onnx, .pt and .pt2
 files of one model give the same name.
 """
 
@@ -30,6 +35,7 @@ from torch import fx, nn
 
 from audit.errors import AuditError, first_line
 from audit.models.loader import ImageByImage
+from audit.models.native import is_unflattened
 from audit.models.onnx_graph import OnnxGraphModule
 from audit.models.onnx_graph.ops.pool import AveragePool, GlobalPool, MaxPool
 from audit.models.onnx_graph.ops.reduce import Reduce
@@ -37,6 +43,9 @@ from audit.models.onnx_graph.ops.reduce import Reduce
 TORCH_POOLINGS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.MaxPool2d)
 POOLING_FUNCTIONS = (torch.mean, torch.amax, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.avg_pool2d, F.max_pool2d)
 POOLING_METHODS = ("mean", "amax")
+ATEN_POOLINGS = (torch.ops.aten.mean.dim, torch.ops.aten.amax.default, torch.ops.aten.adaptive_avg_pool2d.default,
+                 torch.ops.aten.adaptive_max_pool2d.default, torch.ops.aten.avg_pool2d.default,
+                 torch.ops.aten.max_pool2d.default, torch.ops.aten._adaptive_avg_pool2d.default)
 
 
 @dataclass(frozen=True)
@@ -71,11 +80,13 @@ def head_feature_map(module: nn.Module, probe: torch.Tensor) -> FeatureMap:
     graph = _graph(module, probe)
     value = _pooled_value(graph)
     producers = [step for step in graph.steps if value in step.outputs]
-    if not producers or producers[0].module is None or len(producers[0].outputs) != 1:
+    modules = [step.module for step in producers if step.module is not None and len(step.outputs) == 1]
+    if not modules:
         raise AuditError("pools a tensor that no module of its own outputs")
-    name = producers[0].module
-    if any(step.module == name for step in graph.steps[graph.steps.index(producers[0]) + 1:]):
-        raise AuditError(f"calls module {name!r}, which makes the pooled feature map, again afterwards")
+    once = [name for name in modules if sum(step.module == name for step in graph.steps) == 1]
+    if not once:
+        raise AuditError(f"calls module {modules[0]!r}, which makes the pooled feature map, again afterwards")
+    name = once[0]
     _, channels, height, width = graph.shapes[value]
     return FeatureMap(name, (channels, height, width))
 
@@ -110,7 +121,11 @@ def _is_global(before: tuple[int, ...] | None, after: tuple[int, ...] | None) ->
 
 def _graph(module: nn.Module, probe: torch.Tensor) -> Graph:
     if isinstance(module, ImageByImage) and isinstance(module.model, OnnxGraphModule):
-        return _twin_graph(module.model, probe, "")  # names without the wrapper's prefix (layer_names)
+        return _twin_graph(module.model, probe, "")
+    if isinstance(module, ImageByImage) and is_unflattened(module.model):
+        return _unflattened_graph(module.model, probe, "")
+    if is_unflattened(module):
+        return _unflattened_graph(module, probe, "")
     if isinstance(module, OnnxGraphModule):
         return _twin_graph(module, probe, "")
     return _traced_graph(module, probe)
@@ -167,3 +182,72 @@ def _traced_graph(module: nn.Module, probe: torch.Tensor) -> Graph:
             steps.append(Step(node.target if node.op == "call_module" else None, pooling and first is not None,
                               inputs, (node,)))
     return Graph(steps, outputs, shapes)
+
+
+def _unflattened_graph(root: nn.Module, probe: torch.Tensor, prefix: str) -> Graph:
+    """Run the module tree of a torch.export program node by node on ``probe``: every
+    ``call_function`` is a step (a pooling when it is one of ``ATEN_POOLINGS``); a call of a
+    leaf ``nn`` layer is a step named by its path; a call of an ``InterpreterModule`` runs its
+    graph, then adds a step named by its path that outputs the graph's result (the same value)."""
+    shapes: dict[Hashable, tuple[int, ...]] = {}
+    steps: list[Step] = []
+    counter = iter(range(1 << 62))
+
+    def keep(value) -> int:
+        key = next(counter)
+        if isinstance(value, torch.Tensor):
+            shapes[key] = tuple(value.shape)
+        return key
+
+    def run(module: nn.Module, path: str, args: list[tuple[int, object]]) -> tuple[int, object]:
+        env: dict[fx.Node, tuple[int, object]] = {}
+        inputs = iter(args)
+        for node in module.graph.nodes:
+            if node.op == "placeholder":
+                env[node] = next(inputs)
+            elif node.op == "get_attr":
+                env[node] = (keep(None), _attribute(module, node.target))
+            elif node.op == "output":
+                result = node.args[0]
+                result = result[0] if isinstance(result, (tuple, list)) and len(result) == 1 else result
+                return env[result] if isinstance(result, fx.Node) else (keep(result), result)
+            else:
+                read = [env[n][0] for n in node.all_input_nodes]
+                first = env[node.args[0]][0] if node.args and isinstance(node.args[0], fx.Node) else None
+                args_, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda n: env[n][1])
+                if node.op == "call_module":
+                    child = module.get_submodule(node.target)
+                    name = f"{path}{node.target}"
+                    if isinstance(getattr(child, "graph", None), fx.Graph):
+                        key, value = run(child, f"{name}.", [env[n] if isinstance(n, fx.Node) else (keep(n), n)
+                                                                   for n in node.args])
+                        read = [key]
+                    else:
+                        value = child(*args_, **kwargs)
+                        key = keep(value)
+                    steps.append(Step(prefix + name, isinstance(child, TORCH_POOLINGS) and first is not None,
+                                      tuple(read), (key,)))
+                else:
+                    value = node.target(*args_, **kwargs) if node.op == "call_function" else \
+                        getattr(args_[0], node.target)(*args_[1:], **kwargs)
+                    key = keep(value)
+                    pooling = node.op == "call_function" and node.target in ATEN_POOLINGS and first is not None
+                    ordered = ((first,) if first is not None else ()) + tuple(r for r in read if r != first)
+                    steps.append(Step(None, pooling, ordered, (key,)))
+                env[node] = (key, value)
+        raise AuditError("has a graph without an output")
+
+    try:
+        with torch.no_grad():
+            out, _ = run(root, "", [(keep(probe), probe)])
+    except AuditError:
+        raise
+    except Exception as exc:
+        raise AuditError(f"cannot be run node by node to find its layers ({first_line(exc)})") from exc
+    return Graph(steps, (out,), shapes)
+
+
+def _attribute(module: nn.Module, target: str):
+    for part in target.split("."):
+        module = getattr(module, part)
+    return module

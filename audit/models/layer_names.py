@@ -17,6 +17,7 @@ one name means one layer everywhere:
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +64,21 @@ def block_output(model: nn.Module, name: str) -> nn.Module | None:
         return None
     inside = [step for step, _, _ in inner.plan if step.startswith(name + ".")]
     return inner.get_submodule(inside[-1]) if inside else None
+
+
+def enclosing_block(model: nn.Module, name: str) -> str:
+    """``name``'s block when ``name`` is not a module of the code called once (an op without a
+    module, or a module's second call: ``layers.3.relu_1``) and is the block's last node to run
+    (→ ``layers.3``), else ``name``:
+    the twin then names Grad-CAM's default layer as a module tree of the code does (a .pt2's
+    default is the innermost module returning the map: the block, or an nn.ReLU ``features.3``)."""
+    inner = inner_model(model)
+    block = name.rpartition(".")[0]
+    if not isinstance(inner, OnnxGraphModule) or not block:
+        return name
+    repeated = re.fullmatch(r"(.+)_\d+", name)  # relu_1: the second call of the module relu
+    called_once = name in inner.code_modules and not (repeated and repeated[1] in named_layers(inner))
+    return block if not called_once and block_output(inner, block) is inner.get_submodule(name) else name
 
 
 def unknown_layer_hint(model: nn.Module, name: str, valid: list[str]) -> str:

@@ -2,12 +2,18 @@
 
 Formats (detected from the content, see ``files.detect_format``):
 - TorchScript (``.pt``/``.ts``): ``torch.jit.load``; input size from ``--input-size``/``--channels``.
-- torch.export (``.pt2``): ``torch.export.load``; input size from the program's input signature.
+  The ScriptModule itself is ``differentiable`` (gradients flow through it); hooks cannot be
+  registered on it, so ``layered`` is the ONNX twin of its legacy ONNX export, built only when a
+  hook-based method asks for it.
+- torch.export (``.pt2``): loaded safely (``export_archive``); input size from the program's
+  input signature. ``differentiable`` and ``layered`` are the program's own module tree
+  (``native.native_program_module``): no exporter, no twin.
 - ONNX (``.onnx``): onnxruntime for forward passes (CUDA provider when installed and available,
-  CPU otherwise); input size from the graph's declared input shape.
+  CPU otherwise); input size from the graph's declared input shape. ``differentiable`` is the
+  twin built by ``audit.models.onnx_graph``.
 
-The differentiable twin (``Classifier.differentiable``) is built lazily by
-``audit.models.onnx_graph`` and checked against the forward-only path within 1e-4.
+A twin is checked against the forward-only path (``twin_tolerance``); ``Classifier.twin_check``
+records what was measured (results.json ``model.twin_check``).
 """
 
 from __future__ import annotations
@@ -22,11 +28,13 @@ from torch import nn
 
 from audit.errors import AuditError, first_line
 from audit.limits import MAX_IMAGE_PIXELS, too_many_pixels
-from audit.models.classifier import Classifier
+from audit.models.classifier import NATIVE_CHECK, Classifier
 from audit.models.files import combined_sha256, detect_format, model_files
 from audit.models.spec import InputSpec
 
-TWIN_TOLERANCE = 1e-4
+#: twin check: max|twin − model| ≤ TWIN_ATOL + TWIN_RTOL · max|model| (``twin_tolerance``)
+TWIN_ATOL = 1e-4
+TWIN_RTOL = 1e-4
 
 
 @dataclass(frozen=True)
@@ -48,7 +56,7 @@ def load_classifier(path: Path, options: ModelOptions = ModelOptions()) -> Class
     model_format = detect_format(path)
     files = model_files(path, model_format)
     loader = {"torchscript": _load_torchscript, "torch.export": _load_exported, "onnx": _load_onnx}[model_format]
-    forward_fn, build_twin, declared, provider, fixed_batch = loader(path)
+    forward_fn, native, build_twin, declared, provider, fixed_batch = loader(path)
     spec = _input_spec(path, declared, options)
     forward_fn = _checked_forward(path, forward_fn)
     probe = forward_fn(torch.zeros((2, *spec.shape)))
@@ -62,6 +70,13 @@ def load_classifier(path: Path, options: ModelOptions = ModelOptions()) -> Class
         raise AuditError(
             f"--class-names gives {len(class_names)} names but {path} has {num_classes} outputs; give {num_classes}"
         )
+
+    def twin() -> nn.Module:
+        module, classifier.twin_check = _verified_twin(path, lambda: build_twin(spec), forward_fn, spec)
+        if native is not None:
+            classifier.twin_check["used_by"] = "hook-based methods; gradient methods differentiate the native module"
+        return module
+
     classifier = Classifier(
         path=path,
         format=model_format,
@@ -71,9 +86,11 @@ def load_classifier(path: Path, options: ModelOptions = ModelOptions()) -> Class
         multilabel=options.multilabel,
         class_names=class_names,
         forward_fn=forward_fn,
-        build_differentiable=lambda: _verified_twin(path, lambda: build_twin(spec), forward_fn, spec),
+        build_differentiable=native if native is not None else twin,
         provider=provider,
         batch_limit=fixed_batch,
+        build_layered=twin if native is not None and build_twin is not None else None,
+        twin_check=dict(NATIVE_CHECK) if native is not None else None,
     )
     return classifier
 
@@ -126,15 +143,25 @@ def _checked_forward(path: Path, forward_fn: Callable[[torch.Tensor], torch.Tens
     return forward
 
 
+def twin_tolerance(logit_scale: float) -> float:
+    """TWIN_ATOL + TWIN_RTOL · max|model logits|. Relative because float32 rounding grows with
+    the logits: onnxruntime itself differs from eager by 3.7e-4 at logits ≈ 440, an
+    EfficientNet twin at batch 1 by 1.10e-4 at logits ±17 (1.15e-4 with 2 threads), i.e. at
+    most 6.5e-6 of the scale; rtol = 1e-4 leaves a margin of 15 over that, and atol = 1e-4 (the
+    former absolute tolerance) keeps small logits from being held to float32's last digits."""
+    return TWIN_ATOL + TWIN_RTOL * logit_scale
+
+
 def _verified_twin(
     path: Path,
     build_twin: Callable[[], nn.Module],
     forward_fn: Callable[[torch.Tensor], torch.Tensor],
     spec: InputSpec,
-) -> nn.Module:
+) -> tuple[nn.Module, dict]:
     """Build the differentiable twin and check it against the forward-only path on three
     seeded random images in [0, 1], normalised like the data (``--value-range``, ``--mean``,
-    ``--std``)."""
+    ``--std``), within ``twin_tolerance``; returns it with the record of the check
+    ({"module": "onnx twin", "max_abs_error", "logit_scale", "tolerance"})."""
     from audit.models.onnx_graph import UnsupportedOperatorError
 
     try:
@@ -161,13 +188,16 @@ def _verified_twin(
             f"normalised with --value-range, --mean and --std); check those options, or the model itself"
         )
     error = float((got.float() - expected).abs().max())
-    if not error <= TWIN_TOLERANCE:
-        difference = "is NaN or infinite where the model's is not" if not np.isfinite(error) else f"differs by {error:.2e} (> {TWIN_TOLERANCE})"
+    scale = float(expected.abs().max())
+    tolerance = twin_tolerance(scale)
+    if not error <= tolerance:
+        difference = ("is NaN or infinite where the model's is not" if not np.isfinite(error)
+                      else f"differs by {error:.2e} (> {tolerance:.2e}, for logits up to {scale:.3g})")
         raise AuditError(
             f"{path}: the differentiable twin's output {difference}; use a forward-only method "
             f"(--method occlusion) and report this model"
         )
-    return twin
+    return twin, {"module": "onnx twin", "max_abs_error": error, "logit_scale": scale, "tolerance": tolerance}
 
 
 class ImageByImage(nn.Module):
@@ -191,12 +221,29 @@ def _load_torchscript(path: Path):
         raise AuditError(f"{path}: cannot load TorchScript ({first_line(exc)}); re-save it with torch.jit.save") from exc
 
     def build_twin(spec: InputSpec) -> nn.Module:
-        from audit.models.onnx_graph import build_torch_twin
+        from audit.models.onnx_graph import UnsupportedOperatorError, build_torch_twin
         from audit.models.to_onnx import torchscript_to_onnx
 
-        return build_torch_twin(torchscript_to_onnx(module, torch.zeros((2, *spec.shape))))
+        try:
+            graph = torchscript_to_onnx(module, torch.zeros((2, *spec.shape)))
+        except Exception as exc:
+            raise _no_layers(path, f"the ONNX exporter cannot export it ({first_line(exc)})") from exc
+        try:
+            return build_torch_twin(graph)
+        except UnsupportedOperatorError as exc:
+            raise _no_layers(path, f"its ONNX export has operator(s) the twin does not support "
+                                   f"({'; '.join(exc.problems)})") from exc
 
-    return module, build_twin, (None, None, None), "torch", None
+    return module, lambda: module, build_twin, (None, None, None), "torch", None
+
+
+def _no_layers(path: Path, why: str) -> AuditError:
+    """Why a TorchScript model's layers are out of reach, what still works and the fix."""
+    return AuditError(
+        f"{path}: format torchscript: {why}, and a TorchScript module takes no hooks, so Grad-CAM, guided "
+        f"backprop and fine-tuning cannot reach its layers; gradient methods and occlusion still work — or save "
+        f"the model with torch.export as .pt2, which keeps the layers"
+    )
 
 
 # --- torch.export ----------------------------------------------------------------------------
@@ -225,15 +272,14 @@ def _load_exported(path: Path):
     if fixed_batch not in (None, 1):
         raise AuditError(f"{path}: the program's batch size is fixed at {fixed_batch}; re-export it with dynamic_shapes for the batch")
 
-    def build_twin(spec: InputSpec) -> nn.Module:
-        from audit.models.onnx_graph import build_torch_twin
-        from audit.models.to_onnx import exported_program_to_onnx
+    def native() -> nn.Module:
+        from audit.models.native import native_program_module
 
-        twin = build_torch_twin(exported_program_to_onnx(program, torch.zeros((fixed_batch or 2, *spec.shape))))
-        return ImageByImage(twin) if fixed_batch == 1 else twin
+        tree = native_program_module(program, str(path))
+        return ImageByImage(tree) if fixed_batch == 1 else tree
 
     forward = ImageByImage(module) if fixed_batch == 1 else module
-    return forward, build_twin, declared, "torch", fixed_batch
+    return forward, native, None, declared, "torch", fixed_batch
 
 
 # --- ONNX ------------------------------------------------------------------------------------
@@ -290,4 +336,4 @@ def _load_onnx(path: Path):
         twin = build_torch_twin(proto)
         return ImageByImage(twin) if fixed_batch == 1 else twin
 
-    return forward, build_twin, declared, session.get_providers()[0], fixed_batch
+    return forward, None, build_twin, declared, session.get_providers()[0], fixed_batch

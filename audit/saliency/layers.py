@@ -11,7 +11,7 @@ from torch import nn
 from audit.errors import AuditError
 from audit.models.classifier import Classifier
 from audit.models.feature_map import head_feature_map
-from audit.models.layer_names import find_layer, inner_model
+from audit.models.layer_names import enclosing_block, find_layer, inner_model, named_layers
 from audit.models.onnx_graph import OnnxGraphModule
 
 
@@ -38,7 +38,7 @@ def layer_origin(model: Classifier, name: str) -> tuple[str, bool]:
     convolution the legacy exporter folded a BatchNorm into computes that BatchNorm's output,
     one the dynamo optimizer fused is already named after its BatchNorm."""
     twin = inner_model(model.layered)
-    if not isinstance(twin, OnnxGraphModule):
+    if not isinstance(twin, OnnxGraphModule) or name not in named_layers(twin):
         return name, False
     if name in twin.folded_batchnorm:
         return f"the BatchNorm that follows {name} in the original code", True
@@ -58,7 +58,8 @@ def feature_layer(model: Classifier, name: str | None, method: str) -> FeatureLa
                 f"{method}: model {model.path} {exc}, so it has no default layer; name a convolutional layer "
                 f"with -o {method}.layer=NAME, or use --method gradient"
             ) from exc
-        return FeatureLayer(found.layer, found.shape, True, *layer_origin(model, found.layer))
+        name = enclosing_block(model.layered, found.layer)
+        return FeatureLayer(name, found.shape, True, *layer_origin(model, name))
     name = str(name)  # ``--option grad-cam.layer=0`` arrives as the int 0
     shape = _output_shape(model, name, method, probe)
     if len(shape) != 4:

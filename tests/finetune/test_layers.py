@@ -42,7 +42,7 @@ def test_naming_a_relu_reads_its_input(onnx_twin: nn.Module) -> None:
 
 
 def test_a_conv_followed_by_batchnorm_reads_the_batchnorm_output() -> None:
-    twin = load_classifier(SAMPLES / "biased.pt", ModelOptions(input_size=(28, 28), channels=1)).differentiable
+    twin = load_classifier(SAMPLES / "biased.pt", ModelOptions(input_size=(28, 28), channels=1)).layered
     conv = next(n for n in valid_layer_names(twin) if n.endswith("conv1"))
     (_, module, where), = resolve_layers(twin, [conv])
     assert isinstance(module, nn.modules.batchnorm._BatchNorm) and where == "output"

@@ -85,7 +85,7 @@ def test_a_graph_fixed_at_batch_one_has_the_code_names_without_a_prefix(tmp_path
     assert set(_weighted(eager)) <= set(classifier.layer_names())
     method = methods.get("grad-cam")()
     method.prepare(classifier)
-    assert method.provenance()["layer"]["name"] == "layer1.1.relu_1"  # the last block's output, no "model." prefix
+    assert method.provenance()["layer"]["name"] == "layer1.1"  # the last block's output, no "model." prefix
 
 
 def test_audit_layers_lists_names_and_shapes_and_an_unknown_layer_gets_the_closest(exported, tmp_path, capsys,
@@ -97,7 +97,7 @@ def test_audit_layers_lists_names_and_shapes_and_an_unknown_layer_gets_the_close
     rows = {line.split()[0]: line.split()[1:] for line in lines[2:]}
     assert rows["layer1.1.down.0"][:2] == ["Conv2d", "1×16×4×4"]
     assert "BatchNorm folded in" in " ".join(rows["layer1.1.down.0"])
-    assert "default Grad-CAM layer" in " ".join(rows["layer1.1.relu_1"])
+    assert "default Grad-CAM layer (the output of layer1.1)" in " ".join(rows["layer1.1.relu_1"])
     sample = Path(__file__).parents[2] / "sample_models" / "biased.onnx"
     code = main(["run", str(sample), "--data", str(synthetic_root / "valid" / "images"), "--out", str(tmp_path / "o"),
                  "-m", "grad-cam", "-o", "grad-cam.layer=layers.0.bn9", "--quiet"])

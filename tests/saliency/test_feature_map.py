@@ -125,7 +125,8 @@ def sample_formats() -> dict:
 
 def test_grad_cam_layer_agreement_across_the_formats_of_one_model(sample_formats):
     """Before, the default (the last Conv2d registered) was layer4's shortcut projection, and a
-    different one per format (BatchNorm folded into it or not)."""
+    different one per format (BatchNorm folded into it or not). The .pt2 file is its own module
+    tree: the layer is the block whose forward ends in that ReLU, by its path in the code."""
     from audit.data.synthetic import generate_split
 
     x = torch.from_numpy(generate_split("valid", 6, seed=0, box="biased").images[:, None])
@@ -134,7 +135,9 @@ def test_grad_cam_layer_agreement_across_the_formats_of_one_model(sample_formats
     for name, model in sample_formats.items():
         method = methods.get("grad-cam")()
         method.prepare(model)
-        assert method.provenance()["layer"] == {"name": "layers.3.relu_1", "shape": [32, 2, 2], "default": True, "eager_output": "layers.3.relu_1", "absorbed_batchnorm": False}, name
+        layer = "layers.3"  # every format: the twin's block layers.3 ends in the node layers.3.relu_1
+        assert method.provenance()["layer"] == {"name": layer, "shape": [32, 2, 2], "default": True,
+                                                "eager_output": layer, "absorbed_batchnorm": False}, name
         maps[name] = method.attribute(model, x, target)
     reference = maps.pop("biased.onnx")
     for name, other in maps.items():

@@ -9,6 +9,7 @@ that plan over a list of value slots.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import onnx
@@ -17,7 +18,7 @@ from torch import nn
 
 from audit.errors import AuditError
 from audit.models.onnx_graph.errors import Unsupported, UnsupportedOperatorError
-from audit.models.onnx_graph.naming import assign_names, dotted, module_path, parameter_owner, sanitize
+from audit.models.onnx_graph.naming import assign_names, dotted, module_path, node_path, parameter_owner, sanitize
 from audit.models.onnx_graph.ops import CONVERTERS, NodeSpec
 from audit.models.onnx_graph.ops.base import tensor_from_proto
 
@@ -168,6 +169,9 @@ class OnnxGraphModule(nn.Module):
         weights = [initializer_of(next(iter(k[3].params.values()))) if k[3].params else None for k in kept]
         owners = [parameter_owner(w) for w in weights]
         names = assign_names([k[0] for k in kept], owners, [bool(k[3].params) for k in kept])
+        #: nodes named by a module path of the code itself (not "<module>.<op>")
+        self.code_modules = {name for (node, *_), name, owner in zip(kept, names, owners)
+                             if (path := node_path(node, owner)) and re.fullmatch(re.escape(dotted(path)) + r"(_\d+)?", name)}
         self.fused_into: dict[str, str] = {}
         self.folded_batchnorm: set[str] = set()
         for (node, *_), name, owner, weight in zip(kept, names, owners, weights):
