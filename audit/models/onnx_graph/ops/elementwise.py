@@ -1,4 +1,4 @@
-"""Element-wise math, comparisons, logic, ``Where``, ``Clip`` and ``Cast``."""
+"""Element-wise math, comparisons, logic, ``Mod``, ``Where``, ``Clip`` and ``Cast``."""
 
 from __future__ import annotations
 
@@ -89,6 +89,17 @@ def _variadic(op: str, *xs: torch.Tensor) -> torch.Tensor:
     fn = {"Max": torch.maximum, "Min": torch.minimum, "Sum": torch.add, "Mean": torch.add}[op]
     out = functools.reduce(fn, xs)
     return out / len(xs) if op == "Mean" else out
+
+
+def mod(a: torch.Tensor, b: torch.Tensor, fmod: bool) -> torch.Tensor:
+    """ONNX Mod: ``fmod=1`` keeps the dividend's sign (C ``fmod``, ``torch.fmod``); ``fmod=0``
+    (integers only) the divisor's (Python ``%``, ``torch.remainder``)."""
+    return torch.fmod(a, b) if fmod else torch.remainder(a, b)
+
+
+@register("Mod")
+def mod_op(node: NodeSpec) -> Converted:
+    return stateless(mod, node, 0, 1, fmod=bool(node.attr("fmod", 0)))
 
 
 @register("Max", "Min", "Sum", "Mean")

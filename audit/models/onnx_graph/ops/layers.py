@@ -189,11 +189,38 @@ def batch_norm_fn(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, mean
     return F.batch_norm(x, mean, var, scale, bias, False, 0.0, eps)
 
 
+class BatchStatistics(nn.Module):
+    """BatchNormalization with ``training_mode=1`` (ONNX-15): normalise with the batch's own
+    statistics over every axis but the channel (1), ``y = (x - μ) / sqrt(σ² + eps) * scale + B``
+    with the population variance σ²; optional outputs ``mean * m + μ * (1 - m)`` and
+    ``var * m + σ² * (1 - m)`` (momentum ``m``). Before opset 14 several outputs mean training
+    mode; its ``saved_mean``/``saved_var`` outputs are μ and σ² here. The weight-standardised
+    convolutions of BiT export as this on their (constant) weights, so the graph folds it."""
+
+    def __init__(self, eps: float, momentum: float, outputs: int) -> None:
+        super().__init__()
+        self.eps, self.momentum, self.outputs = eps, momentum, outputs
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
+                var: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        dims = (0,) + tuple(range(2, x.dim()))
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        batch_mean = x.mean(dims)
+        batch_var = x.var(dims, correction=0)
+        y = (x - batch_mean.reshape(shape)) * torch.rsqrt(batch_var.reshape(shape) + self.eps)
+        y = y * scale.reshape(shape) + bias.reshape(shape)
+        if self.outputs == 1:
+            return y
+        m = self.momentum
+        outputs = (y, mean * m + batch_mean * (1 - m), var * m + batch_var * (1 - m), batch_mean, batch_var)
+        return outputs[:self.outputs]
+
+
 @register("BatchNormalization")
 def batch_norm(node: NodeSpec) -> Converted:
-    if node.attr("training_mode", 0) or len([o for o in node.outputs if o]) > 1:
-        raise node.unsupported("training_mode=1 (running statistics outputs)")
     eps = node.attr("epsilon", 1e-5)
+    if node.attr("training_mode", 0) or (node.opset < 14 and len(node.outputs) > 1):
+        return BatchStatistics(eps, node.attr("momentum", 0.9), len(node.outputs)), (0, 1, 2, 3, 4)
     if not all(node.is_const(i) for i in range(1, 5)):
         return Lambda(batch_norm_fn, eps=eps), (0, 1, 2, 3, 4)
     channels = node.const(1).numel()

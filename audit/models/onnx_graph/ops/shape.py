@@ -134,6 +134,25 @@ def gather_elements_op(node: NodeSpec) -> Converted:
     return stateless(gather_elements, node, 0, 1, axis=node.attr("axis", 0))
 
 
+def gather_nd(x: torch.Tensor, indices: torch.Tensor, batch_dims: int) -> torch.Tensor:
+    """ONNX GatherND: the last axis of ``indices`` (length q) indexes the q axes of ``x`` after
+    its first ``batch_dims``; ``out.shape = indices.shape[:-1] + x.shape[batch_dims + q:]``."""
+    q = indices.shape[-1]
+    batch = math.prod(x.shape[:batch_dims])
+    data = x.reshape((batch,) + x.shape[batch_dims:])
+    index = indices.long().reshape(batch, -1, q)
+    sizes = torch.tensor(data.shape[1:q + 1], dtype=torch.long, device=index.device)
+    index = torch.where(index < 0, index + sizes, index)
+    rows = torch.arange(batch, device=index.device).reshape(batch, 1).expand(batch, index.shape[1])
+    out = data[(rows,) + tuple(index[..., j] for j in range(q))]
+    return out.reshape(indices.shape[:-1] + x.shape[batch_dims + q:])
+
+
+@register("GatherND")
+def gather_nd_op(node: NodeSpec) -> Converted:
+    return stateless(gather_nd, node, 0, 1, batch_dims=node.attr("batch_dims", 0))
+
+
 class Slice(nn.Module):
     """ONNX Slice-13: starts/ends clamped per axis; negative steps reverse (via index_select)."""
 
