@@ -5,6 +5,7 @@ eager module the graph was exported from (outputs and input gradients)."""
 from __future__ import annotations
 
 import io
+import math
 import warnings
 
 import numpy as np
@@ -323,3 +324,104 @@ def test_scripted_groupnorm_loop_and_densenet_sequences() -> None:
         model = torchscript_to_onnx(torch.jit.script(module), x)
         assert op in _ops(model)
         assert_matches_eager(module, model, x)
+
+
+# --- Pattern fusion: GELU, LayerNorm, Linear -------------------------------------------------
+
+
+def _gelu_graph(form: str) -> onnx.ModelProto:
+    """x·0.5·(1+erf(x/√2)) or its tanh approximation, in the groupings exporters write."""
+    f32 = TensorProto.FLOAT
+    c = {"half": 0.5, "one": 1.0, "sqrt2": math.sqrt(2), "inv_sqrt2": 1 / math.sqrt(2), "k": math.sqrt(2 / math.pi),
+         "cubic": 0.044715, "three": 3.0}
+    nodes = [const(name, value, np.float32) for name, value in c.items()]
+    if form.startswith("tanh"):
+        if form == "tanh_pow":
+            nodes.append(helper.make_node("Pow", ["x", "three"], ["cube"]))
+        else:
+            nodes += [helper.make_node("Mul", ["x", "x"], ["sq"]), helper.make_node("Mul", ["x", "sq"], ["cube"])]
+        nodes += [helper.make_node("Mul", ["cubic", "cube"], ["c3"]), helper.make_node("Add", ["x", "c3"], ["inner"]),
+                  helper.make_node("Mul", ["k", "inner"], ["arg"]), helper.make_node("Tanh", ["arg"], ["t"]),
+                  helper.make_node("Add", ["one", "t"], ["e"])]
+    else:
+        scaled = helper.make_node("Mul", ["x", "inv_sqrt2"], ["s"]) if "mul" in form else helper.make_node("Div", ["x", "sqrt2"], ["s"])
+        nodes += [scaled, helper.make_node("Erf", ["s"], ["erf"]), helper.make_node("Add", ["erf", "one"], ["e"])]
+    if form.endswith("half_first"):  # (x·0.5)·e
+        nodes += [helper.make_node("Mul", ["x", "half"], ["xh"]), helper.make_node("Mul", ["xh", "e"], ["y"], name="/act/Mul_1")]
+    elif form.endswith("half_inner"):  # x·(e·0.5)
+        nodes += [helper.make_node("Mul", ["e", "half"], ["eh"]), helper.make_node("Mul", ["x", "eh"], ["y"], name="/act/Mul_1")]
+    else:  # (x·e)·0.5, the legacy exporter's order
+        nodes += [helper.make_node("Mul", ["x", "e"], ["xe"]), helper.make_node("Mul", ["xe", "half"], ["y"], name="/act/Mul_1")]
+    return make_model(nodes, [helper.make_tensor_value_info("x", f32, ["b", 5])], [helper.make_tensor_value_info("y", f32, None)])
+
+
+@pytest.mark.parametrize("form", ["erf_div", "erf_mul", "erf_div_half_first", "erf_mul_half_inner", "tanh_pow",
+                                  "tanh_cube", "tanh_pow_half_first", "tanh_cube_half_inner"])
+def test_gelu_chains_become_one_gelu(form: str) -> None:
+    model = _gelu_graph(form)
+    twin = build_torch_twin(model)
+    modules = [m for m in twin.modules() if m is not twin and m is not twin.constants]
+    assert len(modules) == 1 and isinstance(modules[0], nn.GELU)
+    assert modules[0].approximate == ("tanh" if form.startswith("tanh") else "none")
+    assert dict(twin.named_modules())["act"] is modules[0]  # the chain's module path
+    x = torch.randn(64, 5) * 3
+    np.testing.assert_allclose(twin(x).numpy(), ort_run(model, x.numpy())[0], rtol=1e-6, atol=1e-6)
+
+
+def test_chain_read_elsewhere_is_not_fused() -> None:
+    model = _gelu_graph("erf_div")
+    model.graph.output.append(helper.make_tensor_value_info("erf", TensorProto.FLOAT, None))
+    twin = build_torch_twin(model)
+    assert not any(isinstance(m, nn.GELU) for m in twin.modules())
+    x = torch.randn(8, 5)
+    for got, want in zip(twin(x), ort_run(model, x.numpy())):
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, atol=1e-6)
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depthwise 7×7, LayerNorm over channels-last, Linear, GELU, Linear, layer scale."""
+
+    def __init__(self, dim: int = 8, approximate: str = "none") -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, dim, 2, 2)
+        self.dw = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.pw1 = nn.Linear(dim, 2 * dim)
+        self.act = nn.GELU(approximate=approximate)
+        self.pw2 = nn.Linear(2 * dim, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), 0.5))
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        y = self.pw2(self.act(self.pw1(self.norm(self.dw(x).permute(0, 2, 3, 1))))) * self.gamma
+        return self.head((x + y.permute(0, 3, 1, 2)).mean((2, 3)))
+
+
+@pytest.mark.parametrize(("opset", "approximate"), [(13, "none"), (17, "none"), (13, "tanh")])
+def test_legacy_convnext_fuses_layer_norm_gelu_and_linear(opset: int, approximate: str) -> None:
+    torch.manual_seed(0)
+    module, x = ConvNeXtBlock(approximate=approximate).eval(), torch.randn(2, 3, 16, 16)
+    model = legacy_export(module, x, opset)
+    assert ("LayerNormalization" in _ops(model)) == (opset >= 17) and "Gelu" not in _ops(model)
+    twin = assert_matches_eager(module, model, x)
+    modules = dict(twin.named_modules())
+    assert isinstance(modules["act"], nn.GELU) and modules["act"].approximate == approximate
+    assert not any(m.__class__.__name__ == "Lambda" and "erf" in repr(m) for m in modules.values())
+    # the fused LayerNorm and Linear layers keep their parameters, read from the initializers
+    assert isinstance(modules["norm"], nn.LayerNorm) and modules["norm"].normalized_shape == (8,)
+    sources = twin.onnx_sources
+    assert sources["norm.weight"].initializer == "norm.weight" and sources["norm.bias"].initializer == "norm.bias"
+    for name in ("pw1", "pw2"):
+        assert isinstance(modules[name], nn.Linear)
+        assert sources[f"{name}.bias"].initializer == f"{name}.bias"
+    # the parameters are the ones the graph computes with: write them back and onnxruntime agrees
+    from audit.models.onnx_graph import write_back
+
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    written = write_back(twin, model)
+    with torch.no_grad():
+        np.testing.assert_allclose(ort_run(written, x.numpy())[0], twin(x).numpy(), rtol=1e-5, atol=1e-5)

@@ -22,6 +22,7 @@ from audit.models.onnx_graph.folding import foldable, node_inputs, reference_fol
 from audit.models.onnx_graph.naming import assign_names, sanitize
 from audit.models.onnx_graph.ops import CONVERTERS, NodeSpec
 from audit.models.onnx_graph.ops.base import tensor_from_proto
+from audit.models.onnx_graph.patterns import fuse_patterns
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
@@ -137,6 +138,7 @@ class OnnxGraphModule(nn.Module):
         super().__init__()
         if model.functions:
             model = onnx.inliner.inline_local_functions(model)
+        model = fuse_patterns(model)
         check_supported(model)
         graph = model.graph
         opsets = _opsets(model)

@@ -47,9 +47,11 @@ class Loop(nn.Module):
         limit = None if trips is None else int(trips)
         keep = True if cond is None else bool(cond)
         scans: list[list[torch.Tensor]] = [[] for _ in range(self.scans)]
+        device = next((v.device for v in (trips, cond, *values) if isinstance(v, torch.Tensor)), None)
         i = 0
         while keep and (limit is None or i < limit):
-            out = self.body(torch.tensor(i, dtype=torch.int64), torch.tensor(keep), *carried, *outer)
+            out = self.body(torch.tensor(i, dtype=torch.int64, device=device), torch.tensor(keep, device=device),
+                            *carried, *outer)
             out = out if isinstance(out, tuple) else (out,)
             keep = bool(out[0])
             carried = list(out[1:1 + self.carried])

@@ -254,14 +254,17 @@ def instance_norm(node: NodeSpec) -> Converted:
     return InstanceNorm(None, None, eps), (0, 1, 2)
 
 
-class LayerNorm(nn.Module):
+class LayerNorm(nn.LayerNorm):
     """ONNX LayerNormalization-17: normalise over dims ``axis…``, then ``* scale + bias``
-    (both broadcast)."""
+    (both broadcast). An ``nn.LayerNorm`` (``normalized_shape`` is the scale's shape) so
+    re-initialisation and ``isinstance`` checks treat it as one."""
 
     def __init__(self, axis: int, eps: float, weight: torch.Tensor | None, bias: torch.Tensor | None,
                  stats: bool) -> None:
-        super().__init__()
+        nn.Module.__init__(self)
         self.axis, self.eps, self.stats = axis, eps, stats
+        self.normalized_shape = tuple(weight.shape) if weight is not None else ()
+        self.elementwise_affine = weight is not None
         self.weight, self.bias = weight, bias
 
     def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None,
@@ -336,24 +339,31 @@ def gemm(node: NodeSpec) -> Converted:
 
 
 class MatMulLinear(nn.Linear):
-    """``A @ B`` with a constant 2-D ``B``, as a bias-free Linear (``weight = B.T``)."""
+    """``A @ B (+ bias)`` with a constant 2-D ``B``, as a Linear (``weight = B.T``). The bias
+    is a third input only ``patterns`` writes (an ``Add`` of a constant vector fused in)."""
 
-    def __init__(self, weight: nn.Parameter) -> None:
+    def __init__(self, weight: nn.Parameter, bias: nn.Parameter | None) -> None:
         nn.Module.__init__(self)
         self.out_features, self.in_features = weight.shape
-        self.weight = weight
-        self.bias = None
+        self.weight, self.bias = weight, bias
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
-        return F.linear(a, self.weight)
+        return F.linear(a, self.weight, self.bias)
+
+
+def matmul_fn(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    y = torch.matmul(a, b)
+    return y if bias is None else y + bias
 
 
 @register("MatMul")
 def matmul(node: NodeSpec) -> Converted:
     b = node.const(1)
-    if b is not None and b.dim() == 2 and b.is_floating_point() and not node.is_const(0):
-        return MatMulLinear(node.param(1, "weight", transpose=True)), (0,)
-    return Lambda(torch.matmul), (0, 1)
+    if (b is not None and b.dim() == 2 and b.is_floating_point() and not node.is_const(0)
+            and (not node.has(2) or node.is_const(2))):
+        bias = node.param(2, "bias") if node.has(2) else None
+        return MatMulLinear(node.param(1, "weight", transpose=True), bias), (0,)
+    return Lambda(matmul_fn), (0, 1, 2)
 
 
 def einsum(*xs: torch.Tensor, equation: str) -> torch.Tensor:

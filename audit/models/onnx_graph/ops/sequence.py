@@ -71,7 +71,7 @@ def sequence_at_op(node: NodeSpec) -> Converted:
 
 
 def sequence_length(seq: Sequence) -> torch.Tensor:
-    return torch.tensor(len(seq), dtype=torch.int64)
+    return torch.tensor(len(seq), dtype=torch.int64, device=seq[0].device if seq else None)
 
 
 @register("SequenceLength")
