@@ -177,10 +177,10 @@ def test_if_runs_the_branch_onnxruntime_runs() -> None:
 # --- Constant folding before rejecting -------------------------------------------------------
 
 
-def _cumsum_model(on_weights: bool) -> onnx.ModelProto:
-    """MatMul by CumSum(w): CumSum has no converter; on the weights it folds, on x it cannot."""
+def _hardmax_model(on_weights: bool) -> onnx.ModelProto:
+    """MatMul by Hardmax(w): Hardmax has no converter; on the weights it folds, on x it cannot."""
     source = "w" if on_weights else "x"
-    nodes = [const("axis", 0), helper.make_node("CumSum", [source, "axis"], ["c"], name="cum"),
+    nodes = [helper.make_node("Hardmax", [source], ["c"], name="hard"),
              helper.make_node("MatMul", ["x", "c"] if on_weights else ["c", "w"], ["y"], name="mm")]
     w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((3, 3)).astype(np.float32), "w")
     return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 3])],
@@ -188,21 +188,21 @@ def _cumsum_model(on_weights: bool) -> onnx.ModelProto:
 
 
 def test_operators_without_converter_fold_on_constants() -> None:
-    model = _cumsum_model(on_weights=True)
+    model = _hardmax_model(on_weights=True)
     check_supported(model)
     twin = build_torch_twin(model)
     x = torch.randn(4, 3)
     np.testing.assert_allclose(twin(x).detach().numpy(), ort_run(model, x.numpy())[0], rtol=1e-6, atol=1e-6)
     weight = dict(twin.named_parameters())
-    assert len(weight) == 1  # the folded weight is the MatMul's trainable weight, read from CumSum's output
+    assert len(weight) == 1  # the folded weight is the MatMul's trainable weight, read from Hardmax's output
     source = next(iter(twin.onnx_sources.values()))
     assert source.value == "c" and source.initializer is None
 
 
 def test_runtime_operator_without_converter_is_named_with_node_and_opset() -> None:
     with pytest.raises(UnsupportedOperatorError) as info:
-        build_torch_twin(_cumsum_model(on_weights=False))
-    assert "CumSum (domain 'ai.onnx', opset 17) node 'cum'" in str(info.value)
+        build_torch_twin(_hardmax_model(on_weights=False))
+    assert "Hardmax (domain 'ai.onnx', opset 17) node 'hard'" in str(info.value)
     assert "MatMul" not in str(info.value)
 
 

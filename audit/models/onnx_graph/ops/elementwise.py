@@ -72,6 +72,17 @@ _UNARY = {
     "Not": torch.logical_not,
     "Sin": torch.sin,
     "Cos": torch.cos,
+    "Tan": torch.tan,
+    "Asin": torch.asin,
+    "Acos": torch.acos,
+    "Atan": torch.atan,
+    "Sinh": torch.sinh,
+    "Cosh": torch.cosh,
+    "Asinh": torch.asinh,
+    "Acosh": torch.acosh,
+    "Atanh": torch.atanh,
+    "Round": torch.round,  # half to even, as ONNX
+    "IsNaN": torch.isnan,
 }
 
 
@@ -100,6 +111,16 @@ def mod(a: torch.Tensor, b: torch.Tensor, fmod: bool) -> torch.Tensor:
 @register("Mod")
 def mod_op(node: NodeSpec) -> Converted:
     return stateless(mod, node, 0, 1, fmod=bool(node.attr("fmod", 0)))
+
+
+def is_inf(x: torch.Tensor, negative: bool, positive: bool) -> torch.Tensor:
+    return (torch.isneginf(x) & negative) | (torch.isposinf(x) & positive)
+
+
+@register("IsInf")
+def is_inf_op(node: NodeSpec) -> Converted:
+    return stateless(is_inf, node, 0, negative=bool(node.attr("detect_negative", 1)),
+                     positive=bool(node.attr("detect_positive", 1)))
 
 
 @register("Max", "Min", "Sum", "Mean")
