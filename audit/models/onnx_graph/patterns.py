@@ -37,25 +37,38 @@ COMMUTATIVE = {"Add", "Mul"}
 class _Graph:
     """Producers, consumers and constant values of a graph's values."""
 
-    def __init__(self, graph: onnx.GraphProto) -> None:
-        self.producer = {o: n for n in graph.node for o in n.output}
+    def __init__(self, graph: onnx.GraphProto, nodes: list[onnx.NodeProto]) -> None:
+        self.producer = {o: n for n in nodes for o in n.output}
         self.readers: dict[str, int] = {}
-        for node in graph.node:
+        for node in nodes:
             for name in node.input:
                 self.readers[name] = self.readers.get(name, 0) + 1
         for out in graph.output:
             self.readers[out.name] = self.readers.get(out.name, 0) + 1
         self.consts = {i.name: i for i in graph.initializer}
 
-    def constant(self, value: str) -> np.ndarray | None:
+    def proto(self, value: str) -> onnx.TensorProto | None:
+        """The tensor of a constant value: an initializer or a ``Constant``, through ``Identity``."""
         if value in self.consts:
-            return numpy_helper.to_array(self.consts[value])
+            return self.consts[value]
         node = self.producer.get(value)
-        if node is not None and node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            return numpy_helper.to_array(node.attribute[0].t)
         if node is not None and node.op_type == "Identity":
-            return self.constant(node.input[0])
+            return self.proto(node.input[0])
+        if node is not None and node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            return node.attribute[0].t
         return None
+
+    def constant(self, value: str) -> np.ndarray | None:
+        proto = self.proto(value)
+        return None if proto is None else numpy_helper.to_array(proto)
+
+    def scalar(self, value: str) -> float | None:
+        """A constant floating-point value with one element (read without converting big weights)."""
+        proto = self.proto(value)
+        if proto is None or math.prod(proto.dims) != 1:
+            return None
+        array = numpy_helper.to_array(proto)
+        return float(array.reshape(())) if array.dtype.kind == "f" else None
 
     def match(self, pattern: Pattern, value: str, bound: dict[str, str], nodes: list[onnx.NodeProto]) -> bool:
         """Whether ``value`` is computed by ``pattern``; extends ``bound`` (variable → value) and
@@ -66,11 +79,11 @@ class _Graph:
             bound[pattern] = value
             return True
         if isinstance(pattern, float):
-            c = self.constant(value)
-            return c is not None and c.size == 1 and c.dtype.kind == "f" and math.isclose(float(c.reshape(())), pattern, rel_tol=1e-4)
+            c = self.scalar(value)
+            return c is not None and math.isclose(c, pattern, rel_tol=1e-4)
         head, *args = pattern
         if head == "const":
-            if self.constant(value) is None or args[0] in bound:
+            if self.proto(value) is None or args[0] in bound:
                 return False
             bound[args[0]] = value
             return True
@@ -167,18 +180,19 @@ def _match_linear(graph: _Graph, root: onnx.NodeProto) -> tuple[onnx.NodeProto, 
     nodes: list[onnx.NodeProto] = []
     if not graph.match(LINEAR, root.output[0], bound, nodes) or not graph.private(nodes, root):
         return None
-    w, b = graph.constant(bound["w"]), graph.constant(bound["b"])
-    if w.ndim != 2 or b.shape != (w.shape[1],) or w.dtype.kind != "f":
+    w, b = graph.proto(bound["w"]), graph.proto(bound["b"])  # shapes only: W may be large
+    if len(w.dims) != 2 or list(b.dims) != [w.dims[1]] or helper.tensor_dtype_to_np_dtype(w.data_type).kind != "f":
         return None
     return _fused(root, "MatMul", [bound["x"], bound["w"], bound["b"]]), nodes
 
 
 def fuse_patterns(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` with the chains above fused (a copy if any was found, else ``model`` itself)."""
-    graph = _Graph(model.graph)
+    nodes = list(model.graph.node)  # one set of node objects: matches are kept by identity
+    graph = _Graph(model.graph, nodes)
     replaced: dict[int, onnx.NodeProto] = {}
     removed: set[int] = set()
-    for node in model.graph.node:
+    for node in nodes:
         if id(node) in removed:
             continue
         found = None
@@ -187,14 +201,13 @@ def fuse_patterns(model: onnx.ModelProto) -> onnx.ModelProto:
         elif node.op_type == "Add":
             found = _match_layer_norm(graph, node) or _match_linear(graph, node)
         if found is not None:
-            fused, nodes = found
+            fused, chain = found
             replaced[id(node)] = fused
-            removed.update(id(n) for n in nodes if n is not node)
+            removed.update(id(n) for n in chain if n is not node)
     if not replaced:
         return model
-    nodes = [replaced.get(id(n), n) for n in model.graph.node if id(n) not in removed]
     out = onnx.ModelProto()
     out.CopyFrom(model)
     del out.graph.node[:]
-    out.graph.node.extend(nodes)
+    out.graph.node.extend(replaced.get(id(n), n) for n in nodes if id(n) not in removed)
     return out
