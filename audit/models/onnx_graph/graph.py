@@ -2,7 +2,8 @@
 
 At construction the graph is converted once: nodes are sorted topologically, each becomes a
 module (see ``ops``), nodes whose inputs are all constant are evaluated right away (constant
-folding: ``Constant``, ``Identity`` of initializers, shape arithmetic on weights), and the rest
+folding: ``Constant``, ``Identity`` of initializers, shape arithmetic on weights; operators
+without a converter by onnx's reference implementation, see ``folding``), and the rest
 form an execution plan of ``(module name, input slots, output slots)``. ``forward`` only walks
 that plan over a list of value slots.
 """
@@ -18,9 +19,11 @@ from torch import nn
 
 from audit.errors import AuditError
 from audit.models.onnx_graph.errors import Unsupported, UnsupportedOperatorError
+from audit.models.onnx_graph.folding import foldable, node_inputs, reference_fold
 from audit.models.onnx_graph.naming import assign_names, dotted, module_path, node_path, parameter_owner, sanitize
 from audit.models.onnx_graph.ops import CONVERTERS, NodeSpec
 from audit.models.onnx_graph.ops.base import tensor_from_proto
+from audit.models.onnx_graph.patterns import fuse_patterns
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
@@ -76,15 +79,56 @@ def _opsets(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def check_supported(model: onnx.ModelProto) -> None:
-    """Raise UnsupportedOperatorError naming every operator the twin has no converter for."""
+    """Raise UnsupportedOperatorError naming every operator the twin has no converter for that
+    stays on the runtime path (nodes whose inputs are all constant are folded at build time,
+    see ``folding``): its domain, opset and node names."""
     opsets = _opsets(model)
-    missing: dict[str, None] = {}
-    for node in model.graph.node:
-        if node.domain not in DEFAULT_DOMAINS or node.op_type not in CONVERTERS:
-            domain = node.domain or "ai.onnx"
-            missing[f"{node.op_type} (domain '{domain}', opset {opsets.get(node.domain, '?')})"] = None
+    graph = model.graph
+    known = {i.name for i in graph.initializer}
+    missing: dict[str, list[str]] = {}
+    for node in topo_sort(list(graph.node), known | {i.name for i in graph.input}):
+        if foldable(node, known):
+            known.update(node.output)
+        elif node.domain not in DEFAULT_DOMAINS or node.op_type not in CONVERTERS:
+            key = f"{node.op_type} (domain '{node.domain or 'ai.onnx'}', opset {opsets.get(node.domain, '?')})"
+            missing.setdefault(key, []).append(node.name or "(unnamed)")
     if missing:
-        raise UnsupportedOperatorError(list(missing))
+        raise UnsupportedOperatorError([
+            f"{key} node {names[0]!r}" + (f" and {len(names) - 1} more" if len(names) > 1 else "")
+            for key, names in missing.items()])
+
+
+def convert_or_fold(spec: NodeSpec, consts: dict[str, torch.Tensor],
+                    opsets: dict[str, int]) -> tuple[nn.Module, list[str]] | None:
+    """The node's module and runtime input values, or None if it was folded into ``consts``:
+    all its inputs are constant, and its converter's module (or, for an operator without one,
+    onnx's reference implementation) computed its outputs. Raises Unsupported."""
+    node = spec.proto
+    constant = foldable(node, consts)
+    module = None
+    if node.domain in DEFAULT_DOMAINS and node.op_type in CONVERTERS:
+        try:
+            module, positions = CONVERTERS[node.op_type](spec)
+        except Unsupported:
+            if not constant:
+                raise
+    elif not constant:
+        raise Unsupported("no converter")
+    if module is None:
+        outputs = reference_fold(node, consts, opsets)
+    else:
+        inputs = [spec.inputs[p] if p is not None and spec.has(p) else "" for p in positions]
+        if spec.params or not all(not n or n in consts for n in inputs):
+            return module, inputs
+        with torch.no_grad():
+            out = module(*[consts[n] if n else None for n in inputs])
+        outputs = list(out) if type(out) is tuple else [out]
+        if any(isinstance(v, list) for v in outputs):  # sequences stay runtime values
+            return module, inputs
+    for name, value in zip(node.output, outputs):
+        if name:
+            consts[name] = value
+    return None
 
 
 def topo_sort(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:
@@ -95,13 +139,13 @@ def topo_sort(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.Nod
     while pending:
         rest = []
         for node in pending:
-            if all(i in known for i in node.input):
+            if all(i in known for i in node_inputs(node)):
                 order.append(node)
                 known.update(node.output)
             else:
                 rest.append(node)
         if len(rest) == len(pending):
-            missing = sorted({i for n in rest for i in n.input if i not in known})
+            missing = sorted({i for n in rest for i in node_inputs(n) if i not in known})
             raise AuditError(f"ONNX graph: inputs {missing[:5]} are never produced (cycle or broken graph); "
                              f"re-export the model")
         pending = rest
@@ -125,9 +169,11 @@ class OnnxGraphModule(nn.Module):
         super().__init__()
         if model.functions:
             model = onnx.inliner.inline_local_functions(model)
+        model = fuse_patterns(model)
         check_supported(model)
         graph = model.graph
-        opset = _opsets(model).get("", 1)
+        opsets = _opsets(model)
+        opset = opsets.get("", 1)
         consts: dict[str, torch.Tensor] = {}
         problems: list[str] = []
         for init in graph.initializer:
@@ -142,19 +188,14 @@ class OnnxGraphModule(nn.Module):
         for node in topo_sort(list(graph.node), set(consts) | set(self.input_names)):
             spec = NodeSpec(node, opset, consts)
             try:
-                module, positions = CONVERTERS[node.op_type](spec)
+                converted = convert_or_fold(spec, consts, opsets)
             except Unsupported as exc:
-                problems.append(f"{node.op_type} (domain 'ai.onnx', opset {opset}) node {node.name!r}: {exc}")
+                domain = node.domain or "ai.onnx"
+                problems.append(f"{node.op_type} (domain '{domain}', opset {opsets.get(node.domain, '?')}) "
+                                f"node {node.name!r}: {exc}")
                 continue
-            inputs = [spec.inputs[p] if p is not None and spec.has(p) else "" for p in positions]
-            if not spec.params and all(not n or n in consts for n in inputs):
-                with torch.no_grad():
-                    out = module(*[consts[n] if n else None for n in inputs])
-                for name, value in zip(node.output, out if type(out) is tuple else (out,)):
-                    if name:
-                        consts[name] = value
-                continue
-            kept.append((node, module, inputs, spec))
+            if converted is not None:
+                kept.append((node, *converted, spec))
         if problems:
             raise UnsupportedOperatorError(problems)
 

@@ -3,11 +3,13 @@
 from audit.models.onnx_graph.ops import (  # noqa: F401  (registration side effects)
     activations,
     constants,
+    control,
     elementwise,
     layers,
     pool,
     reduce,
     resize,
+    sequence,
     shape,
 )
 from audit.models.onnx_graph.ops.base import CONVERTERS, NodeSpec

@@ -80,6 +80,10 @@ class NodeSpec:
         """The input's value if it is known at build time (initializer, Constant, folded)."""
         return self._consts.get(self.inputs[i]) if self.has(i) else None
 
+    def const_value(self, name: str) -> torch.Tensor | None:
+        """A value known at build time by name (outer-scope values a subgraph reads)."""
+        return self._consts.get(name)
+
     def is_const(self, i: int) -> bool:
         return self.has(i) and self.inputs[i] in self._consts
 

@@ -1,4 +1,4 @@
-"""Element-wise math, comparisons, logic, ``Where``, ``Clip`` and ``Cast``."""
+"""Element-wise math, comparisons, logic, ``Mod``, ``Where``, ``Clip`` and ``Cast``."""
 
 from __future__ import annotations
 
@@ -72,6 +72,17 @@ _UNARY = {
     "Not": torch.logical_not,
     "Sin": torch.sin,
     "Cos": torch.cos,
+    "Tan": torch.tan,
+    "Asin": torch.asin,
+    "Acos": torch.acos,
+    "Atan": torch.atan,
+    "Sinh": torch.sinh,
+    "Cosh": torch.cosh,
+    "Asinh": torch.asinh,
+    "Acosh": torch.acosh,
+    "Atanh": torch.atanh,
+    "Round": torch.round,  # half to even, as ONNX
+    "IsNaN": torch.isnan,
 }
 
 
@@ -89,6 +100,27 @@ def _variadic(op: str, *xs: torch.Tensor) -> torch.Tensor:
     fn = {"Max": torch.maximum, "Min": torch.minimum, "Sum": torch.add, "Mean": torch.add}[op]
     out = functools.reduce(fn, xs)
     return out / len(xs) if op == "Mean" else out
+
+
+def mod(a: torch.Tensor, b: torch.Tensor, fmod: bool) -> torch.Tensor:
+    """ONNX Mod: ``fmod=1`` keeps the dividend's sign (C ``fmod``, ``torch.fmod``); ``fmod=0``
+    (integers only) the divisor's (Python ``%``, ``torch.remainder``)."""
+    return torch.fmod(a, b) if fmod else torch.remainder(a, b)
+
+
+@register("Mod")
+def mod_op(node: NodeSpec) -> Converted:
+    return stateless(mod, node, 0, 1, fmod=bool(node.attr("fmod", 0)))
+
+
+def is_inf(x: torch.Tensor, negative: bool, positive: bool) -> torch.Tensor:
+    return (torch.isneginf(x) & negative) | (torch.isposinf(x) & positive)
+
+
+@register("IsInf")
+def is_inf_op(node: NodeSpec) -> Converted:
+    return stateless(is_inf, node, 0, negative=bool(node.attr("detect_negative", 1)),
+                     positive=bool(node.attr("detect_positive", 1)))
 
 
 @register("Max", "Min", "Sum", "Mean")

@@ -189,11 +189,38 @@ def batch_norm_fn(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, mean
     return F.batch_norm(x, mean, var, scale, bias, False, 0.0, eps)
 
 
+class BatchStatistics(nn.Module):
+    """BatchNormalization with ``training_mode=1`` (ONNX-15): normalise with the batch's own
+    statistics over every axis but the channel (1), ``y = (x - μ) / sqrt(σ² + eps) * scale + B``
+    with the population variance σ²; optional outputs ``mean * m + μ * (1 - m)`` and
+    ``var * m + σ² * (1 - m)`` (momentum ``m``). Before opset 14 several outputs mean training
+    mode; its ``saved_mean``/``saved_var`` outputs are μ and σ² here. The weight-standardised
+    convolutions of BiT export as this on their (constant) weights, so the graph folds it."""
+
+    def __init__(self, eps: float, momentum: float, outputs: int) -> None:
+        super().__init__()
+        self.eps, self.momentum, self.outputs = eps, momentum, outputs
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
+                var: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        dims = (0,) + tuple(range(2, x.dim()))
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        batch_mean = x.mean(dims)
+        batch_var = x.var(dims, correction=0)
+        y = (x - batch_mean.reshape(shape)) * torch.rsqrt(batch_var.reshape(shape) + self.eps)
+        y = y * scale.reshape(shape) + bias.reshape(shape)
+        if self.outputs == 1:
+            return y
+        m = self.momentum
+        outputs = (y, mean * m + batch_mean * (1 - m), var * m + batch_var * (1 - m), batch_mean, batch_var)
+        return outputs[:self.outputs]
+
+
 @register("BatchNormalization")
 def batch_norm(node: NodeSpec) -> Converted:
-    if node.attr("training_mode", 0) or len([o for o in node.outputs if o]) > 1:
-        raise node.unsupported("training_mode=1 (running statistics outputs)")
     eps = node.attr("epsilon", 1e-5)
+    if node.attr("training_mode", 0) or (node.opset < 14 and len(node.outputs) > 1):
+        return BatchStatistics(eps, node.attr("momentum", 0.9), len(node.outputs)), (0, 1, 2, 3, 4)
     if not all(node.is_const(i) for i in range(1, 5)):
         return Lambda(batch_norm_fn, eps=eps), (0, 1, 2, 3, 4)
     channels = node.const(1).numel()
@@ -227,14 +254,17 @@ def instance_norm(node: NodeSpec) -> Converted:
     return InstanceNorm(None, None, eps), (0, 1, 2)
 
 
-class LayerNorm(nn.Module):
+class LayerNorm(nn.LayerNorm):
     """ONNX LayerNormalization-17: normalise over dims ``axis…``, then ``* scale + bias``
-    (both broadcast)."""
+    (both broadcast). An ``nn.LayerNorm`` (``normalized_shape`` is the scale's shape) so
+    re-initialisation and ``isinstance`` checks treat it as one."""
 
     def __init__(self, axis: int, eps: float, weight: torch.Tensor | None, bias: torch.Tensor | None,
                  stats: bool) -> None:
-        super().__init__()
+        nn.Module.__init__(self)
         self.axis, self.eps, self.stats = axis, eps, stats
+        self.normalized_shape = tuple(weight.shape) if weight is not None else ()
+        self.elementwise_affine = weight is not None
         self.weight, self.bias = weight, bias
 
     def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None,
@@ -309,24 +339,31 @@ def gemm(node: NodeSpec) -> Converted:
 
 
 class MatMulLinear(nn.Linear):
-    """``A @ B`` with a constant 2-D ``B``, as a bias-free Linear (``weight = B.T``)."""
+    """``A @ B (+ bias)`` with a constant 2-D ``B``, as a Linear (``weight = B.T``). The bias
+    is a third input only ``patterns`` writes (an ``Add`` of a constant vector fused in)."""
 
-    def __init__(self, weight: nn.Parameter) -> None:
+    def __init__(self, weight: nn.Parameter, bias: nn.Parameter | None) -> None:
         nn.Module.__init__(self)
         self.out_features, self.in_features = weight.shape
-        self.weight = weight
-        self.bias = None
+        self.weight, self.bias = weight, bias
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
-        return F.linear(a, self.weight)
+        return F.linear(a, self.weight, self.bias)
+
+
+def matmul_fn(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    y = torch.matmul(a, b)
+    return y if bias is None else y + bias
 
 
 @register("MatMul")
 def matmul(node: NodeSpec) -> Converted:
     b = node.const(1)
-    if b is not None and b.dim() == 2 and b.is_floating_point() and not node.is_const(0):
-        return MatMulLinear(node.param(1, "weight", transpose=True)), (0,)
-    return Lambda(torch.matmul), (0, 1)
+    if (b is not None and b.dim() == 2 and b.is_floating_point() and not node.is_const(0)
+            and (not node.has(2) or node.is_const(2))):
+        bias = node.param(2, "bias") if node.has(2) else None
+        return MatMulLinear(node.param(1, "weight", transpose=True), bias), (0,)
+    return Lambda(matmul_fn), (0, 1, 2)
 
 
 def einsum(*xs: torch.Tensor, equation: str) -> torch.Tensor:

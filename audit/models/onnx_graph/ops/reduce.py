@@ -1,5 +1,5 @@
 """Reductions (``Reduce*``, axes as attribute before opset 18 — ReduceSum before 13 — and as
-an optional input after) and ``Softmax``/``LogSoftmax``."""
+an optional input after), ``ArgMax``/``ArgMin`` and ``Softmax``/``LogSoftmax``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-from audit.models.onnx_graph.ops.base import Converted, NodeSpec, register
+from audit.models.onnx_graph.ops.base import Converted, NodeSpec, register, stateless
 
 _EMPTY_FILL = {"Sum": 0.0, "SumSquare": 0.0, "L1": 0.0, "L2": 0.0, "Prod": 1.0, "Max": -math.inf,
                "Min": math.inf, "LogSum": -math.inf, "LogSumExp": -math.inf, "Mean": math.nan}
@@ -96,3 +96,19 @@ class Softmax(nn.Module):
 def softmax(node: NodeSpec) -> Converted:
     legacy = node.opset < 13
     return Softmax(node.op_type == "LogSoftmax", node.attr("axis", 1 if legacy else -1), legacy), (0,)
+
+
+def arg_extreme(x: torch.Tensor, *, largest: bool, axis: int, keepdims: bool, last: bool) -> torch.Tensor:
+    """ONNX ArgMax/ArgMin: the first index of the extreme value, or the last with
+    ``select_last_index``."""
+    if last:
+        flipped = torch.flip(x, (axis,))
+        index = (torch.argmax if largest else torch.argmin)(flipped, axis, keepdim=keepdims)
+        return x.shape[axis] - 1 - index
+    return (torch.argmax if largest else torch.argmin)(x, axis, keepdim=keepdims)
+
+
+@register("ArgMax", "ArgMin")
+def arg_extreme_op(node: NodeSpec) -> Converted:
+    return stateless(arg_extreme, node, 0, largest=node.op_type == "ArgMax", axis=node.attr("axis", 0),
+                     keepdims=bool(node.attr("keepdims", 1)), last=bool(node.attr("select_last_index", 0)))

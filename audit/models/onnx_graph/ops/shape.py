@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from audit.models.onnx_graph.ops.base import Converted, NodeSpec, register, stateless, tensor_from_proto
@@ -132,6 +133,110 @@ def gather_elements(x: torch.Tensor, indices: torch.Tensor, axis: int) -> torch.
 @register("GatherElements")
 def gather_elements_op(node: NodeSpec) -> Converted:
     return stateless(gather_elements, node, 0, 1, axis=node.attr("axis", 0))
+
+
+def gather_nd(x: torch.Tensor, indices: torch.Tensor, batch_dims: int) -> torch.Tensor:
+    """ONNX GatherND: the last axis of ``indices`` (length q) indexes the q axes of ``x`` after
+    its first ``batch_dims``; ``out.shape = indices.shape[:-1] + x.shape[batch_dims + q:]``."""
+    q = indices.shape[-1]
+    batch = math.prod(x.shape[:batch_dims])
+    data = x.reshape((batch,) + x.shape[batch_dims:])
+    index = indices.long().reshape(batch, -1, q)
+    sizes = torch.tensor(data.shape[1:q + 1], dtype=torch.long, device=index.device)
+    index = torch.where(index < 0, index + sizes, index)
+    rows = torch.arange(batch, device=index.device).reshape(batch, 1).expand(batch, index.shape[1])
+    out = data[(rows,) + tuple(index[..., j] for j in range(q))]
+    return out.reshape(indices.shape[:-1] + x.shape[batch_dims + q:])
+
+
+@register("GatherND")
+def gather_nd_op(node: NodeSpec) -> Converted:
+    return stateless(gather_nd, node, 0, 1, batch_dims=node.attr("batch_dims", 0))
+
+
+def depth_to_space(x: torch.Tensor, block: int, crd: bool) -> torch.Tensor:
+    """ONNX DepthToSpace: channels ``(b, b, C')`` (DCR) or ``(C', b, b)`` (CRD, ``pixel_shuffle``)
+    move into ``b×b`` blocks of space."""
+    n, c, h, w = x.shape
+    if crd:
+        return F.pixel_shuffle(x, block)
+    y = x.reshape(n, block, block, c // block ** 2, h, w).permute(0, 3, 4, 1, 5, 2)
+    return y.reshape(n, c // block ** 2, h * block, w * block)
+
+
+@register("DepthToSpace")
+def depth_to_space_op(node: NodeSpec) -> Converted:
+    return stateless(depth_to_space, node, 0, block=node.attr("blocksize"), crd=node.attr("mode", "DCR") == "CRD")
+
+
+def space_to_depth(x: torch.Tensor, block: int, crd: bool) -> torch.Tensor:
+    """ONNX SpaceToDepth: ``b×b`` blocks of space into channels ordered ``(b, b, C)`` (DCR) or
+    ``(C, b, b)`` (CRD, ``pixel_unshuffle``)."""
+    if crd:
+        return F.pixel_unshuffle(x, block)
+    n, c, h, w = x.shape
+    y = x.reshape(n, c, h // block, block, w // block, block).permute(0, 3, 5, 1, 2, 4)
+    return y.reshape(n, c * block ** 2, h // block, w // block)
+
+
+@register("SpaceToDepth")
+def space_to_depth_op(node: NodeSpec) -> Converted:
+    return stateless(space_to_depth, node, 0, block=node.attr("blocksize"), crd=node.attr("mode", "DCR") == "CRD")
+
+
+def cum_sum(x: torch.Tensor, axis: torch.Tensor, exclusive: bool, reverse: bool) -> torch.Tensor:
+    """ONNX CumSum; ``exclusive`` leaves each element out of its own sum."""
+    dim = int(axis)
+    y = x.flip(dim) if reverse else x
+    out = torch.cumsum(y, dim).to(x.dtype)
+    if exclusive:
+        out = out - y
+    return out.flip(dim) if reverse else out
+
+
+@register("CumSum")
+def cum_sum_op(node: NodeSpec) -> Converted:
+    return stateless(cum_sum, node, 0, 1, exclusive=bool(node.attr("exclusive", 0)), reverse=bool(node.attr("reverse", 0)))
+
+
+def trilu(x: torch.Tensor, k: torch.Tensor | None = None, *, upper: bool) -> torch.Tensor:
+    diagonal = 0 if k is None else int(k)
+    return torch.triu(x, diagonal) if upper else torch.tril(x, diagonal)
+
+
+@register("Trilu")
+def trilu_op(node: NodeSpec) -> Converted:
+    return stateless(trilu, node, 0, 1, upper=bool(node.attr("upper", 1)))
+
+
+_SCATTER_REDUCE = {"add": "sum", "mul": "prod", "max": "amax", "min": "amin"}
+
+
+def scatter_nd(x: torch.Tensor, indices: torch.Tensor, updates: torch.Tensor, reduction: str) -> torch.Tensor:
+    """ONNX ScatterND: a copy of ``x`` whose entries at ``indices`` (last axis indexes the
+    leading axes) are replaced by, or reduced with, ``updates``."""
+    q = indices.shape[-1]
+    flat = indices.long().reshape(-1, q)
+    sizes = torch.tensor(x.shape[:q], dtype=torch.long, device=flat.device)
+    flat = torch.where(flat < 0, flat + sizes, flat)
+    index = tuple(flat[:, j] for j in range(q))
+    values = updates.reshape((flat.shape[0],) + x.shape[q:])
+    if reduction == "none":
+        return x.index_put(index, values)
+    linear = torch.zeros(flat.shape[0], dtype=torch.long, device=flat.device)
+    for j in range(q):
+        linear = linear * x.shape[j] + flat[:, j]
+    rows = x.reshape((-1,) + x.shape[q:])
+    target = linear.reshape((-1,) + (1,) * (rows.dim() - 1)).expand_as(values)
+    return rows.scatter_reduce(0, target, values, _SCATTER_REDUCE[reduction]).reshape(x.shape)
+
+
+@register("ScatterND")
+def scatter_nd_op(node: NodeSpec) -> Converted:
+    reduction = node.attr("reduction", "none")
+    if reduction != "none" and reduction not in _SCATTER_REDUCE:
+        raise node.unsupported(f"reduction={reduction}")
+    return stateless(scatter_nd, node, 0, 1, 2, reduction=reduction)
 
 
 class Slice(nn.Module):
