@@ -52,22 +52,33 @@ def feature_layer(model: Classifier, name: str | None, method: str) -> FeatureLa
         except AuditError as exc:
             try:
                 return token_layer(model.layered, probe, size)
-            except AuditError as why:
-                raise AuditError(
-                    f"{method}: model {model.path} {exc} and {why}, so it has no default layer; name a "
-                    f"convolutional or token layer with -o {method}.layer=NAME, or use --method gradient"
-                ) from exc
+            except NoAttention:
+                why = ""
+            except AuditError as token_error:
+                why = f" and {token_error}"
+            raise AuditError(
+                f"{method}: model {model.path} {exc}{why}, so it has no default layer; name a convolutional "
+                f"layer with -o {method}.layer=NAME, or use --method gradient"
+            ) from exc
         return FeatureLayer(found.layer, found.shape, default=True)
     name = str(name)  # ``--option grad-cam.layer=0`` arrives as the int 0
     shape = _output_shape(model, name, method, probe)
+    if len(shape) not in (3, 4):
+        raise AuditError(
+            f"{method}: layer {name!r} of model {model.path} gives a {len(shape)}-D output {shape}; choose a "
+            f"convolutional layer with (N, C, H, W) activations or a transformer's (N, T, D) tokens, or leave out "
+            f"-o {method}.layer for the default"
+        )
     try:
         grid = grid_of(shape, size)
     except AuditError as exc:
-        raise AuditError(
-            f"{method}: layer {name!r} of model {model.path}: {exc}; choose a convolutional or token layer "
-            f"(audit layers lists them), or leave out -o {method}.layer for the default"
-        ) from exc
+        raise AuditError(f"{method}: layer {name!r} of model {model.path}: {exc}; choose another layer, or leave "
+                         f"out -o {method}.layer for the default") from exc
     return FeatureLayer(name, map_shape(shape, grid), default=False, grid=grid)
+
+
+class NoAttention(AuditError):
+    """The model computes no attention probabilities: no token layer to default to."""
 
 
 def token_layer(module: nn.Module, probe: torch.Tensor, size: tuple[int, int]) -> FeatureLayer:
@@ -93,7 +104,7 @@ def token_layer(module: nn.Module, probe: torch.Tensor, size: tuple[int, int]) -
             for hook in hooks:
                 hook.remove()
     if not tap.maps:
-        raise AuditError("computes no attention probabilities")
+        raise NoAttention("computes no attention probabilities")
     tokens = tap.maps[-1].shape[-1]
     token_outputs = [entry for entry in outputs if len(entry[2]) == 3 and entry[2][:2] == (1, tokens)]
     width = token_outputs[-1][2][2] if token_outputs else None

@@ -25,6 +25,7 @@ from audit.models.classifier import from_module
 from audit.models.loader import load_classifier
 from audit.models.spec import InputSpec
 from audit.saliency import methods
+from audit.saliency.attention import by_head
 from audit.saliency.layers import feature_layer
 from audit.saliency.tokens import CHANNELS, CHANNELS_LAST, TOKENS, grid_of, token_grid
 from tests.conftest import assert_one_line_error
@@ -175,6 +176,17 @@ def test_layouts_and_the_grid_rule():
     activation = torch.arange(2 * 17 * 5, dtype=torch.float32).reshape(2, 17, 5)
     mapped = grid_of((2, 17, 5), (32, 32)).to_map(activation)
     assert mapped.shape == (2, 5, 4, 4) and mapped[1, 3, 2, 1] == activation[1, 1 + 2 * 4 + 1, 3]
+
+
+def test_attention_maps_by_head_and_what_rollout_refuses():
+    flat = torch.rand(2 * 3, 5, 5)  # (N·heads, T, T), batch-major
+    assert torch.equal(by_head([flat], 2, "m", "attention-rollout")[0][1, 2], flat[5])
+    with pytest.raises(AuditError, match="windowed attention"):
+        by_head([torch.rand(4, 3, 5, 5)], 2, "m", "attention-rollout")  # (N·windows, heads, T, T)
+    with pytest.raises(AuditError, match=r"different token counts \[5, 9\]"):
+        by_head([torch.rand(2, 3, 5, 5), torch.rand(2, 3, 9, 9)], 2, "m", "attention-rollout")
+    with pytest.raises(AuditError, match="attention-rollout: model m computes no attention"):
+        by_head([], 2, "m", "attention-rollout")
 
 
 def test_grad_cam_on_a_swin_style_channels_last_stage(batch):
