@@ -1,6 +1,6 @@
 """Vision transformers: token-grid Grad-CAM, attention rollout, gradient-weighted attention and
-the randomisation of attention layers, on two tiny ViTs (``vit_models``: ``nn.MultiheadAttention``
-and hand-written attention), in memory and as ONNX twins. References: a re-implementation of
+the randomisation of attention layers, on tiny ViTs (``vit_models``: ``nn.MultiheadAttention``,
+hand-written attention, ``F.scaled_dot_product_attention``), in memory and as ONNX twins. References: a re-implementation of
 the ViT forward pass with explicit attention (checked against the module's logits and, for
 ``nn.MultiheadAttention``, against its ``need_weights=True`` weights), numpy for rollout and
 Chefer et al.'s rule, captum's LayerGradCam on the token activation reshaped to the grid."""
@@ -68,9 +68,10 @@ def upsampled(grid: np.ndarray) -> np.ndarray:
                          align_corners=False)[:, 0].numpy()
 
 
-@pytest.fixture(params=[False, True], ids=["multihead", "hand-written"])
+@pytest.fixture(params=[(False, False), (True, False), (True, True)], ids=["multihead", "hand-written", "sdpa"])
 def vit(request):
-    return tiny_vit(request.param)
+    hand_written, fused = request.param
+    return tiny_vit(hand_written, fused=fused)
 
 
 @pytest.fixture
