@@ -20,7 +20,11 @@ and nothing is restored by hand. Layer L_j is always re-initialised under
 ``torch.manual_seed(seed + j)`` (j = execution index from 0), so its random weights are the
 same in the cascading and the independent runs: ``module.reset_parameters()`` where the module
 has it (PyTorch's default init; for BatchNorm: weight 1, bias 0, running mean 0, running
-variance 1, i.e. statistics and affine parameters reset), otherwise (our choice) every own
+variance 1, i.e. statistics and affine parameters reset; LayerNorm likewise weight 1, bias 0;
+``nn.MultiheadAttention``, which has ``_reset_parameters`` instead: its q/k/v input projections
+Xavier-uniform with zero bias and its ``out_proj`` as a new Linear with zero bias, because the
+attention applies ``out_proj``'s weights without calling it, so ``out_proj`` on its own is never
+executed and is re-initialised with its attention), otherwise (our choice) every own
 parameter ~ N(0, 0.01²) and own running statistics reset to mean 0, variance 1. The global RNG
 state is restored afterwards. (An *untrained* model gets some layers back unchanged: BatchNorm
 at its init, or a layer first built under the same seed. The check is meant for trained models.)
@@ -127,6 +131,10 @@ def reinitialise(module: nn.Module, seed: int) -> None:
     ``torch.manual_seed(seed)`` (see the module docstring), leaving the global RNG as it was."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
+        if isinstance(module, nn.MultiheadAttention):
+            module.out_proj.reset_parameters()  # applied by the attention, never called itself
+            module._reset_parameters()
+            return
         if callable(getattr(module, "reset_parameters", None)):
             module.reset_parameters()
             return

@@ -1,6 +1,7 @@
 """Saliency methods. Importing this package registers every built-in method in ``methods``."""
 
 from audit.saliency import (  # noqa: F401  (imported to register)
+    attention_rollout,
     competitive_gxi,
     grad_cam,
     gradient,

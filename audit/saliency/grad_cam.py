@@ -12,6 +12,7 @@ from captum.attr import LayerGradCam
 from audit.models.classifier import Classifier
 from audit.saliency.base import SaliencyMethod, leaf_input, methods
 from audit.saliency.layers import FeatureLayer, feature_layer, layer_module
+from audit.saliency.tokens import CHANNELS, Grid
 
 
 def _taps(source: int, target: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -82,11 +83,32 @@ class LayerMethod(SaliencyMethod):
         return layer_module(model, self.chosen.name, self.label)
 
     def grad_cam(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """(N, H, W) float32: ReLU(Σ_k α_k A^k), α_k = mean_ij ∂y_t/∂A^k_ij, upsampled to x."""
-        cam = LayerGradCam(model.layered, self.layer_module(model)).attribute(
-            leaf_input(x), target=target, relu_attributions=True
-        )
+        """(N, H, W) float32: ReLU(Σ_k α_k A^k), α_k = mean_ij ∂y_t/∂A^k_ij, upsampled to x.
+        A is the layer's output as a (N, C, h, w) map (``FeatureLayer.grid``: tokens on the
+        patch grid without the class token, channels-last permuted)."""
+        layer = self.layer_module(model)
+        if self.chosen.grid.layout == CHANNELS:
+            cam = LayerGradCam(model.layered, layer).attribute(leaf_input(x), target=target, relu_attributions=True)
+        else:
+            cam = _grid_grad_cam(model.layered, layer, self.chosen.grid, x, target)
         return upsample(cam.detach(), tuple(x.shape[2:]))
+
+
+def _grid_grad_cam(network: torch.nn.Module, layer: torch.nn.Module, grid: Grid, x: torch.Tensor,
+                   target: torch.Tensor) -> torch.Tensor:
+    """(N, 1, h, w) Grad-CAM on ``layer``'s output (its last call's) made a map by ``grid``:
+    captum's LayerGradCam formula, on the reshaped activation and gradient."""
+    outputs: list[torch.Tensor] = []
+    hook = layer.register_forward_hook(lambda _, __, output: outputs.append(output))
+    try:
+        logits = network(leaf_input(x))
+    finally:
+        hook.remove()
+    score = logits.gather(1, target.reshape(-1, 1)).sum()
+    gradient, = torch.autograd.grad(score, outputs[-1])
+    activation, gradient = grid.to_map(outputs[-1]), grid.to_map(gradient)
+    alpha = gradient.mean((2, 3), keepdim=True)
+    return torch.relu((alpha * activation).sum(1, keepdim=True))
 
 
 @methods.register("grad-cam")

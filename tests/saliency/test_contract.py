@@ -27,7 +27,11 @@ BUILTINS = [
     "grad-cam",
     "guided-grad-cam",
     "occlusion",
+    "attention-rollout",
+    "gradient-weighted-attention",
 ]
+TRANSFORMER_ONLY = {"attention-rollout", "gradient-weighted-attention"}
+RELU_ONLY = {"guided-backprop", "guided-grad-cam"}
 SIGNED = {
     "input-x-gradient",
     "competitive-gxi",
@@ -38,8 +42,17 @@ SIGNED = {
 }
 
 
-@pytest.mark.parametrize("name", BUILTINS)
+@pytest.mark.parametrize("name", [n for n in BUILTINS if n not in TRANSFORMER_ONLY])
 def test_maps_are_n_h_w_float32_and_leave_the_model_alone(case, name):
+    check_contract(case, name)
+
+
+@pytest.mark.parametrize("name", [n for n in BUILTINS if n not in RELU_ONLY])
+def test_on_a_vision_transformer_too(vit_case, name):
+    check_contract(vit_case, name)
+
+
+def check_contract(case, name):
     cls = methods.get(name)
     assert issubclass(cls, SaliencyMethod) and methods.origin(name) == "builtin"
     x_before = case.x.clone()
@@ -58,3 +71,5 @@ def test_flags():
     assert methods.get("occlusion").forward_only
     assert [n for n in BUILTINS if methods.get(n).forward_only] == ["occlusion"]
     assert {n for n in BUILTINS if methods.get(n).needs_layer} == {"grad-cam", "guided-grad-cam"}
+    assert {n for n in BUILTINS if methods.get(n).needs_hooks} == {"grad-cam", "guided-grad-cam", "guided-backprop",
+                                                                   *TRANSFORMER_ONLY}

@@ -73,7 +73,7 @@ def both_ways(module: nn.Module, tmp_path: Path) -> list:
 @pytest.mark.parametrize("head", HEADS.values(), ids=HEADS.keys())
 def test_the_default_layer_is_the_input_of_the_last_global_pooling(head, tmp_path):
     for model in both_ways(Net(head), tmp_path):
-        assert feature_layer(model, None, "grad-cam") == FeatureLayer("act", (4, 4, 4), True, "act", False), model.format
+        assert feature_layer(model, None, "grad-cam") == FeatureLayer("act", (4, 4, 4), True, eager_output="act"), model.format
 
 
 def test_pooling_two_different_maps_is_ambiguous(tmp_path):

@@ -64,7 +64,8 @@ def test_layer_without_spatial_output_is_refused_when_prepared(case, name):
     method = methods.get(name)(layer="fc")
     classes = case.model.num_classes
     message = (f"{name}: layer 'fc' of model <in-memory> gives a 2-D output (1, {classes}); choose a convolutional layer "
-               f"with (N, C, H, W) activations, or leave out -o {name}.layer for the default")
+               f"with (N, C, H, W) activations or a transformer's (N, T, D) tokens, or leave out -o {name}.layer for "
+               f"the default")
     with pytest.raises(AuditError, match=re.escape(message)):
         method.prepare(case.model)
 
