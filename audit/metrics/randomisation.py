@@ -6,7 +6,9 @@ Layers: the sub-modules with parameters of their own, or BatchNorm running stati
 own, of the model the method differentiates (``audit.saliency.base.network``), in forward execution order. The order is taken from one
 forward pass of one image with a forward hook on each such module (the order in which their
 outputs are produced; a module called twice counts at its first call), not from the
-registration order; modules the forward pass never calls are left out and listed. A loaded
+registration order; modules the forward pass never calls are left out and listed
+(``not_executed``), and re-initialised with their nearest called ancestor, whose forward reads
+their parameters (an unflattened .pt2's attention reads ``out_proj.weight`` itself). A loaded
 TorchScript module refuses hooks: its order is the order in which its TorchScript graph first
 reads each layer's own parameters or buffers (``audit.models.native.script_execution_order``).
 
@@ -145,12 +147,18 @@ def reinitialise(module: nn.Module, seed: int) -> None:
                 buffer.fill_(0.0 if name == "running_mean" else 1.0)
 
 
-def randomised_copy(module: nn.Module, layers: list[str], indices: list[int], seed: int) -> nn.Module:
-    """A deep copy of ``module`` with ``layers[i]`` re-initialised under seed + i, i in indices."""
+def randomised_copy(module: nn.Module, layers: list[str], indices: list[int], seed: int,
+                    not_executed: list[str] = ()) -> nn.Module:
+    """A deep copy of ``module`` with ``layers[i]`` re-initialised under seed + i, i in indices,
+    together with its sub-modules in ``not_executed``: parameters its own forward reads without
+    calling them (an unflattened .pt2's attention reads ``out_proj.weight`` itself)."""
     twin = copy.deepcopy(module)
     named = named_layers(twin)
     for i in indices:
         reinitialise(named[layers[i]], seed + i)
+        for name in not_executed:
+            if name.startswith(layers[i] + "."):
+                reinitialise(named[name], seed + i)
     return twin.eval()
 
 
@@ -235,7 +243,7 @@ def randomisation_check(
 
     def step(layer: str, indices: list[int]) -> dict[str, Any]:
         nonlocal elapsed, steps
-        model = with_module(classifier, randomised_copy(original, order, indices, seed))
+        model = with_module(classifier, randomised_copy(original, order, indices, seed, unused))
         start = time.perf_counter()
         maps = maps_of(model)
         elapsed += time.perf_counter() - start

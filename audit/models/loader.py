@@ -72,7 +72,7 @@ def load_classifier(path: Path, options: ModelOptions = ModelOptions()) -> Class
         )
 
     def twin() -> nn.Module:
-        module, classifier.twin_check = _verified_twin(path, lambda: build_twin(spec), forward_fn, spec)
+        module, classifier.twin_check = _verified_twin(path, lambda: build_twin(spec), forward_fn, spec, model_format)
         if native is not None:
             classifier.twin_check["used_by"] = "hook-based methods; gradient methods differentiate the native module"
         return module
@@ -157,6 +157,7 @@ def _verified_twin(
     build_twin: Callable[[], nn.Module],
     forward_fn: Callable[[torch.Tensor], torch.Tensor],
     spec: InputSpec,
+    model_format: str = "onnx",
 ) -> tuple[nn.Module, dict]:
     """Build the differentiable twin and check it against the forward-only path on three
     seeded random images in [0, 1], normalised like the data (``--value-range``, ``--mean``,
@@ -167,7 +168,7 @@ def _verified_twin(
     try:
         twin = build_twin().eval()
     except UnsupportedOperatorError as exc:
-        raise UnsupportedOperatorError(exc.problems, str(path)) from exc
+        raise UnsupportedOperatorError(exc.problems, f"{path}: format {model_format}") from exc
     except AuditError:
         raise
     except Exception as exc:
@@ -179,7 +180,13 @@ def _verified_twin(
     x = spec.to_tensor(images)
     with torch.no_grad():
         expected = forward_fn(x)
-        got = twin(x)
+        try:
+            got = twin(x)
+        except Exception as exc:  # noqa: BLE001 (an exporter's broken graph fails in many ways)
+            raise AuditError(
+                f"{path}: format {model_format}: the differentiable twin fails on the check input ({first_line(exc)}); "
+                f"use a forward-only method (--method occlusion) and report this model"
+            ) from exc
     if isinstance(got, (tuple, list)):
         got = got[0]
     if not bool(torch.isfinite(expected).all()):

@@ -265,3 +265,32 @@ def test_a_map_that_ignores_the_model_fails_and_the_gradient_passes():
     _, _, _, result = check(n=8, independent=False)
     passed = sanity(result)
     assert passed["status"] == "passed" and passed["ci95"][1] < 0.5, passed
+
+
+def test_parameters_a_layer_reads_without_calling_them_are_randomised_with_it() -> None:
+    """An unflattened torch.export program's attention computes with out_proj.weight itself, so
+    out_proj is never called; it is re-initialised with the attention that reads it."""
+    from audit.metrics.randomisation import execution_order, randomised_copy
+    from audit.models.native import native_program_module
+
+    class Tokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Linear(4, 8)
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            t = self.embed(x.flatten(2).transpose(1, 2))
+            return self.head(self.attn(t, t, t, need_weights=False)[0].mean(1))
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 2, 2)
+    program = torch.export.export(Tokens().eval(), (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    module = native_program_module(program, "tokens.pt2")
+    order, unused = execution_order(module, x)
+    assert "attn" in order and "attn.out_proj" in unused
+    randomised = randomised_copy(module, order, [order.index("attn")], seed=0, not_executed=unused)
+    before, after = dict(module.named_parameters()), dict(randomised.named_parameters())
+    assert not torch.equal(before["attn.out_proj.weight"], after["attn.out_proj.weight"])
+    assert torch.equal(before["head.weight"], after["head.weight"])

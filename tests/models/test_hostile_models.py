@@ -443,4 +443,26 @@ def test_unsupported_operators_name_the_path(tmp_path) -> None:
     with pytest.raises(AuditError) as caught:
         classifier.differentiable
     message = str(caught.value)
-    assert message.startswith(f"{path}: ") and "Det" in message and "ONNX model" not in message
+    assert message.startswith(f"{path}: format onnx: ") and "Det" in message and "ONNX model" not in message
+
+
+def test_an_unsupported_operator_on_the_runtime_path_is_one_line_naming_op_node_and_format(tmp_path, capsys,
+                                                                                        synthetic_root) -> None:
+    """Det of each image's 28×28 channel: no twin converter, not constant, so not folded away."""
+    from onnx import TensorProto, helper
+
+    from audit.cli.main import main
+    from tests.conftest import assert_one_line_error
+
+    path = tmp_path / "det.onnx"
+    graph = helper.make_graph(
+        [helper.make_node("Det", ["x"], ["d"], name="determinant"),
+         helper.make_node("Concat", ["d", "d"], ["y"], axis=1, name="concat")], "det",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 28, 28])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    code = main(["run", str(path), "--data", str(synthetic_root / "valid" / "images"), "--out", str(tmp_path / "o"),
+                 "-m", "gradient", "--quiet"])
+    assert_one_line_error(code, capsys.readouterr().err, f"{path}: format onnx", "Det (domain 'ai.onnx', opset 17)",
+                          "node 'determinant'", "--method occlusion")
