@@ -7,7 +7,7 @@ reads: Grad-CAM's layer (Selvaraju et al. 2017 use the last convolutional featur
 The graph is
 
 - the execution plan of the ONNX interpreter twin (``OnnxGraphModule``; ONNX files, and
-  TorchScript/torch.export programs converted to ONNX), whose every node is a module;
+  the layered twin of TorchScript models), whose every node is a module;
 - a torch.export program's module tree (``audit.models.native``): its nested graphs, run on the
   probe (``_unflattened_graph``); a call of a sub-module is a step of its own, after the steps
   inside it, that outputs the same value as the sub-module's graph;
@@ -20,7 +20,8 @@ block's pooling feeds the final one) must all read one tensor; that tensor's pro
 is the layer, named as in ``named_modules()`` so that ``-o grad-cam.layer=NAME`` selects the
 same one. Where several nested modules return that tensor, the innermost one called only once
 is the layer (a block ``layer4.1`` whose forward ends in ``F.relu``; not its ``nn.ReLU`` when
-the block calls that twice). Because the twin's names follow the original module paths, the .onnx, .pt and .pt2
+the block calls that twice; the twin names the block so too: ``audit.models.layer_names.enclosing_block``).
+Because the twin's names follow the original module paths, the .onnx, .pt and .pt2
 files of one model give the same name.
 """
 
