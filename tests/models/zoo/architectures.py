@@ -497,10 +497,16 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 
 
+LOGIT_SCALE = 20.0
+
+
 def make(name: str) -> nn.Module:
     """The seeded model in eval mode. Normalisation layers get statistics and affine parameters
     away from the identity (BatchNorm: running mean in ±0.5, variance in [0.5, 2]; every
-    weight in [0.5, 1.5], bias in ±0.2), as training would leave them."""
+    weight in [0.5, 1.5], bias in ±0.2), as training would leave them, and the head (the last
+    ``nn.Linear``) is scaled so that the largest logit on seeded noise is ±``LOGIT_SCALE``, the
+    size of a trained classifier's logits (random weights give ±1, where an absolute tolerance
+    on the twin's logits would never be tested)."""
     torch.manual_seed(0)
     model = ARCHITECTURES[name].build()
     generator = torch.Generator().manual_seed(1)
@@ -512,4 +518,8 @@ def make(name: str) -> nn.Module:
             if isinstance(module, (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)) and module.weight is not None:
                 module.weight.copy_(0.5 + torch.rand(module.weight.shape, generator=generator))
                 module.bias.copy_(0.4 * torch.rand(module.bias.shape, generator=generator) - 0.2)
+        head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+        scale = LOGIT_SCALE / model.eval()(torch.rand((4, 3, SIZE, SIZE), generator=generator)).abs().max()
+        head.weight.mul_(scale)
+        head.bias.mul_(scale)
     return model.eval()
