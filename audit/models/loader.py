@@ -236,10 +236,16 @@ def _load_torchscript(path: Path):
         except Exception as exc:
             raise _no_layers(path, f"the ONNX exporter cannot export it ({first_line(exc)})") from exc
         try:
-            return build_torch_twin(graph)
+            twin = build_torch_twin(graph)
         except UnsupportedOperatorError as exc:
             raise _no_layers(path, f"its ONNX export has operator(s) the twin does not support "
                                    f"({'; '.join(exc.problems)})") from exc
+        try:
+            with torch.no_grad():
+                twin(torch.zeros((2, *spec.shape)))
+        except Exception as exc:  # noqa: BLE001 (the exporter wrote a graph that does not run)
+            raise _no_layers(path, f"its ONNX export does not run ({first_line(exc)})") from exc
+        return twin
 
     return module, lambda: module, build_twin, (None, None, None), "torch", None
 

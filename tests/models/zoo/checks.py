@@ -21,30 +21,30 @@ RELATIVE_TOLERANCE = 1e-5
 METHODS = ("gradient", "grad-cam", "integrated-gradients")
 
 
-def run_arguments(model: Path, architecture: str, data: Path, out: Path) -> list[str]:
+def run_arguments(model: Path, architecture: str, data: Path, out: Path, methods: tuple[str, ...] = METHODS) -> list[str]:
     """``audit run`` as a user of this architecture writes it (TorchScript does not declare its
     input size; a model without a global pooling needs its Grad-CAM layer named)."""
     spec = ARCHITECTURES[architecture]
     args = ["run", str(model), "--data", str(data), "--out", str(out), "--randomization-images", "0", "--quiet"]
-    for method in METHODS:
+    for method in methods:
         args += ["--method", method]
     args += ["-o", "integrated-gradients.n_steps=8"]
     if model.suffix == ".pt":
         args += ["--input-size", str(SIZE), str(SIZE), "--channels", "3"]
-    if spec.cam_layer is not None:
+    if spec.cam_layer is not None and "grad-cam" in methods:
         args += ["-o", f"grad-cam.layer={spec.cam_layer}"]
     if spec.multilabel:
         args.append("--multilabel")
     return args
 
 
-def audit_run(model: Path, architecture: str, data: Path, out: Path) -> tuple[int, str]:
+def audit_run(model: Path, architecture: str, data: Path, out: Path, methods: tuple[str, ...] = METHODS) -> tuple[int, str]:
     """Exit code and stderr of ``audit run`` in this process."""
     from audit.cli.main import main
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        code = main(run_arguments(model, architecture, data, out))
+        code = main(run_arguments(model, architecture, data, out, methods))
     return code, err.getvalue()
 
 
