@@ -36,7 +36,7 @@ from torch import fx, nn
 
 from audit.errors import AuditError, first_line
 from audit.models.loader import ImageByImage
-from audit.models.native import is_unflattened
+from audit.models.native import is_unflattened, tap
 from audit.models.onnx_graph import OnnxGraphModule
 from audit.models.onnx_graph.ops.pool import AveragePool, GlobalPool, MaxPool
 from audit.models.onnx_graph.ops.reduce import Reduce
@@ -58,6 +58,9 @@ class Step:
     pooling: bool
     inputs: tuple[Hashable, ...]
     outputs: tuple[Hashable, ...]
+    #: for a function call in an unflattened program: (the module whose graph holds it, its fx
+    #: node, that module's path prefix), so that ``native.tap`` can make it a layer
+    site: tuple[nn.Module, fx.Node, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,11 @@ def head_feature_map(module: nn.Module, probe: torch.Tensor) -> FeatureMap:
     value = _pooled_value(graph)
     producers = [step for step in graph.steps if value in step.outputs]
     modules = [step.module for step in producers if step.module is not None and len(step.outputs) == 1]
+    sites = [step.site for step in producers if step.site is not None]
+    if not modules and sites:  # a function of the top-level forward (F.relu before the pooling)
+        owner, node, prefix = sites[0]
+        _, channels, height, width = graph.shapes[value]
+        return FeatureMap(prefix + tap(owner, node), (channels, height, width))
     if not modules:
         raise AuditError("pools a tensor that no module of its own outputs")
     once = [name for name in modules if sum(step.module == name for step in graph.steps) == 1]
@@ -234,7 +242,7 @@ def _unflattened_graph(root: nn.Module, probe: torch.Tensor, prefix: str) -> Gra
                     key = keep(value)
                     pooling = node.op == "call_function" and node.target in ATEN_POOLINGS and first is not None
                     ordered = ((first,) if first is not None else ()) + tuple(r for r in read if r != first)
-                    steps.append(Step(None, pooling, ordered, (key,)))
+                    steps.append(Step(None, pooling, ordered, (key,), (module, node, prefix + path)))
                 env[node] = (key, value)
         raise AuditError("has a graph without an output")
 

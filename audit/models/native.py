@@ -109,6 +109,29 @@ def _leaf(module: nn.Module) -> nn.Module | None:
     return layer
 
 
+class Tap(nn.Identity):
+    """A module inserted into an unflattened program's graph after a function call, so that
+    hooks can read its value (``tap``)."""
+
+
+def tap(owner: nn.Module, node: fx.Node) -> str:
+    """Route the value of ``node`` (a function call in ``owner``'s graph, e.g. the ``F.relu``
+    a torchvision DenseNet applies to its features before pooling) through a new ``Tap`` child
+    of ``owner``, named after the op as the ONNX twin names such a node (``relu``, ``relu_1``…);
+    returns the child's name. The values computed are unchanged."""
+    base = getattr(node.target, "_opname", None) or node.name
+    name, k = base, 0
+    while hasattr(owner, name):
+        k += 1
+        name = f"{base}_{k}"
+    owner.add_module(name, Tap())
+    with owner.graph.inserting_after(node):
+        tapped = owner.graph.create_node("call_module", name, (node,))  # call_module() asks graph_module
+    node.replace_all_uses_with(tapped, delete_user_cb=lambda user: user is not tapped)
+    owner.finalize()  # regenerate the code the InterpreterModule runs
+    return name
+
+
 def script_execution_order(module: torch.jit.ScriptModule) -> list[str]:
     """Names (as in ``named_modules()``) of the sub-modules whose own tensors (parameters,
     buffers) the TorchScript graph reads, in the order of each one's first read: the

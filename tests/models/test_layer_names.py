@@ -6,6 +6,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -117,3 +118,38 @@ def test_a_block_of_the_code_is_hooked_at_its_output(exported, exporter: str, op
         twin(x)
     handle.remove()
     torch.testing.assert_close(seen[-1], _outputs(eager, ["layer1.0"], x)["layer1.0"], atol=1e-5, rtol=1e-5)
+
+
+class _FunctionalHead(nn.Module):
+    """torchvision's DenseNet pattern: F.relu of the features in the top-level forward, then pooling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6))
+        self.classifier = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.relu(self.features(x))
+        return self.classifier(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, (1, 1)), 1))
+
+
+def test_a_pooled_function_of_the_top_level_forward_is_the_default_layer_in_every_format(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    eager = _FunctionalHead().eval()
+    eager.features[1].running_mean.uniform_(-0.5, 0.5)
+    x = torch.randn(2, *SHAPE)
+    program = torch.export.export(eager, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(tmp_path / "m.pt2"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(eager, (x,), str(tmp_path / "m.onnx"), dynamo=False, input_names=["x"],
+                          dynamic_axes={"x": {0: "batch"}})
+    maps = {}
+    for suffix in ("pt2", "onnx"):
+        classifier = load_classifier(tmp_path / f"m.{suffix}")
+        method = methods.get("grad-cam")()
+        method.prepare(classifier)
+        assert method.provenance()["layer"]["name"] == "relu", suffix  # the twin's name for the op, and the .pt2's tap
+        maps[suffix] = method.attribute(classifier, x, torch.tensor([0, 2]))
+    assert maps["pt2"].max() > 0
+    np.testing.assert_allclose(maps["pt2"], maps["onnx"], rtol=0, atol=1e-5 * maps["onnx"].max())
