@@ -85,7 +85,7 @@ from torch import nn
 from audit.errors import AuditError
 from audit.metrics.intervals import T_INTERVAL, mean_interval
 from audit.models.classifier import Classifier
-from audit.models.layer_names import named_layers
+from audit.models.layer_names import named_layers, run_with_hooks
 from audit.models.native import script_execution_order
 from audit.saliency.base import SaliencyMethod, network
 
@@ -109,22 +109,9 @@ def execution_order(module: nn.Module, x: torch.Tensor) -> tuple[list[str], list
     if isinstance(module, torch.jit.ScriptModule):
         order = [name for name in script_execution_order(module) if name in candidates]
         return order, [name for name in candidates if name not in order]
-    order: list[str] = []
-
-    def hook(name: str):
-        def record(*_: Any) -> None:
-            if name not in order:
-                order.append(name)
-        return record
-
-    handles = [m.register_forward_hook(hook(name)) for name, m in candidates.items()]
-    try:
-        with torch.no_grad():
-            module(x[:1])
-    finally:
-        for handle in handles:
-            handle.remove()
-    return order, [name for name in candidates if name not in order]
+    called: dict[str, None] = {}  # first calls, in order
+    run_with_hooks(module, x[:1], candidates, lambda name, _: called.setdefault(name))
+    return list(called), [name for name in candidates if name not in called]
 
 
 @torch.no_grad()

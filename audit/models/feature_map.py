@@ -36,6 +36,7 @@ from torch import fx, nn
 
 from audit.errors import AuditError, first_line
 from audit.models.loader import ImageByImage
+from audit.models.layer_names import run_with_hooks
 from audit.models.native import is_unflattened, tap
 from audit.models.onnx_graph import OnnxGraphModule
 from audit.models.onnx_graph.ops.pool import AveragePool, GlobalPool, MaxPool
@@ -143,14 +144,7 @@ def _graph(module: nn.Module, probe: torch.Tensor) -> Graph:
 def _twin_graph(twin: OnnxGraphModule, probe: torch.Tensor, prefix: str) -> Graph:
     """The interpreter's plan; shapes from forward hooks on its modules."""
     outputs: dict[str, tuple] = {}
-    hooks = [twin.get_submodule(name).register_forward_hook(lambda m, i, o, name=name: outputs.__setitem__(name, o))
-             for name, _, _ in twin.plan]
-    try:
-        with torch.no_grad():
-            twin(probe)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    run_with_hooks(twin, probe, {name: twin.get_submodule(name) for name, _, _ in twin.plan}, outputs.__setitem__)
     shapes: dict[Hashable, tuple[int, ...]] = {slot: tuple(probe.shape) for slot in twin.input_slots}
     steps = []
     for name, ins, outs in twin.plan:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -92,6 +92,20 @@ def unknown_layer_hint(model: nn.Module, name: str, valid: list[str]) -> str:
     return f"closest: {', '.join(closest)} (`audit layers MODEL` lists all {len(valid)})"
 
 
+def run_with_hooks(model: nn.Module, probe: torch.Tensor, modules: dict[str, nn.Module],
+                   record: Callable[[str, Any], None]) -> None:
+    """One forward pass of ``probe`` without gradients, calling ``record(name, output)`` each
+    time one of ``modules`` returns; the hooks are removed afterwards, whatever happens."""
+    handles = [module.register_forward_hook(lambda _, __, output, name=name: record(name, output))
+               for name, module in modules.items()]
+    try:
+        with torch.no_grad():
+            model(probe)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 @dataclass(frozen=True)
 class LayerRow:
     """One line of ``audit layers``: a layer's name, module type, output shape on one image
@@ -111,19 +125,11 @@ def layer_rows(model: nn.Module, probe: torch.Tensor, notes: dict[str, str] | No
     layers = named_layers(model)
     shapes: dict[str, tuple[int, ...]] = {}
 
-    def record(name: str):
-        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            first = output[0] if isinstance(output, (tuple, list)) and output else output
-            shapes[name] = tuple(first.shape) if isinstance(first, torch.Tensor) else ()
-        return hook
+    def record(name: str, output: Any) -> None:
+        first = output[0] if isinstance(output, (tuple, list)) and output else output
+        shapes[name] = tuple(first.shape) if isinstance(first, torch.Tensor) else ()
 
-    handles = [module.register_forward_hook(record(name)) for name, module in layers.items()]
-    try:
-        with torch.no_grad():
-            model(probe)
-    finally:
-        for handle in handles:
-            handle.remove()
+    run_with_hooks(model, probe, layers, record)
     notes = notes or {}
     return [LayerRow(name, type(module).__name__, shapes.get(name),
                      sum(p.numel() for p in module.parameters(recurse=False)), notes.get(name, ""))

@@ -16,7 +16,7 @@ from torch import nn
 from audit.errors import AuditError
 from audit.models.classifier import Classifier
 from audit.models.feature_map import head_feature_map
-from audit.models.layer_names import enclosing_block, find_layer, inner_model, named_layers
+from audit.models.layer_names import enclosing_block, find_layer, inner_model, named_layers, run_with_hooks
 from audit.models.onnx_graph import OnnxGraphModule
 from audit.saliency.attention import AttentionTap
 from audit.saliency.tokens import CHANNELS, Grid, grid_of, map_shape
@@ -110,19 +110,11 @@ def token_layer(module: nn.Module, probe: torch.Tensor, size: tuple[int, int]) -
     attention, so the patch tokens there have zero gradient and Grad-CAM would be zero."""
     outputs: list[tuple[int, str, tuple[int, ...]]] = []
     with AttentionTap() as tap:
-        def record(name: str):
-            def hook(_: nn.Module, __: Any, output: Any) -> None:
-                if isinstance(output, torch.Tensor):
-                    outputs.append((tap.tick(), name, tuple(output.shape)))
-            return hook
+        def record(name: str, output: Any) -> None:
+            if isinstance(output, torch.Tensor):
+                outputs.append((tap.tick(), name, tuple(output.shape)))
 
-        hooks = [m.register_forward_hook(record(name)) for name, m in named_layers(module).items()]
-        try:
-            with torch.no_grad():
-                module(probe)
-        finally:
-            for hook in hooks:
-                hook.remove()
+        run_with_hooks(module, probe, named_layers(module), record)
     if not tap.maps:
         raise NoAttention("computes no attention probabilities")
     tokens = tap.maps[-1].shape[-1]
@@ -143,18 +135,12 @@ def layer_module(model: Classifier, name: str, method: str) -> nn.Module:
 
 def _output_shape(model: Classifier, name: str, method: str, probe: torch.Tensor) -> tuple[int, ...]:
     """The shape of layer ``name``'s output (its last call's) on ``probe``; () if not a tensor."""
-    layer = layer_module(model, name, method)
     shapes: list[tuple[int, ...]] = []
 
-    def record(module: nn.Module, inputs: Any, output: Any) -> None:
+    def record(_: str, output: Any) -> None:
         shapes.append(tuple(output.shape) if isinstance(output, torch.Tensor) else ())
 
-    hook = layer.register_forward_hook(record)
-    try:
-        with torch.no_grad():
-            model.layered(probe)
-    finally:
-        hook.remove()
+    run_with_hooks(model.layered, probe, {name: layer_module(model, name, method)}, record)
     if not shapes:
         raise AuditError(f"{method}: layer {name!r} of model {model.path} is never called; choose another layer")
     return shapes[-1]
