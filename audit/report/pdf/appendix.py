@@ -49,11 +49,19 @@ def _layers(results: dict[str, Any]) -> list[Flowable]:
         if not layer:
             continue
         shape = " × ".join(str(size) for size in layer.get("shape") or []) or NA
-        how = ("the default: the input of the global pooling that feeds the classifier head" if layer.get("default")
-               else f"chosen with -o {name}.layer")
+        tokens = layer.get("layout") is not None
+        default = ("the default: the last block's normalised tokens before its attention" if tokens
+                   else "the default: the input of the global pooling that feeds the classifier head")
+        how = default if layer.get("default") else f"chosen with -o {name}.layer"
+        what = (f"its tokens on the patch grid ({layer.get('extra_tokens', 0)} class/distillation token(s) dropped), "
+                f"{escape(shape)} (channels × height × width)" if tokens
+                else f"a {escape(shape)} (channels × height × width) feature map")
+        eager = layer.get("eager_output")
+        folded = (f" An exporter folded a BatchNorm into this layer: its output is that of {escape(eager)}."
+                  if layer.get("absorbed_batchnorm") and eager else "")
         flowables.append(P(
             f"{escape(name)} maps are taken at layer <font name='DejaVuSansMono'>{escape(layer.get('name', NA))}</font>, "
-            f"a {escape(shape)} (channels × height × width) feature map, {escape(how)}.", "small"))
+            f"{what}, {escape(how)}.{folded}", "small"))
     return flowables
 
 
