@@ -1,0 +1,144 @@
+"""What a hostile-user probe of issue 14 broke: models that return several outputs (a dict of
+logits and features, a tuple) in every format, and attention rollout on a legacy ONNX export
+below opset 13 (Softmax coerced to 2-D)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from audit.cli.main import main
+from audit.models.loader import load_classifier
+from audit.saliency import methods
+from audit.saliency.grad_cam import upsample
+from tests.conftest import assert_one_line_error
+
+
+class TupleOutput(nn.Module):
+    """forward returns (logits, features)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.body(x)
+        return self.head(features.mean((2, 3))), features
+
+
+class DictOutput(TupleOutput):
+    """forward returns {"logits", "features"}."""
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.body(x)
+        return {"logits": self.head(features.mean((2, 3))), "features": features}
+
+
+def _save(model: nn.Module, how: str, path: Path) -> Path:
+    x = torch.rand(1, 3, 8, 8)
+    if how == "script":
+        torch.jit.script(model).save(str(path))
+    elif how == "trace":
+        torch.jit.trace(model, x, strict=False).save(str(path))
+    elif how == "export-dynamic":
+        batch = torch.export.Dim("batch", min=1, max=64)
+        torch.export.save(torch.export.export(model, (torch.rand(2, 3, 8, 8),), dynamic_shapes=({0: batch},)), str(path))
+    elif how == "export-batch1":
+        torch.export.save(torch.export.export(model, (x,)), str(path))
+    else:
+        torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17, input_names=["x"],
+                          dynamic_axes={"x": {0: "n"}})
+    return path
+
+
+def _rgb_folder(root: Path, size: int) -> Path:
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / label / "0.png")
+    return root
+
+
+@pytest.mark.parametrize("as_dict", [True, False])
+@pytest.mark.parametrize("how", ["script", "trace", "export-dynamic", "export-batch1", "onnx"])
+def test_a_model_with_several_outputs_is_one_line_naming_them(tmp_path, capsys, how: str, as_dict: bool) -> None:
+    """Before: exit 3 ('dict' object has no attribute 'float', 'tuple' object has no attribute
+    'detach': the forward path took output 0, the differentiated module returned them all)."""
+    suffix = {"script": ".pt", "trace": ".pt", "onnx": ".onnx"}.get(how, ".pt2")
+    torch.manual_seed(0)
+    path = _save((DictOutput() if as_dict else TupleOutput()).eval(), how, tmp_path / f"model{suffix}")
+    size = ["--input-size", "8", "8", "--channels", "3"] if suffix == ".pt" else []
+    code = main(["run", str(path), "--data", str(_rgb_folder(tmp_path / "data", 8)), "--out", str(tmp_path / "out"),
+                 "--method", "gradient", "--quiet", "--randomization-images", "0", *size])
+    scripted_dict = as_dict and how in ("script", "trace")  # TorchScript keeps the dict itself (strict=False)
+    assert_one_line_error(code, capsys.readouterr().err, str(path), "not one (batch, classes) logits tensor",
+                          "keys logits, features" if scripted_dict else "2 ", "export a wrapper")
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.probabilities: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, d = x.shape
+        q, k, v = self.qkv(x).reshape(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        a = ((q @ k.transpose(-2, -1)) * (d // self.heads) ** -0.5).softmax(-1)
+        self.probabilities = a.detach()
+        return self.proj((a @ v).transpose(1, 2).reshape(n, t, d))
+
+
+class DeiT(nn.Module):
+    """Class and distillation tokens, 16 px, 4 × 4 patches of 4 px, two blocks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, 16, 4, 4)
+        self.tokens = nn.Parameter(torch.randn(1, 2, 16))
+        self.attn = nn.ModuleList([Attention(16, 2), Attention(16, 2)])
+        self.norm = nn.LayerNorm(16)
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.tokens.expand(x.shape[0], -1, -1), x], 1)
+        for attention in self.attn:
+            x = x + attention(x)
+        return self.head(self.norm(x)[:, 0])
+
+
+@pytest.mark.parametrize("opset", [11, 17])
+def test_attention_rollout_on_a_fresh_onnx_classifier(tmp_path, opset: int) -> None:
+    """Two bugs: (1) the twin was built inside the attention tap, so its check pass on three
+    images was tapped too (maps (3, heads, T, T): 'leading dim is not the batch 1'); (2) opset
+    11's Softmax flattens to 2-D at its axis, which at the last axis is the softmax over it, now
+    run as one so the tap sees it (before: 'no global pooling'). `q, k, v = qkv` unpacking as in
+    timm. Reference: Abnar & Zuidema's rollout by hand from the eager module's probabilities."""
+    torch.manual_seed(0)
+    model = DeiT().eval()
+    path = tmp_path / "deit.onnx"
+    torch.onnx.export(model, (torch.rand(1, 3, 16, 16),), str(path), dynamo=False, opset_version=opset,
+                      input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    classifier = load_classifier(path)
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    method = methods.get("attention-rollout")()
+    method.prepare(classifier)
+    got = method.attribute(classifier, x, torch.tensor([0, 1]))
+    with torch.no_grad():
+        model(x)
+    rollout = torch.eye(18, dtype=torch.float64).expand(2, 18, 18)
+    for attention in model.attn:
+        a = 0.5 * attention.probabilities.double().mean(1) + 0.5 * torch.eye(18, dtype=torch.float64)
+        rollout = (a / a.sum(-1, keepdim=True)) @ rollout
+    expected = upsample(rollout[:, 0, 2:].reshape(2, 1, 4, 4).float(), (16, 16)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * expected.max())
+    assert method.provenance()["attention"]["extra_tokens"] == 2
