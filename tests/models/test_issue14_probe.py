@@ -13,7 +13,7 @@ from PIL import Image
 from torch import nn
 
 from audit.cli.main import main
-from audit.models.loader import load_classifier
+from audit.models.loader import ModelOptions, load_classifier
 from audit.saliency import methods
 from audit.saliency.grad_cam import upsample
 from tests.conftest import assert_one_line_error
@@ -142,3 +142,41 @@ def test_attention_rollout_on_a_fresh_onnx_classifier(tmp_path, opset: int) -> N
     expected = upsample(rollout[:, 0, 2:].reshape(2, 1, 4, 4).float(), (16, 16)).numpy()
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * expected.max())
     assert method.provenance()["attention"]["extra_tokens"] == 2
+
+
+class Mixer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(8)
+        self.fc = nn.Linear(8, 8)
+        self.norm2 = nn.LayerNorm(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm2(x + self.fc(self.norm1(x)))
+
+
+class Tokens(nn.Module):
+    """Patch tokens through two blocks whose LayerNorms keep their initial weights (equal initializers)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, 8, 4, 4)
+        self.blocks = nn.Sequential(Mixer(), Mixer())
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.patch(x).flatten(2).transpose(1, 2)).mean(1))
+
+
+def test_a_scripted_models_twin_names_every_layer_by_its_module_path(tmp_path) -> None:
+    """The legacy export of a scripted model drops the last block's scopes from node names, reads
+    equal LayerNorm initializers through Identity nodes named after each parameter, and a
+    Linear's weight through a Transpose (no constant folding); the names came out as
+    blocks.1.layer_normalization and blocks.1.mat_mul (Grad-CAM's default layer among them)."""
+    torch.manual_seed(0)
+    model = Tokens().eval()
+    path = tmp_path / "tokens.pt"
+    torch.jit.script(model).save(str(path))
+    classifier = load_classifier(path, ModelOptions(input_size=(16, 16), channels=3))
+    eager = {n for n, m in model.named_modules() if n and any(True for _ in m.parameters(recurse=False))}
+    assert set(classifier.layer_names()) == eager
