@@ -180,3 +180,48 @@ def test_a_scripted_models_twin_names_every_layer_by_its_module_path(tmp_path) -
     classifier = load_classifier(path, ModelOptions(input_size=(16, 16), channels=3))
     eager = {n for n, m in model.named_modules() if n and any(True for _ in m.parameters(recurse=False))}
     assert set(classifier.layer_names()) == eager
+
+
+class ConvBN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.block(x).mean((2, 3)))
+
+
+def test_a_batchnorm_the_legacy_exporter_folded_is_named_with_its_convolution_and_the_fix(tmp_path) -> None:
+    """Naming a BatchNorm of the code (block.1) on a legacy export, which folded it into block.0,
+    listed the closest names only; the message now says which convolutions output the folded
+    BatchNorms and that do_constant_folding=False keeps them, and with that export the name
+    works: Grad-CAM on block.1 equals captum's LayerGradCam on the eager BatchNorm."""
+    from captum.attr import LayerGradCam
+
+    from audit.errors import AuditError
+
+    torch.manual_seed(0)
+    model = ConvBN().eval()
+    model.block[1].running_mean.uniform_(-1, 1)
+    model.block[1].running_var.uniform_(0.5, 2)
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    for folding in (True, False):
+        path = tmp_path / f"folding{folding}.onnx"
+        torch.onnx.export(model, (x[:1],), str(path), dynamo=False, opset_version=17, input_names=["x"],
+                          dynamic_axes={"x": {0: "n"}}, do_constant_folding=folding)
+        method = methods.get("grad-cam")(layer="block.1")
+        classifier = load_classifier(path)
+        if folding:
+            with pytest.raises(AuditError, match=r"has no layer 'block.1'; closest: .*; the exporter folded BatchNorms "
+                                                 r"into block.0, which output the BatchNorms' values: name one of them, "
+                                                 r"or export with .*do_constant_folding=False\) to keep them$"):
+                method.prepare(classifier)
+            continue
+        method.prepare(classifier)
+        got = method.attribute(classifier, x, torch.tensor([0, 1]))
+        cam = LayerGradCam(model, model.block[1]).attribute(x.clone().requires_grad_(True), target=torch.tensor([0, 1]),
+                                                             relu_attributions=True)
+        expected = upsample(cam.detach(), (8, 8)).numpy()
+        assert expected.max() > 0
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * expected.max())
