@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from captum.attr import LayerGradCam
 from PIL import Image
 from torch import nn
 
@@ -197,8 +198,6 @@ def test_a_batchnorm_the_legacy_exporter_folded_is_named_with_its_convolution_an
     listed the closest names only; the message now says which convolutions output the folded
     BatchNorms and that do_constant_folding=False keeps them, and with that export the name
     works: Grad-CAM on block.1 equals captum's LayerGradCam on the eager BatchNorm."""
-    from captum.attr import LayerGradCam
-
     from audit.errors import AuditError
 
     torch.manual_seed(0)
@@ -219,9 +218,55 @@ def test_a_batchnorm_the_legacy_exporter_folded_is_named_with_its_convolution_an
                 method.prepare(classifier)
             continue
         method.prepare(classifier)
-        got = method.attribute(classifier, x, torch.tensor([0, 1]))
-        cam = LayerGradCam(model, model.block[1]).attribute(x.clone().requires_grad_(True), target=torch.tensor([0, 1]),
-                                                             relu_attributions=True)
-        expected = upsample(cam.detach(), (8, 8)).numpy()
-        assert expected.max() > 0
-        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * expected.max())
+        _assert_equals_captum_grad_cam(method.attribute(classifier, x, torch.tensor([0, 1])), model, model.block[1], x)
+
+
+class Folding(nn.Module):
+    """A block that reshapes by a product of sizes (n·c), as window attention does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        return torch.relu(self.conv(x).reshape(n * c, h * w).reshape(n, c, h, w))
+
+
+class FoldingNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.blocks = nn.Sequential(Folding(), Folding())
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+def test_default_grad_cam_layer_of_a_pt2_whose_block_returns_several_values(tmp_path) -> None:
+    """With a dynamic batch, unflatten makes blocks.0 return (its output, n·c) for blocks.1 to
+    reuse; the node-by-node run handed the fx nodes themselves on ('conv2d() received an invalid
+    combination of arguments - got (Node, ...)'), so the default layer was refused (and a
+    Swin-style model's message quoted aten::layer_norm). Reference: captum's LayerGradCam on the
+    eager blocks.1."""
+    torch.manual_seed(1)
+    model = FoldingNet().eval()
+    path = tmp_path / "net.pt2"
+    batch = torch.export.Dim("batch", min=1, max=64)
+    torch.export.save(torch.export.export(model, (torch.rand(2, 3, 8, 8),), dynamic_shapes=({0: batch},)), str(path))
+    method = methods.get("grad-cam")()
+    classifier = load_classifier(path)
+    method.prepare(classifier)
+    assert method.provenance()["layer"]["name"] == "blocks.1"
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    _assert_equals_captum_grad_cam(method.attribute(classifier, x, torch.tensor([0, 1])), model, model.blocks[1], x)
+
+
+def _assert_equals_captum_grad_cam(got: np.ndarray, model: nn.Module, layer: nn.Module, x: torch.Tensor) -> None:
+    """``got`` (targets 0, 1) equals captum's LayerGradCam of the eager ``layer``, upsampled, to 1e-5 of its peak."""
+    cam = LayerGradCam(model, layer).attribute(x.clone().requires_grad_(True), target=torch.tensor([0, 1]),
+                                               relu_attributions=True)
+    expected = upsample(cam.detach(), tuple(x.shape[2:])).numpy()
+    assert expected.max() > 0
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * expected.max())
