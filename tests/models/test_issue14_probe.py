@@ -270,3 +270,25 @@ def _assert_equals_captum_grad_cam(got: np.ndarray, model: nn.Module, layer: nn.
     expected = upsample(cam.detach(), tuple(x.shape[2:])).numpy()
     assert expected.max() > 0
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * expected.max())
+
+
+class FunctionalEnd(TupleOutput):
+    """The pooled map is torch.relu's output (body.1 unused): no module of the code returns it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.body[0](x)).mean((2, 3)))
+
+
+def test_a_default_layer_that_is_a_function_of_the_code_says_so(tmp_path) -> None:
+    """The twin's default layer is then the node named after its operator, 'relu'; eager_output
+    said 'relu', a module the code does not have."""
+    model = FunctionalEnd().eval()
+    assert "relu" not in dict(model.named_modules())
+    path = tmp_path / "model.onnx"
+    torch.onnx.export(model, (torch.rand(1, 3, 8, 8),), str(path), dynamo=False, opset_version=17, input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}})
+    method = methods.get("grad-cam")()
+    method.prepare(load_classifier(path))
+    layer = method.provenance()["layer"]
+    assert layer["name"] == "relu"
+    assert layer["eager_output"] == "no module: relu is a function the original code calls (named after its operator)"
