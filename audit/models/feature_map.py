@@ -191,7 +191,9 @@ def _unflattened_graph(root: nn.Module, probe: torch.Tensor, prefix: str) -> Gra
     """Run the module tree of a torch.export program node by node on ``probe``: every
     ``call_function`` is a step (a pooling when it is one of ``ATEN_POOLINGS``); a call of a
     leaf ``nn`` layer is a step named by its path; a call of an ``InterpreterModule`` runs its
-    graph, then adds a step named by its path that outputs the graph's result (the same value)."""
+    graph, then adds a step named by its path that outputs the graph's result (the same value;
+    with a dynamic batch a block may return several, e.g. its output and a size n·c the next
+    block reuses, which ``operator.getitem`` steps then take apart)."""
     shapes: dict[Hashable, tuple[int, ...]] = {}
     steps: list[Step] = []
     counter = iter(range(1 << 62))
@@ -213,7 +215,14 @@ def _unflattened_graph(root: nn.Module, probe: torch.Tensor, prefix: str) -> Gra
             elif node.op == "output":
                 result = node.args[0]
                 result = result[0] if isinstance(result, (tuple, list)) and len(result) == 1 else result
-                return env[result] if isinstance(result, fx.Node) else (keep(result), result)
+                if isinstance(result, fx.Node):
+                    return env[result]
+                # several outputs (a block returning a tuple, read by getitem): their values, and a
+                # step that reads them all so the ancestry of what is taken from it goes on
+                value = fx.node.map_arg(result, lambda n: env[n][1])
+                key = keep(value)
+                steps.append(Step(None, False, tuple(env[n][0] for n in _nodes(result)), (key,)))
+                return key, value
             else:
                 read = [env[n][0] for n in node.all_input_nodes]
                 first = env[node.args[0]][0] if node.args and isinstance(node.args[0], fx.Node) else None
@@ -248,6 +257,13 @@ def _unflattened_graph(root: nn.Module, probe: torch.Tensor, prefix: str) -> Gra
     except Exception as exc:
         raise AuditError(f"cannot be run node by node to find its layers ({first_line(exc)})") from exc
     return Graph(steps, (out,), shapes)
+
+
+def _nodes(structure: object) -> list[fx.Node]:
+    """The fx nodes in a nested output structure, in order."""
+    found: list[fx.Node] = []
+    fx.node.map_arg(structure, lambda n: found.append(n) or n)
+    return found
 
 
 def _attribute(module: nn.Module, target: str):

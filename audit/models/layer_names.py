@@ -11,7 +11,9 @@ one name means one layer everywhere:
   the block's (``block_output``); the holder of graph constants is not a layer;
 - a name the twin does not have gets one line with the closest names (``difflib``), and the
   reason where the exporter is why: a convolution the dynamo exporter fused into its BatchNorm
-  (``OnnxGraphModule.fused_into``) is named after the BatchNorm, whose output it computes.
+  (``OnnxGraphModule.fused_into``) is named after the BatchNorm, whose output it computes; a
+  BatchNorm the legacy exporter folded into a convolution has no name left, so the folded
+  convolutions beside the name asked for are said (``OnnxGraphModule.folded_batchnorm``).
 """
 
 from __future__ import annotations
@@ -89,7 +91,13 @@ def unknown_layer_hint(model: nn.Module, name: str, valid: list[str]) -> str:
         return (f"the exporter fused it into the BatchNorm {fused!r}, which computes the BatchNorm's output: "
                 f"name {fused!r}, or export without fusing (torch.onnx.export(..., optimize=False))")
     closest = difflib.get_close_matches(name, valid, n=CLOSEST, cutoff=0.5) or valid[:CLOSEST]
-    return f"closest: {', '.join(closest)} (`audit layers MODEL` lists all {len(valid)})"
+    hint = f"closest: {', '.join(closest)} (`audit layers MODEL` lists all {len(valid)})"
+    parent = name.rpartition(".")[0]
+    folded = sorted(conv for conv in getattr(inner, "folded_batchnorm", ()) if conv.rpartition(".")[0] == parent)
+    if folded:  # a BatchNorm beside them, e.g. layer1.0.bn1, is gone: its name with it
+        hint += (f"; the exporter folded BatchNorms into {', '.join(folded)}, which output the BatchNorms' values: "
+                 f"name one of them, or export with torch.onnx.export(..., do_constant_folding=False) to keep them")
+    return hint
 
 
 def run_with_hooks(model: nn.Module, probe: torch.Tensor, modules: dict[str, nn.Module],

@@ -136,11 +136,29 @@ def _checked_forward(path: Path, forward_fn: Callable[[torch.Tensor], torch.Tens
                 f"{path}: forward pass failed on input {tuple(x.shape)} ({first_line(exc)}); check --input-size, "
                 f"--channels and that the model takes one NCHW image tensor"
             ) from exc
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        return out.float()
+        return _one_tensor(path, out).float()
 
     return forward
+
+
+def _one_tensor(path: Path, out: object) -> torch.Tensor:
+    """The model's output, which must be one logits tensor: a dict or tuple of outputs (logits
+    and features, aux heads) is refused rather than guessed from, because the saliency methods
+    differentiate the module itself, which would return the same several values."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, dict):
+        what = f"a dict (keys {', '.join(map(str, out))})"
+    elif isinstance(out, (tuple, list)):
+        what = f"a {type(out).__name__} of {len(out)} values"
+    else:
+        what = f"a {type(out).__name__}"
+    raise AuditError(_several_outputs(path, what))
+
+
+def _several_outputs(path: Path, what: str) -> str:
+    return (f"{path}: the model returns {what}, not one (batch, classes) logits tensor; export a wrapper whose "
+            f"forward returns the logits only (e.g. model(x)[\"logits\"])")
 
 
 def twin_tolerance(logit_scale: float) -> float:
@@ -275,6 +293,9 @@ def _load_exported(path: Path):
         raise AuditError(f"{path}: cannot read the torch.export program ({first_line(exc)}); re-save it with torch.export.save") from exc
     if len(user_inputs) != 1:
         raise AuditError(f"{path}: program takes {len(user_inputs)} inputs; a classifier takes one image tensor")
+    outputs = program.graph_signature.user_outputs
+    if len(outputs) != 1:
+        raise AuditError(_several_outputs(path, f"{len(outputs)} outputs"))
     declared: Declared = (None, None, None)
     fixed_batch = None
     for shape in shapes:
@@ -334,6 +355,9 @@ def _load_onnx(path: Path):
     declared = tuple(d if isinstance(d, int) and d > 0 else None for d in shape[1:])
     fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
     name = inputs[0].name
+    outputs = session.get_outputs()
+    if len(outputs) != 1:
+        raise AuditError(_several_outputs(path, f"{len(outputs)} outputs ({', '.join(o.name for o in outputs)})"))
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         array = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)

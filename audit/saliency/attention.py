@@ -15,7 +15,8 @@ pass, sees every torch call the model makes and
   (the weights torch returns with ``need_weights=True`` are a reshaped copy outside that graph,
   with no gradient), returning what the caller asked for.
 
-The twin's Softmax must work over the last axis (ONNX opset ≥ 13; older opsets flatten to 2-D).
+The twin's Softmax must work over the last axis (any opset: before 13 the 2-D coercion at the last
+axis is the same softmax, and the twin runs it as one).
 A TorchScript module runs in C++ and is not seen; its layered module is the ONNX twin.
 """
 
@@ -153,7 +154,7 @@ def by_head(maps: list[torch.Tensor], batch: int, path: object, method: str) -> 
     if not maps:
         raise AuditError(f"{method}: model {path} computes no attention probabilities (a softmax over the last "
                          f"dim of (N, heads, T, T)) that the tap sees; it needs a transformer in torch, .pt2 or "
-                         f"ONNX (opset >= 13); use --method gradient or --method grad-cam")
+                         f"ONNX; use --method gradient or --method grad-cam")
     shaped = []
     for a in maps:
         if (a.dim() == 4 and a.shape[0] != batch) or a.shape[0] % batch:

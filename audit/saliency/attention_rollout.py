@@ -36,8 +36,9 @@ class AttentionMethod(SaliencyMethod):
         self.settled: dict[str, Any] = {}
 
     def prepare(self, model: Classifier) -> None:
+        module = network(model, self)  # built outside the tap: a twin's check pass would be tapped too
         with torch.no_grad(), AttentionTap() as tap:
-            network(model, self)(torch.zeros((1, *model.spec.shape)))
+            module(torch.zeros((1, *model.spec.shape)))
         maps = by_head(tap.maps, 1, model.path, self.label)
         extra, height, width = self._grid(model, maps[0].shape[-1])
         self.settled = {"attention": {"layers": len(maps), "heads": [int(a.shape[1]) for a in maps],
@@ -75,8 +76,9 @@ class AttentionRollout(AttentionMethod):
     label: ClassVar[str] = "attention-rollout"
 
     def relevance(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        module = network(model, self)
         with torch.no_grad(), AttentionTap() as tap:
-            network(model, self)(x)
+            module(x)
         rollout = None
         for a in by_head(tap.maps, len(x), model.path, self.label):
             mixed = 0.5 * a.double().mean(1) + 0.5 * torch.eye(a.shape[-1], dtype=torch.float64)
@@ -94,8 +96,9 @@ class GradientWeightedAttention(AttentionMethod):
     label: ClassVar[str] = "gradient-weighted-attention"
 
     def relevance(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        module = network(model, self)
         with AttentionTap() as tap:
-            logits = network(model, self)(leaf_input(x))
+            logits = module(leaf_input(x))
         maps = tap.maps
         shaped = by_head(maps, len(x), model.path, self.label)
         score = logits.gather(1, target.reshape(-1, 1).to(logits.device)).sum()

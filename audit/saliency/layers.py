@@ -48,12 +48,15 @@ class FeatureLayer:
 def layer_origin(model: Classifier, name: str) -> tuple[str, bool]:
     """(eager_output, absorbed_batchnorm) of layer ``name`` (see ``FeatureLayer``): a twin
     convolution the legacy exporter folded a BatchNorm into computes that BatchNorm's output,
-    one the dynamo optimizer fused is already named after its BatchNorm."""
+    one the dynamo optimizer fused is already named after its BatchNorm; a twin node named after
+    its operator (``relu``, ``layer1.0.add``) is a function the code calls, no module of it."""
     twin = inner_model(model.layered)
     if not isinstance(twin, OnnxGraphModule) or name not in named_layers(twin):
         return name, False
     if name in twin.folded_batchnorm:
         return f"the BatchNorm that follows {name} in the original code", True
+    if name not in twin.code_modules:
+        return f"no module: {name} is a function the original code calls (named after its operator)", False
     return name, name in twin.fused_into.values()
 
 

@@ -207,8 +207,23 @@ class OnnxGraphModule(nn.Module):
                 value = identity_of[value]
             return value if value in initializers else None
 
-        weights = [initializer_of(next(iter(k[3].params.values()))) if k[3].params else None for k in kept]
-        owners = [parameter_owner(w) for w in weights]
+        reshaped = {n.output[0]: n.input[0] for n in graph.node if n.op_type in ("Identity", "Transpose") and n.input}
+
+        def owner_of(value: str | None) -> str | None:
+            """The module path in the name of the parameter a node reads: the value's own name,
+            else that of the Identity or Transpose chain's source. The legacy exporter reads equal
+            initializers through Identity nodes named after each parameter (two LayerNorms at
+            their initial ones and zeros share blocks.0.norm1.weight) and, without constant
+            folding, a Linear's weight through a Transpose."""
+            while value is not None:
+                if (owner := parameter_owner(value)) is not None:
+                    return owner
+                value = reshaped.get(value)
+            return None
+
+        firsts = [next(iter(k[3].params.values())) if k[3].params else None for k in kept]
+        weights = [initializer_of(v) if v is not None else None for v in firsts]
+        owners = [owner_of(v) for v in firsts]
         names = assign_names([k[0] for k in kept], owners, [bool(k[3].params) for k in kept])
         #: nodes named by a module path of the code itself (not "<module>.<op>")
         self.code_modules = {name for (node, *_), name, owner in zip(kept, names, owners)

@@ -1,8 +1,8 @@
 """Readable, stable module names for the twin's layers.
 
 1. For a node with parameters, the module path in the parameter's name where the exporter
-   kept it (``block2.0.norm.weight`` → ``block2.0.norm``) and it lies at or below the recorded
-   path (``node_path``). Otherwise the module path recorded by the exporter, if any:
+   kept it (``block2.0.norm.weight`` → ``block2.0.norm``; read through Identity and Transpose
+   nodes, see ``OnnxGraphModule``) and it lies at or below the recorded path (``node_path``). Otherwise the module path recorded by the exporter, if any:
    - dynamo exporter: node metadata ``pkg.torch.onnx.name_scopes``, e.g.
      ``['', 'layer1', 'layer1.0', 'layer1.0.conv1', 'conv2d']`` → ``layer1.0.conv1`` (the
      element before the op), or else the ``namespace`` metadata

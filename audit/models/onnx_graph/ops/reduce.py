@@ -77,7 +77,9 @@ def reduce(node: NodeSpec) -> Converted:
 
 class Softmax(nn.Module):
     """Softmax/LogSoftmax along ``axis``; before opset 13 the input is coerced to 2-D at
-    ``axis`` (default 1) and normalised over the flattened trailing part."""
+    ``axis`` (default 1) and normalised over the flattened trailing part, which at the last axis
+    is the opset-13 softmax over that axis: it runs as such, so the attention methods' tap (a
+    softmax over the last dim, ``audit.saliency.attention``) sees a legacy export's attention too."""
 
     def __init__(self, log: bool, axis: int, legacy: bool) -> None:
         super().__init__()
@@ -85,9 +87,9 @@ class Softmax(nn.Module):
         self.axis, self.legacy = axis, legacy
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.legacy:
-            return self.fn(x, self.axis)
         axis = self.axis % x.dim() if x.dim() else 0
+        if not self.legacy or axis == x.dim() - 1:
+            return self.fn(x, axis if self.legacy else self.axis)
         flat = x.reshape(math.prod(x.shape[:axis]), -1)
         return self.fn(flat, 1).reshape(x.shape)
 
