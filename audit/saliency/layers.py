@@ -17,6 +17,7 @@ from audit.errors import AuditError
 from audit.models.classifier import Classifier
 from audit.models.feature_map import head_feature_map
 from audit.models.layer_names import enclosing_block, find_layer, inner_model, named_layers, run_with_hooks
+from audit.models.native import Tap
 from audit.models.onnx_graph import OnnxGraphModule
 from audit.saliency.attention import AttentionTap
 from audit.saliency.tokens import CHANNELS, Grid, grid_of, map_shape
@@ -51,12 +52,15 @@ def layer_origin(model: Classifier, name: str) -> tuple[str, bool]:
     one the dynamo optimizer fused is already named after its BatchNorm; a twin node named after
     its operator (``relu``, ``layer1.0.add``) is a function the code calls, no module of it."""
     twin = inner_model(model.layered)
+    function = f"no module: {name} is a function the original code calls (named after its operator)"
+    if isinstance(named_layers(twin).get(name), Tap):
+        return function, False
     if not isinstance(twin, OnnxGraphModule) or name not in named_layers(twin):
         return name, False
     if name in twin.folded_batchnorm:
         return f"the BatchNorm that follows {name} in the original code", True
     if name not in twin.code_modules:
-        return f"no module: {name} is a function the original code calls (named after its operator)", False
+        return function, False
     return name, name in twin.fused_into.values()
 
 

@@ -149,7 +149,9 @@ def test_a_pooled_function_of_the_top_level_forward_is_the_default_layer_in_ever
         classifier = load_classifier(tmp_path / f"m.{suffix}")
         method = methods.get("grad-cam")()
         method.prepare(classifier)
-        assert method.provenance()["layer"]["name"] == "relu", suffix  # the twin's name for the op, and the .pt2's tap
+        layer = method.provenance()["layer"]
+        assert layer["name"] == "relu", suffix  # the twin's name for the op, and the .pt2's tap
+        assert layer["eager_output"].startswith("no module: relu is a function"), suffix
         maps[suffix] = method.attribute(classifier, x, torch.tensor([0, 2]))
     assert maps["pt2"].max() > 0
     np.testing.assert_allclose(maps["pt2"], maps["onnx"], rtol=0, atol=1e-5 * maps["onnx"].max())
