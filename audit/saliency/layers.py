@@ -83,8 +83,8 @@ def feature_layer(model: Classifier, name: str | None, method: str) -> FeatureLa
             except AuditError as token_error:
                 why = f" and {token_error}"
             raise AuditError(
-                f"{method}: model {model.path} {exc}{why}, so it has no default layer; name a convolutional "
-                f"layer with -o {method}.layer=NAME, or use --method gradient"
+                f"{method}: model {model.path} {exc}{why}, so it has no default layer; name a layer with feature "
+                f"maps or tokens with -o {method}.layer=NAME (`audit layers MODEL` lists them), or use --method gradient"
             ) from exc
         name = enclosing_block(model.layered, found.layer)
         return FeatureLayer(name, found.shape, True, Grid(CHANNELS, 0, 0, 0), *layer_origin(model, name))

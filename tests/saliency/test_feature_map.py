@@ -84,7 +84,7 @@ def test_pooling_two_different_maps_is_ambiguous(tmp_path):
 
     for model in both_ways(TwoBranches(None), tmp_path):
         with pytest.raises(AuditError, match="has 2 global poolings of different feature maps before its head, so it "
-                                             "has no default layer; name a convolutional layer with -o grad-cam.layer"):
+                                             "has no default layer; name a layer with feature maps or tokens with -o grad-cam.layer"):
             feature_layer(model, None, "grad-cam")
 
 

@@ -75,7 +75,8 @@ def test_model_without_global_pooling_has_no_default_layer(name):
     module = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32, 2))
     model = from_module(module, InputSpec(1, 4, 4), ["a", "b"])
     message = (f"{name}: model <in-memory> has no global pooling over H and W before its classifier head, so it has "
-               f"no default layer; name a convolutional layer with -o {name}.layer=NAME, or use --method gradient")
+               f"no default layer; name a layer with feature maps or tokens with -o {name}.layer=NAME "
+               f"(`audit layers MODEL` lists them), or use --method gradient")
     with pytest.raises(AuditError, match=re.escape(message)):
         methods.get(name)().prepare(model)
 
