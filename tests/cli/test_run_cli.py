@@ -206,10 +206,10 @@ def test_bad_method_option(synthetic_root, tiny_model_files, tmp_path, capsys) -
     assert_one_line_error(*run(args, capsys)[::2], "occlusion")
 
 
-def test_grad_cam_needs_a_conv_layer(synthetic_root, tmp_path, capsys) -> None:
+def test_grad_cam_without_pooling_or_tokens_has_no_default_layer(synthetic_root, tmp_path, capsys) -> None:
     model = export_onnx(nn.Sequential(nn.Flatten(), nn.Linear(784, 2)), tmp_path / "linear.onnx")
     code, _, err = run(valid_args(synthetic_root, model, tmp_path / "o") + ["--method", "grad-cam"], capsys)
-    assert_one_line_error(code, err, "grad-cam", "convolutional")
+    assert_one_line_error(code, err, "grad-cam", "no default layer", "feature maps or tokens", "audit layers MODEL")
 
 
 def test_console_script_exit_code_and_debug_traceback(tmp_path) -> None:
