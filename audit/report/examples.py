@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,5 +87,15 @@ class ExampleKeeper:
                 values = [getattr(e, field) for e in items]
                 arrays[f"{group}/{field}"] = np.stack(values) if values else np.zeros((0,))
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, **arrays)
+        save_npz(path, arrays)
         return path
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez_compressed``'s file (``np.load`` reads it), deflated at level 1 instead of 6:
+    0.09 s instead of 0.31 s for 8 examples of 224 × 224 maps and images, the same size (3.73
+    MB against 3.71), a fixed cost of every run that the throughput benchmark counts."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
