@@ -15,8 +15,8 @@ TorchScript (``torch.jit.script``, .pt) and torch.export (.pt2, dynamic batch). 
   method (loading the images, forward, gradient, per-image CSV, results; no masks); best of
   ``--repeats`` interleaved runs each, in this process.
 
-The run's fixed cost (0.3 s to compress the report's example maps) is amortised over
-``--images`` (default 128): at 32 images it alone costs 9 ms an image.
+The run's fixed costs (0.09 s to write the report's example maps, among others) are amortised
+over ``--images`` (default 128).
 
 Usage: python tests/bench/architectures_bench.py [--size 224] [--images 128] [--batch-size 16] [--repeats 2]
 """
