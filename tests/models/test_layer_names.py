@@ -155,3 +155,27 @@ def test_a_pooled_function_of_the_top_level_forward_is_the_default_layer_in_ever
         maps[suffix] = method.attribute(classifier, x, torch.tensor([0, 2]))
     assert maps["pt2"].max() > 0
     np.testing.assert_allclose(maps["pt2"], maps["onnx"], rtol=0, atol=1e-5 * maps["onnx"].max())
+
+
+class _ScriptedAttention(nn.Module):
+    """A scripted nn.MultiheadAttention: the legacy ONNX exporter refuses it (aten::is_autocast_enabled)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, 8, 4, 4)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.patch(x).flatten(2).transpose(1, 2)
+        return self.head(self.attn(t, t, t, need_weights=False)[0].mean(1))
+
+
+def test_audit_layers_lists_a_scripted_model_whose_export_fails(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "attn.pt"
+    torch.jit.script(_ScriptedAttention().eval()).save(str(path))
+    assert main(["layers", str(path), "--input-size", "16", "16", "--channels", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "no layer usable by Grad-CAM" in out and "format torchscript" in out
+    names = [line.split()[0] for line in out.splitlines()[3:]]
+    assert names == ["patch", "attn", "attn.out_proj", "head"]
