@@ -20,6 +20,7 @@ from torch import nn
 from audit.models.onnx_graph import UnsupportedOperatorError, build_torch_twin
 from audit.models.onnx_graph.graph import check_supported
 from audit.models.to_onnx import torchscript_to_onnx
+from tests.models.native_zoo import build
 
 
 def ort_run(model: onnx.ModelProto, *inputs: np.ndarray) -> list[np.ndarray]:
@@ -209,29 +210,6 @@ def test_runtime_operator_without_converter_is_named_with_node_and_opset() -> No
 # --- What the exporters emit for real architectures ------------------------------------------
 
 
-class ViT(nn.Module):
-    """A one-block ViT with ``nn.MultiheadAttention`` (legacy export at opset 17 emits Mod)."""
-
-    def __init__(self, dim: int = 16, patch: int = 4, size: int = 16) -> None:
-        super().__init__()
-        self.patch = nn.Conv2d(3, dim, patch, patch)
-        self.cls = nn.Parameter(torch.randn(1, 1, dim))
-        self.pos = nn.Parameter(torch.randn(1, (size // patch) ** 2 + 1, dim) * 0.1)
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, 2, batch_first=True)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
-        self.head = nn.Linear(dim, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch(x).flatten(2).transpose(1, 2)
-        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], 1) + self.pos
-        y = self.norm1(x)
-        x = x + self.attn(y, y, y, need_weights=False)[0]
-        x = x + self.mlp(self.norm2(x))
-        return self.head(x[:, 0])
-
-
 class AdaptiveVGG(nn.Module):
     """Adaptive pooling to 3×3 from 10×10: the dynamo exporter emits GatherND."""
 
@@ -293,7 +271,7 @@ def _ops(model: onnx.ModelProto) -> set[str]:
 
 
 def test_legacy_multihead_attention_with_mod() -> None:
-    module, x = _seeded(ViT), torch.randn(2, 3, 16, 16)
+    module, x = build("vit"), torch.randn(2, 3, 16, 16)  # a one-block ViT with nn.MultiheadAttention
     model = legacy_export(module, x, 17)
     assert "Mod" in _ops(model)
     assert_matches_eager(module, model, x)
