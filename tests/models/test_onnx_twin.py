@@ -175,14 +175,15 @@ def test_naming_rules() -> None:
     assert dotted("features.0.forward") == "features.0.forward_"
     add = helper.make_node("Add", ["a", "b"], ["c"], name="/layer1/layer1.0/Add")
     relu2 = helper.make_node("Relu", ["c"], ["d"], name="/layer1/layer1.0/relu/Relu_1")
-    names = assign_names([legacy, add, relu2, dynamo, helper.make_node("Add", ["d", "d"], ["e"], name="")], [None] * 5,
+    names, direct = assign_names([legacy, add, relu2, dynamo, helper.make_node("Add", ["d", "d"], ["e"], name="")], [None] * 5,
                          [True, False, False, False, False])
     assert names == ["layer1.0.conv1", "layer1.0.add", "layer1.0.relu", "layer1.0.relu_1", "add"]
+    assert direct == {"layer1.0.conv1", "layer1.0.relu", "layer1.0.relu_1"}  # modules of the code, not ops
     # a scripted module's legacy export drops the innermost scope; the parameter's name keeps it
     scripted_bn = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], name="/block2/0/BatchNormalization")
-    assert assign_names([scripted_bn], [parameter_owner("block2.0.norm.weight")], [True]) == ["block2.0.norm"]
+    assert assign_names([scripted_bn], [parameter_owner("block2.0.norm.weight")], [True])[0] == ["block2.0.norm"]
     # the dynamo optimizer's Conv+BatchNorm keeps the conv's weight names and the BatchNorm's path
     fused = helper.make_node("Conv", ["x", "w"], ["y"], name="node_Conv_97")
     helper.set_metadata_props(fused, {"pkg.torch.onnx.name_scopes": "['', 'layer1', 'layer1.0', 'layer1.0.bn1', 'bn']"})
-    assert assign_names([fused], [parameter_owner("layer1.0.conv1.weight")], [True]) == ["layer1.0.bn1"]
+    assert assign_names([fused], [parameter_owner("layer1.0.conv1.weight")], [True])[0] == ["layer1.0.bn1"]
     assert parameter_owner("onnx::Conv_63") is None and parameter_owner("val_7") is None

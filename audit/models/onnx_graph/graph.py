@@ -10,7 +10,6 @@ that plan over a list of value slots.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import onnx
@@ -20,7 +19,7 @@ from torch import nn
 from audit.errors import AuditError
 from audit.models.onnx_graph.errors import Unsupported, UnsupportedOperatorError
 from audit.models.onnx_graph.folding import foldable, node_inputs, reference_fold
-from audit.models.onnx_graph.naming import assign_names, dotted, module_path, node_path, parameter_owner, sanitize
+from audit.models.onnx_graph.naming import assign_names, dotted, module_path, parameter_owner, sanitize
 from audit.models.onnx_graph.ops import CONVERTERS, NodeSpec
 from audit.models.onnx_graph.ops.base import tensor_from_proto
 from audit.models.onnx_graph.patterns import fuse_patterns
@@ -224,10 +223,8 @@ class OnnxGraphModule(nn.Module):
         firsts = [next(iter(k[3].params.values())) if k[3].params else None for k in kept]
         weights = [initializer_of(v) if v is not None else None for v in firsts]
         owners = [owner_of(v) for v in firsts]
-        names = assign_names([k[0] for k in kept], owners, [bool(k[3].params) for k in kept])
-        #: nodes named by a module path of the code itself (not "<module>.<op>")
-        self.code_modules = {name for (node, *_), name, owner in zip(kept, names, owners)
-                             if (path := node_path(node, owner)) and re.fullmatch(re.escape(dotted(path)) + r"(_\d+)?", name)}
+        #: code_modules: nodes named by a module path of the code itself (not "<module>.<op>")
+        names, self.code_modules = assign_names([k[0] for k in kept], owners, [bool(k[3].params) for k in kept])
         self.fused_into: dict[str, str] = {}
         self.folded_batchnorm: set[str] = set()
         for (node, *_), name, owner, weight in zip(kept, names, owners, weights):

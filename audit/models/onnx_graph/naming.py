@@ -109,9 +109,11 @@ def node_path(node: onnx.NodeProto, owner: str | None) -> str | None:
     return recorded
 
 
-def assign_names(nodes: list[onnx.NodeProto], owners: list[str | None], weighted: list[bool]) -> list[str]:
-    """One unique dotted name per node, following the module docstring's rules; ``owners``:
-    the module path in each node's first parameter's name (``parameter_owner``)."""
+def assign_names(nodes: list[onnx.NodeProto], owners: list[str | None],
+                 weighted: list[bool]) -> tuple[list[str], set[str]]:
+    """One unique dotted name per node, following the module docstring's rules, and the names
+    that are a module path of the code itself (rule 2's direct names, not ``<module>.<op>``);
+    ``owners``: the module path in each node's first parameter's name (``parameter_owner``)."""
     paths = [node_path(n, owner) for n, owner in zip(nodes, owners)]
     known = {p for p in paths if p}
     per_path = Counter(paths)
@@ -119,23 +121,26 @@ def assign_names(nodes: list[onnx.NodeProto], owners: list[str | None], weighted
     ops_per_path: dict[str | None, set[str]] = {}
     for node, path in zip(nodes, paths):
         ops_per_path.setdefault(path, set()).add(node.op_type)
-    raw = []
+    raw: list[tuple[str, bool]] = []
     for node, path, has_weights in zip(nodes, paths, weighted):
         op = op_snake(node.op_type)
         if path is None:
-            raw.append(sanitize(node.name or op))
+            raw.append((sanitize(node.name or op), False))
             continue
         leaf = path != "" and not any(k.startswith(path + ".") for k in known)
         direct = leaf and (per_path[path] == 1 or len(ops_per_path[path]) == 1
                            or (has_weights and weighted_per_path[path] == 1))
-        raw.append(dotted(path) if direct else (f"{dotted(path)}.{op}" if path else op))
+        raw.append((dotted(path), True) if direct else ((f"{dotted(path)}.{op}" if path else op), False))
     names: list[str] = []
     used: set[str] = set()
-    for base in raw:
+    code_modules: set[str] = set()
+    for base, direct in raw:
         name, k = base, 0
         while name in used:
             k += 1
             name = f"{base}_{k}"
         used.add(name)
         names.append(name)
-    return names
+        if direct:
+            code_modules.add(name)
+    return names, code_modules
