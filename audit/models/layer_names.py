@@ -100,15 +100,15 @@ def unknown_layer_hint(model: nn.Module, name: str, valid: list[str]) -> str:
     return hint
 
 
-def run_with_hooks(model: nn.Module, probe: torch.Tensor, modules: dict[str, nn.Module],
-                   record: Callable[[str, Any], None]) -> None:
-    """One forward pass of ``probe`` without gradients, calling ``record(name, output)`` each
+def run_with_hooks(model: nn.Module, x: torch.Tensor, modules: dict[str, nn.Module],
+                   record: Callable[[str, Any], None], *, grad: bool = False) -> Any:
+    """``model(x)`` (without gradients unless ``grad``), calling ``record(name, output)`` each
     time one of ``modules`` returns; the hooks are removed afterwards, whatever happens."""
     handles = [module.register_forward_hook(lambda _, __, output, name=name: record(name, output))
                for name, module in modules.items()]
     try:
-        with torch.no_grad():
-            model(probe)
+        with torch.set_grad_enabled(grad):
+            return model(x)
     finally:
         for handle in handles:
             handle.remove()

@@ -10,6 +10,7 @@ import torch
 from captum.attr import LayerGradCam
 
 from audit.models.classifier import Classifier
+from audit.models.layer_names import run_with_hooks
 from audit.saliency.base import SaliencyMethod, leaf_input, methods
 from audit.saliency.layers import FeatureLayer, feature_layer, layer_module
 from audit.saliency.tokens import CHANNELS, Grid
@@ -99,11 +100,7 @@ def _grid_grad_cam(network: torch.nn.Module, layer: torch.nn.Module, grid: Grid,
     """(N, 1, h, w) Grad-CAM on ``layer``'s output (its last call's) made a map by ``grid``:
     captum's LayerGradCam formula, on the reshaped activation and gradient."""
     outputs: list[torch.Tensor] = []
-    hook = layer.register_forward_hook(lambda _, __, output: outputs.append(output))
-    try:
-        logits = network(leaf_input(x))
-    finally:
-        hook.remove()
+    logits = run_with_hooks(network, leaf_input(x), {"layer": layer}, lambda _, output: outputs.append(output), grad=True)
     score = logits.gather(1, target.reshape(-1, 1)).sum()
     gradient, = torch.autograd.grad(score, outputs[-1])
     activation, gradient = grid.to_map(outputs[-1]), grid.to_map(gradient)
