@@ -89,7 +89,7 @@ def explicit_multi_head_attention(
         return F.linear(x, weight, bias).reshape(x.shape[0], batch, num_heads, -1).permute(1, 2, 0, 3)
 
     q, k, v = (heads(x, w, b) for x, w, b in zip((query, key, value), weights, biases))
-    mask = torch.zeros(q.shape[:2] + (length, k.shape[2]), dtype=q.dtype)
+    mask = torch.zeros(q.shape[:2] + (length, k.shape[2]), dtype=q.dtype, device=q.device)
     if attn_mask is not None:
         attn_mask = attn_mask.reshape(-1, num_heads, length, k.shape[2]) if attn_mask.dim() == 3 else attn_mask
         mask = mask + (torch.zeros_like(attn_mask, dtype=q.dtype).masked_fill(attn_mask, float("-inf"))

@@ -81,7 +81,7 @@ class AttentionRollout(AttentionMethod):
             module(x)
         rollout = None
         for a in by_head(tap.maps, len(x), model.path, self.label):
-            mixed = 0.5 * a.double().mean(1) + 0.5 * torch.eye(a.shape[-1], dtype=torch.float64)
+            mixed = 0.5 * a.double().mean(1) + 0.5 * torch.eye(a.shape[-1], dtype=torch.float64, device=a.device)
             mixed = mixed / mixed.sum(-1, keepdim=True)
             rollout = mixed if rollout is None else mixed @ rollout
         return rollout
@@ -104,7 +104,7 @@ class GradientWeightedAttention(AttentionMethod):
         score = logits.gather(1, target.reshape(-1, 1).to(logits.device)).sum()
         gradients = torch.autograd.grad(score, maps, allow_unused=True)
         tokens = shaped[0].shape[-1]
-        relevance = torch.eye(tokens, dtype=torch.float64).expand(len(x), tokens, tokens)
+        relevance = torch.eye(tokens, dtype=torch.float64, device=shaped[0].device).expand(len(x), tokens, tokens)
         for a, gradient in zip(shaped, gradients):
             gradient = torch.zeros_like(a) if gradient is None else gradient.reshape(a.shape)
             weighted = (gradient.double() * a.detach().double()).clamp(min=0).mean(1)
