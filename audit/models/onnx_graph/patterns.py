@@ -149,20 +149,28 @@ def _fused(root: onnx.NodeProto, op_type: str, inputs: list[str], **attrs: Any) 
     return node
 
 
+def _chain(graph: _Graph, pattern: Pattern, root: onnx.NodeProto) -> tuple[dict[str, str], list[onnx.NodeProto]] | None:
+    """(bound values, matched nodes) when ``root``'s output is computed by ``pattern`` and no
+    value inside the chain is read outside it, else None."""
+    bound: dict[str, str] = {}
+    nodes: list[onnx.NodeProto] = []
+    if graph.match(pattern, root.output[0], bound, nodes) and graph.private(nodes, root):
+        return bound, nodes
+    return None
+
+
 def _match_gelu(graph: _Graph, root: onnx.NodeProto) -> tuple[onnx.NodeProto, list[onnx.NodeProto]] | None:
     for pattern, approximate in GELU:
-        bound: dict[str, str] = {}
-        nodes: list[onnx.NodeProto] = []
-        if graph.match(pattern, root.output[0], bound, nodes) and graph.private(nodes, root):
+        if (found := _chain(graph, pattern, root)) is not None:
+            bound, nodes = found
             return _fused(root, "Gelu", [bound["x"]], approximate=approximate), nodes
     return None
 
 
 def _match_layer_norm(graph: _Graph, root: onnx.NodeProto) -> tuple[onnx.NodeProto, list[onnx.NodeProto]] | None:
-    bound: dict[str, str] = {}
-    nodes: list[onnx.NodeProto] = []
-    if not graph.match(LAYER_NORM, root.output[0], bound, nodes) or not graph.private(nodes, root):
+    if (found := _chain(graph, LAYER_NORM, root)) is None:
         return None
+    bound, nodes = found
     means = [n for n in nodes if n.op_type == "ReduceMean"]
     axes = [_reduced_axes(n, graph) for n in means]
     k = len(axes[0] or [])
@@ -176,10 +184,9 @@ def _match_layer_norm(graph: _Graph, root: onnx.NodeProto) -> tuple[onnx.NodePro
 
 
 def _match_linear(graph: _Graph, root: onnx.NodeProto) -> tuple[onnx.NodeProto, list[onnx.NodeProto]] | None:
-    bound: dict[str, str] = {}
-    nodes: list[onnx.NodeProto] = []
-    if not graph.match(LINEAR, root.output[0], bound, nodes) or not graph.private(nodes, root):
+    if (found := _chain(graph, LINEAR, root)) is None:
         return None
+    bound, nodes = found
     w, b = graph.proto(bound["w"]), graph.proto(bound["b"])  # shapes only: W may be large
     if len(w.dims) != 2 or list(b.dims) != [w.dims[1]] or helper.tensor_dtype_to_np_dtype(w.data_type).kind != "f":
         return None
