@@ -28,6 +28,7 @@ files of one model give the same name.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Hashable
 
 import torch
@@ -35,8 +36,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from audit.errors import AuditError, first_line
-from audit.models.loader import ImageByImage
-from audit.models.layer_names import run_with_hooks
+from audit.models.layer_names import inner_model, run_with_hooks
 from audit.models.native import is_unflattened, tap
 from audit.models.onnx_graph import OnnxGraphModule
 from audit.models.onnx_graph.ops.pool import AveragePool, GlobalPool, MaxPool
@@ -130,18 +130,15 @@ def _is_global(before: tuple[int, ...] | None, after: tuple[int, ...] | None) ->
 
 
 def _graph(module: nn.Module, probe: torch.Tensor) -> Graph:
-    if isinstance(module, ImageByImage) and isinstance(module.model, OnnxGraphModule):
-        return _twin_graph(module.model, probe, "")
-    if isinstance(module, ImageByImage) and is_unflattened(module.model):
-        return _unflattened_graph(module.model, probe, "")
-    if is_unflattened(module):
-        return _unflattened_graph(module, probe, "")
-    if isinstance(module, OnnxGraphModule):
-        return _twin_graph(module, probe, "")
+    inner = inner_model(module)  # a per-image wrapper adds no prefix to the names (layer_names)
+    if isinstance(inner, OnnxGraphModule):
+        return _twin_graph(inner, probe)
+    if is_unflattened(inner):
+        return _unflattened_graph(inner, probe)
     return _traced_graph(module, probe)
 
 
-def _twin_graph(twin: OnnxGraphModule, probe: torch.Tensor, prefix: str) -> Graph:
+def _twin_graph(twin: OnnxGraphModule, probe: torch.Tensor) -> Graph:
     """The interpreter's plan; shapes from forward hooks on its modules."""
     outputs: dict[str, tuple] = {}
     run_with_hooks(twin, probe, {name: twin.get_submodule(name) for name, _, _ in twin.plan}, outputs.__setitem__)
@@ -155,7 +152,7 @@ def _twin_graph(twin: OnnxGraphModule, probe: torch.Tensor, prefix: str) -> Grap
         module = twin.get_submodule(name)
         pooling = isinstance(module, (GlobalPool, AveragePool, MaxPool)) or (
             isinstance(module, Reduce) and module.kind in ("Mean", "Max"))
-        steps.append(Step(prefix + name, pooling, tuple(ins), tuple(outs)))
+        steps.append(Step(name, pooling, tuple(ins), tuple(outs)))
     return Graph(steps, tuple(twin.output_slots), shapes)
 
 
@@ -187,7 +184,7 @@ def _traced_graph(module: nn.Module, probe: torch.Tensor) -> Graph:
     return Graph(steps, outputs, shapes)
 
 
-def _unflattened_graph(root: nn.Module, probe: torch.Tensor, prefix: str) -> Graph:
+def _unflattened_graph(root: nn.Module, probe: torch.Tensor) -> Graph:
     """Run the module tree of a torch.export program node by node on ``probe``: every
     ``call_function`` is a step (a pooling when it is one of ``ATEN_POOLINGS``); a call of a
     leaf ``nn`` layer is a step named by its path; a call of an ``InterpreterModule`` runs its
@@ -211,7 +208,7 @@ def _unflattened_graph(root: nn.Module, probe: torch.Tensor, prefix: str) -> Gra
             if node.op == "placeholder":
                 env[node] = next(inputs)
             elif node.op == "get_attr":
-                env[node] = (keep(None), _attribute(module, node.target))
+                env[node] = (keep(None), attrgetter(node.target)(module))
             elif node.op == "output":
                 result = node.args[0]
                 result = result[0] if isinstance(result, (tuple, list)) and len(result) == 1 else result
@@ -237,7 +234,7 @@ def _unflattened_graph(root: nn.Module, probe: torch.Tensor, prefix: str) -> Gra
                     else:
                         value = child(*args_, **kwargs)
                         key = keep(value)
-                    steps.append(Step(prefix + name, isinstance(child, TORCH_POOLINGS) and first is not None,
+                    steps.append(Step(name, isinstance(child, TORCH_POOLINGS) and first is not None,
                                       tuple(read), (key,)))
                 else:
                     value = node.target(*args_, **kwargs) if node.op == "call_function" else \
@@ -245,7 +242,7 @@ def _unflattened_graph(root: nn.Module, probe: torch.Tensor, prefix: str) -> Gra
                     key = keep(value)
                     pooling = node.op == "call_function" and node.target in ATEN_POOLINGS and first is not None
                     ordered = ((first,) if first is not None else ()) + tuple(r for r in read if r != first)
-                    steps.append(Step(None, pooling, ordered, (key,), (module, node, prefix + path)))
+                    steps.append(Step(None, pooling, ordered, (key,), (module, node, path)))
                 env[node] = (key, value)
         raise AuditError("has a graph without an output")
 
@@ -264,9 +261,3 @@ def _nodes(structure: object) -> list[fx.Node]:
     found: list[fx.Node] = []
     fx.node.map_arg(structure, lambda n: found.append(n) or n)
     return found
-
-
-def _attribute(module: nn.Module, target: str):
-    for part in target.split("."):
-        module = getattr(module, part)
-    return module
