@@ -25,7 +25,8 @@ from torch import nn
 
 from audit.errors import AuditError, first_line
 from audit.models.classifier import Classifier
-from audit.models.loader import ImageByImage, ModelOptions, load_classifier
+from audit.models.layer_names import inner_model
+from audit.models.loader import ModelOptions, load_classifier
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "torch.export": ".pt2"}
 TOLERANCE = 1e-4
@@ -43,18 +44,13 @@ class _OneInput(nn.Module):
         return self.net(x)
 
 
-def _graph(model: nn.Module) -> nn.Module:
-    """The model itself (a model traced for a batch of one is wrapped per image)."""
-    return model.model if isinstance(model, ImageByImage) else model
-
-
 def _example(classifier: Classifier, batch: int) -> torch.Tensor:
     return torch.rand((batch, *classifier.spec.shape), generator=torch.Generator().manual_seed(0))
 
 
 def write_model(classifier: Classifier, model: nn.Module, path: Path) -> Path:
     """Save ``model`` (the fine-tuned ``classifier.layered``) to ``path`` in ``classifier.format``."""
-    graph = _graph(model).eval()
+    graph = inner_model(model).eval()  # a model traced for a batch of one is wrapped per image
     fixed = classifier.batch_limit == 1
     if classifier.format == "onnx":
         from audit.models.onnx_graph import write_back
