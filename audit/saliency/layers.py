@@ -52,10 +52,11 @@ def layer_origin(model: Classifier, name: str) -> tuple[str, bool]:
     one the dynamo optimizer fused is already named after its BatchNorm; a twin node named after
     its operator (``relu``, ``layer1.0.add``) is a function the code calls, no module of it."""
     twin = inner_model(model.layered)
+    layer = named_layers(twin).get(name)
     function = f"no module: {name} is a function the original code calls (named after its operator)"
-    if isinstance(named_layers(twin).get(name), Tap):
+    if isinstance(layer, Tap):
         return function, False
-    if not isinstance(twin, OnnxGraphModule) or name not in named_layers(twin):
+    if not isinstance(twin, OnnxGraphModule) or layer is None:
         return name, False
     if name in twin.folded_batchnorm:
         return f"the BatchNorm that follows {name} in the original code", True
