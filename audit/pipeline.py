@@ -27,7 +27,7 @@ import torch
 import audit
 from audit.counterfactual.strips import STRIPS, latentshift_method, save_strips
 from audit.data.batch import Batch
-from audit.data.prefetch import prefetch
+from audit.data.loading import stream_batches
 from audit.errors import AuditError
 from audit.metrics.ablation import ArtefactAblation
 from audit.metrics.base import MapBatch
@@ -57,6 +57,10 @@ class RunConfig:
     command: str = ""
     examples: int = 8  # example maps kept per group and method for the report
     randomization_images: int = 32  # 0 skips the randomisation check
+    device: str = "auto"  # auto, cpu, cuda or cuda:N (``audit.device``)
+    precision: str = "fp32"  # fp32, bf16 or fp16 for the forward and backward passes
+    workers: int | None = None  # decode/resize worker processes; None: cores − 1, bounded
+    shard: tuple[int, int] | None = None  # (I, N), 1 <= I <= N: audit only the I-th of N ranges
 
 
 def seed_everything(seed: int) -> None:
@@ -150,8 +154,8 @@ def run_audit(
     images = 0
     explained = ExplainedClasses(target_rule, classifier.class_names)
     try:
-        for batch in prefetch(dataset.batches(config.batch_size)):
-            x = spec.to_tensor(batch.images)
+        for batch in stream_batches(dataset, config.batch_size, workers=config.workers, pin_memory=classifier.device.type == "cuda"):
+            x = classifier.to_input(batch.images)
             shared = SharedGradient(classifier, x) if share_gradient else None
             logits = shared.logits if shared else classifier.logits(x)
             _check_finite(classifier, batch, logits)

@@ -47,12 +47,18 @@ class Classifier:
     #: what the twin check measured (``loader._verified_twin``): {"module": "onnx twin" | "native",
     #: "max_abs_error", "logit_scale", "tolerance"}; None while no twin was built for an ONNX file.
     twin_check: dict | None = None
+    #: where the differentiable modules and the inputs live (``audit.device``)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     _differentiable: nn.Module | None = field(default=None, repr=False)
     _layered: nn.Module | None = field(default=None, repr=False)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def to_input(self, images) -> torch.Tensor:
+        """(N, H, W, C) images in [0, 1] → the normalised (N, C, H, W) input on ``device``."""
+        return self.spec.to_tensor(images).to(self.device)
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
