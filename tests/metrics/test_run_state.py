@@ -132,3 +132,13 @@ def test_a_saved_state_holds_no_pickle(runs):
     with np.load(runs["root"] / "parts" / "1" / STATE_NPZ, allow_pickle=False) as npz:
         assert all(npz[key].dtype != object for key in npz.files)
     assert not math.isnan(json.loads((runs["root"] / "parts" / "1" / STATE_JSON).read_text())["meta"]["config"]["seed"])
+
+
+def test_a_shard_beyond_the_images_is_empty_and_merges_to_nothing_more(runs, synthetic_root, tmp_path):
+    """30 shards of 24 images: shard 30's range is empty; merged after the others it adds nothing."""
+    empty = stream_run(runs["classifier"], dataset(synthetic_root), config(shard=(30, 30)), tmp_path)
+    assert empty.data.paths == [] and (tmp_path / "per_image.partial.csv").read_text().count("\n") == 1
+    merged = RunState.load(runs["root"] / "parts" / "1")
+    merged.merge(RunState.load(runs["root"] / "parts" / "2"))
+    merged.merge(empty)
+    assert_close(comparable(finish_run(merged, tmp_path / "merged")), comparable(runs["whole"]))
