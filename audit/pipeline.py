@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,7 @@ from audit.metrics.subsets import artefact_present
 from audit.models.classifier import Classifier
 from audit.report.finding import finding
 from audit.report.per_image import PerImageWriter, write_per_image
-from audit.report.results_file import SCHEMA, write_results
+from audit.report.results_file import SCHEMA, dumps, write_results
 from audit.saliency import methods
 from audit.saliency.base import SaliencyMethod, network
 from audit.shards import shard_range
@@ -306,9 +307,10 @@ def _rows(batch: Batch, predictions: np.ndarray, targets: np.ndarray, probabilit
 
 
 def _meta(classifier: Classifier, dataset: Any, config: RunConfig, built: dict[str, SaliencyMethod]) -> dict[str, Any]:
-    """What results.json needs of the model, the dataset and the options, JSON-able."""
+    """What results.json needs of the model, the dataset and the options, as JSON gives it back
+    (tuples as lists), so that a live state and a loaded one compare equal."""
     spec = classifier.spec
-    return {
+    meta = {
         "model": {
             "path": str(classifier.path),
             "format": classifier.format,
@@ -334,6 +336,7 @@ def _meta(classifier: Classifier, dataset: Any, config: RunConfig, built: dict[s
         "methods": {name: {"signed": method.signed, **method.provenance()} for name, method in built.items()},
         "csv": [],
     }
+    return json.loads(dumps(meta))
 
 
 def _method_results(name: str, state: MethodState, meta: dict[str, Any]) -> dict[str, Any]:

@@ -139,7 +139,9 @@ class RunState(Composite):
             for key, array in arrays.items():
                 with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
                     np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
-        (folder / STATE_JSON).write_text(json.dumps(tree, allow_nan=False))
+        staging = folder / (STATE_JSON + ".tmp")  # state.json last and whole: its presence marks a saved state
+        staging.write_text(json.dumps(tree, allow_nan=False))
+        staging.replace(folder / STATE_JSON)
 
     @classmethod
     def load(cls, folder: Path) -> RunState:
