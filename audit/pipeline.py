@@ -28,6 +28,7 @@ import audit
 from audit.counterfactual.strips import STRIPS, latentshift_method, save_strips
 from audit.data.batch import Batch
 from audit.data.loading import stream_batches
+from audit.device import in_halves, is_out_of_memory, out_of_memory_error, precision_context
 from audit.errors import AuditError
 from audit.metrics.ablation import ArtefactAblation
 from audit.metrics.base import MapBatch
@@ -86,11 +87,9 @@ def build_methods(classifier: Classifier, config: RunConfig) -> dict[str, Salien
 
 
 def attribute(method: SaliencyMethod, classifier: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
-    """The method's maps, in chunks of ``classifier.batch_limit`` images for fixed-batch models."""
-    step = classifier.batch_limit or len(x)
-    if step >= len(x):
-        return method.attribute(classifier, x, target)
-    return np.concatenate([method.attribute(classifier, x[i : i + step], target[i : i + step]) for i in range(0, len(x), step)])
+    """The method's maps, in chunks of ``classifier.batch_limit`` images for fixed-batch models,
+    in halves of the batch where CUDA runs out of memory (``audit.device.in_halves``)."""
+    return in_halves(lambda part: method.attribute(classifier, x[part], target[part]), len(x), step=classifier.batch_limit)
 
 
 class SharedGradient:
@@ -101,7 +100,7 @@ class SharedGradient:
         self.x = x.detach().requires_grad_(True)  # a view: x itself stays without grad
         with torch.enable_grad():
             self._logits = classifier.differentiable(self.x)
-        self.logits = self._logits.detach()
+        self.logits = self._logits.detach().float()  # float32 under --precision bf16/fp16 too
 
     def gradient(self, target: torch.Tensor) -> torch.Tensor:
         chosen = self._logits.gather(1, target[:, None]).sum()
@@ -154,35 +153,36 @@ def run_audit(
     images = 0
     explained = ExplainedClasses(target_rule, classifier.class_names)
     try:
-        for batch in stream_batches(dataset, config.batch_size, workers=config.workers, pin_memory=classifier.device.type == "cuda"):
-            x = classifier.to_input(batch.images)
-            shared = SharedGradient(classifier, x) if share_gradient else None
-            logits = shared.logits if shared else classifier.logits(x)
-            _check_finite(classifier, batch, logits)
-            outputs.update(logits)
-            probabilities = classifier.probabilities(logits).numpy()
-            predictions = probabilities.argmax(axis=1)
-            classes = target_rule.resolve(batch.paths, batch.labels, predictions)
-            target = torch.from_numpy(classes)
-            gradient = shared.gradient(target) if shared else None
-            ablated = ablation.update(batch, classifier, probabilities, classes)
-            for name, state in states.items():
-                maps = state.maps(classifier, x, target, gradient)
-                if not np.isfinite(maps).all():
-                    raise AuditError(f"{classifier.path}: method {name!r} gives NaN or infinite saliency for the batch "
-                                     f"starting at {batch.paths[0]}; check --mean, --std and --value-range, or use "
-                                     f"--method occlusion")
-                scores = state.metrics.update(_map_batch(batch, predictions, probabilities, maps))
-                state.examples.update(batch, maps, predictions, scores)
-                state.intervention.update(scores, -ablated.artefact_delta)
-                if state.randomisation is not None:
-                    state.randomisation.update(x, target)
-            performance.update(batch.labels, probabilities)
-            subsets.update(batch.labels, probabilities, artefact_present(batch))
-            writer.append(_rows(batch, predictions, classes, probabilities))
-            explained.update(classes, predictions)
-            images += len(batch)
-            on_batch(len(batch))
+        with precision_context(classifier.device, config.precision):  # autocast for --precision bf16/fp16
+            for batch in stream_batches(dataset, config.batch_size, workers=config.workers, pin_memory=classifier.device.type == "cuda"):
+                x = classifier.to_input(batch.images)
+                shared = SharedGradient(classifier, x) if share_gradient else None
+                logits = shared.logits if shared else classifier.logits(x)
+                _check_finite(classifier, batch, logits)
+                outputs.update(logits)
+                probabilities = classifier.probabilities(logits).cpu().numpy()
+                predictions = probabilities.argmax(axis=1)
+                classes = target_rule.resolve(batch.paths, batch.labels, predictions)
+                target = torch.from_numpy(classes).to(x.device)
+                gradient = shared.gradient(target) if shared else None
+                ablated = ablation.update(batch, classifier, probabilities, classes)
+                for name, state in states.items():
+                    maps = state.maps(classifier, x, target, gradient)
+                    if not np.isfinite(maps).all():
+                        raise AuditError(f"{classifier.path}: method {name!r} gives NaN or infinite saliency for the batch "
+                                         f"starting at {batch.paths[0]}; check --mean, --std and --value-range, or use "
+                                         f"--method occlusion")
+                    scores = state.metrics.update(_map_batch(batch, predictions, probabilities, maps))
+                    state.examples.update(batch, maps, predictions, scores)
+                    state.intervention.update(scores, -ablated.artefact_delta)
+                    if state.randomisation is not None:
+                        state.randomisation.update(x, target)
+                performance.update(batch.labels, probabilities)
+                subsets.update(batch.labels, probabilities, artefact_present(batch))
+                writer.append(_rows(batch, predictions, classes, probabilities))
+                explained.update(classes, predictions)
+                images += len(batch)
+                on_batch(len(batch))
         if images == 0:
             reasons = "; ".join(f"{s.path}: {s.reason}" for s in dataset.skipped[:3])
             raise AuditError(f"{dataset.base}: no image could be read ({reasons}); fix the images or point --data elsewhere")
@@ -190,6 +190,10 @@ def run_audit(
         for name, state in states.items():
             columns.update({f"{name}.{column}": values for column, values in state.metrics.per_image().items()})
         writer.finish(columns)
+    except RuntimeError as exc:  # torch.OutOfMemoryError too
+        if is_out_of_memory(exc):
+            raise out_of_memory_error(config.batch_size) from exc
+        raise
     finally:
         writer.close()
     for name, state in states.items():

@@ -115,8 +115,8 @@ class ArtefactAblation:
             eligible = scored_images(batch, self._excluded[kind], kind)
             if eligible.any():
                 ablated = ablate(batch.images[eligible], masks[eligible], keep=kind == "region")
-                logits = classifier.logits(classifier.spec.to_tensor(ablated))
-                after = classifier.probabilities(logits).to(torch.float64).numpy()
+                logits = classifier.logits(classifier.to_input(ablated))
+                after = classifier.probabilities(logits).to(torch.float64).cpu().numpy()
                 predicted, explained = predictions[eligible], target[eligible]
                 rows = np.arange(len(explained))
                 new_class = after.argmax(axis=1)
