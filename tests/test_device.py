@@ -247,3 +247,18 @@ def test_train_autoencoder_with_device_cpu_and_bf16_records_nothing_else(synthet
     assert (tmp_path / "ae.pt").is_file()
     record = json.loads((tmp_path / "ae.json").read_text())
     assert np.isfinite(record["training"]["val_loss"])
+
+
+def test_counterfactual_with_device_cpu_records_the_device_beside_the_outputs(synthetic_root: Path, tmp_path: Path,
+                                                                              capsys) -> None:
+    from audit.cli.main import main
+
+    code = main(["counterfactual", str(SAMPLES / "biased.onnx"), "--autoencoder", str(SAMPLES / "autoencoder.pt"),
+                 "--data", str(synthetic_root / "test" / "images"), "--out", str(tmp_path / "cf"), "--device", "cpu",
+                 "--frames", "3", "--upper-frames", "0", "--bound", "20"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "device: cpu, precision fp32" in err
+    run = json.loads((tmp_path / "cf" / "summary.json").read_text())["run"]
+    assert run["device"] == "cpu" and run["gpu"] is None and run["precision"] == "fp32"
+    assert "counterfactuals.csv" in run["outputs"]
