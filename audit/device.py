@@ -109,11 +109,17 @@ def device_line(device: torch.device, precision: str) -> str:
     return f"device: {device}{f' ({gpu})' if gpu else ''}, precision {precision}"
 
 
+#: what the messages of other out-of-memory errors say (cuDNN's RuntimeError, onnxruntime's CUDA
+#: provider, whose exceptions are not RuntimeErrors: "Failed to allocate memory for requested buffer")
+OUT_OF_MEMORY = ("out of memory", "failed to allocate memory")
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
-    """CUDA's out-of-memory error (``torch.OutOfMemoryError``, or a RuntimeError that says so,
-    as cuDNN and onnxruntime's CUDA provider raise it)."""
+    """CUDA's out-of-memory error: ``torch.OutOfMemoryError``, or an error that says so (not
+    our own ``AuditError``, which has already said it)."""
     return isinstance(exc, torch.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+        isinstance(exc, Exception) and not isinstance(exc, AuditError)
+        and any(words in str(exc).lower() for words in OUT_OF_MEMORY))
 
 
 def out_of_memory_error(size: int | None, halved: bool = False) -> AuditError:
@@ -131,7 +137,7 @@ def out_of_memory_as_error(size: int | None) -> Iterator[None]:
     """CUDA out of memory inside the block becomes ``out_of_memory_error(size)`` (exit 2)."""
     try:
         yield
-    except RuntimeError as exc:  # torch.OutOfMemoryError too
+    except Exception as exc:
         if is_out_of_memory(exc):
             raise out_of_memory_error(size) from exc
         raise
@@ -184,7 +190,7 @@ def _pieces(fn: Callable[[slice], T], start: int, stop: int, step: int,
         end = min(begin + step, stop)
         try:
             result = fn(slice(begin, end))
-        except (torch.OutOfMemoryError, RuntimeError) as exc:
+        except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
             if end - begin == 1:

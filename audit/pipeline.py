@@ -190,7 +190,7 @@ def run_audit(
         for name, state in states.items():
             columns.update({f"{name}.{column}": values for column, values in state.metrics.per_image().items()})
         writer.finish(columns)
-    except RuntimeError as exc:  # torch.OutOfMemoryError too
+    except Exception as exc:  # CUDA out of memory outside the halving (audit.device)
         if is_out_of_memory(exc):
             raise out_of_memory_error(config.batch_size) from exc
         raise

@@ -103,12 +103,16 @@ def test_out_of_memory_outside_the_halving_is_a_one_line_error() -> None:
     with pytest.raises(ValueError):
         with out_of_memory_as_error(64):
             raise ValueError("not memory")
+    with pytest.raises(AuditError, match="at batch size 6, and still on one image"):  # passes through unchanged
+        with out_of_memory_as_error(64):
+            in_halves(fits(0, []), 6, on_halve=lambda n: None)
 
 
 def test_runtime_errors_that_say_out_of_memory_are_halved_and_others_pass() -> None:
-    calls: list[tuple[int, int]] = []
-    result = in_halves(fits(2, calls, RuntimeError), 4, on_halve=lambda n: None)
-    assert calls == [(0, 4), (0, 2), (2, 4)] and result.tolist() == [0, 10, 20, 30]
+    for error in (RuntimeError, Exception):  # onnxruntime's errors are plain Exceptions
+        calls: list[tuple[int, int]] = []
+        result = in_halves(fits(2, calls, error), 4, on_halve=lambda n: None)
+        assert calls == [(0, 4), (0, 2), (2, 4)] and result.tolist() == [0, 10, 20, 30]
 
     def broken(part: slice) -> np.ndarray:
         raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")

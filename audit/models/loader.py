@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from audit.device import is_out_of_memory
 from audit.errors import AuditError, first_line
 from audit.limits import MAX_IMAGE_PIXELS, too_many_pixels
 from audit.models.classifier import NATIVE_CHECK, Classifier
@@ -142,6 +143,8 @@ def _checked_forward(path: Path, forward_fn: Callable[[torch.Tensor], torch.Tens
         except AuditError:
             raise
         except Exception as exc:
+            if is_out_of_memory(exc):  # bad input of another kind: halved or reported by audit.device
+                raise
             raise AuditError(
                 f"{path}: forward pass failed on input {tuple(x.shape)} ({first_line(exc)}); check --input-size, "
                 f"--channels and that the model takes one NCHW image tensor"
