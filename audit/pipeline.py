@@ -38,6 +38,7 @@ import audit
 from audit.counterfactual.strips import STRIPS, latentshift_method, save_strips
 from audit.data.batch import Batch
 from audit.data.loading import stream_batches
+from audit.device import in_halves, is_out_of_memory, out_of_memory_error, precision_context
 from audit.errors import AuditError
 from audit.metrics.base import ImageColumns, MapBatch
 from audit.metrics.randomisation import sanity
@@ -94,11 +95,9 @@ def build_methods(classifier: Classifier, config: RunConfig) -> dict[str, Salien
 
 
 def attribute(method: SaliencyMethod, classifier: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
-    """The method's maps, in chunks of ``classifier.batch_limit`` images for fixed-batch models."""
-    step = classifier.batch_limit or len(x)
-    if step >= len(x):
-        return method.attribute(classifier, x, target)
-    return np.concatenate([method.attribute(classifier, x[i : i + step], target[i : i + step]) for i in range(0, len(x), step)])
+    """The method's maps, in chunks of ``classifier.batch_limit`` images for fixed-batch models,
+    in halves of the batch where CUDA runs out of memory (``audit.device.in_halves``)."""
+    return in_halves(lambda part: method.attribute(classifier, x[part], target[part]), len(x), step=classifier.batch_limit)
 
 
 class SharedGradient:
@@ -109,7 +108,7 @@ class SharedGradient:
         self.x = x.detach().requires_grad_(True)  # a view: x itself stays without grad
         with torch.enable_grad():
             self._logits = classifier.differentiable(self.x)
-        self.logits = self._logits.detach()
+        self.logits = self._logits.detach().float()  # float32 under --precision bf16/fp16 too
 
     def gradient(self, target: torch.Tensor) -> torch.Tensor:
         chosen = self._logits.gather(1, target[:, None]).sum()
@@ -134,20 +133,25 @@ def stream_run(
     part = _shard(dataset, config.shard)
     writer = PerImageWriter(out_dir)
     try:
-        pin = classifier.device.type == "cuda"
-        batches = stream_batches(part, config.batch_size, workers=config.workers, pin_memory=pin) if part is not None else ()
-        for batch in batches:
-            record, mapped = _model_work(classifier, built, target_rule, batch, share_gradient)
-            _accumulate(state, batch, record, mapped)
-            writer.append(_rows(batch, record["predictions"], record["targets"], record["probabilities"]))
-            on_batch(len(batch))
+        with precision_context(classifier.device, config.precision):  # autocast for --precision bf16/fp16
+            pin = classifier.device.type == "cuda"
+            batches = stream_batches(part, config.batch_size, workers=config.workers, pin_memory=pin) if part is not None else ()
+            for batch in batches:
+                record, mapped = _model_work(classifier, built, target_rule, batch, share_gradient)
+                _accumulate(state, batch, record, mapped)
+                writer.append(_rows(batch, record["predictions"], record["targets"], record["probabilities"]))
+                on_batch(len(batch))
+            if part is not None:
+                state.data.record_pass(part)
+            state.meta["csv"] = [str(writer.partial)]
+            if config.shard is None or config.shard[0] == 1:
+                _randomisation_stage(classifier, dataset, config, target_rule, built, state)
+    except Exception as exc:  # CUDA out of memory outside the halving (audit.device)
+        if is_out_of_memory(exc):
+            raise out_of_memory_error(config.batch_size) from exc
+        raise
     finally:
         writer.close()
-    if part is not None:
-        state.data.record_pass(part)
-    state.meta["csv"] = [str(writer.partial)]
-    if config.shard is None or config.shard[0] == 1:
-        _randomisation_stage(classifier, dataset, config, target_rule, built, state)
     return state
 
 
@@ -218,7 +222,7 @@ def _randomisation_stage(classifier: Classifier, dataset: Any, config: RunConfig
         batch = choose_images(dataset, config.randomization_images)
         x = classifier.to_input(batch.images)
         predictions = classifier.probabilities(classifier.logits(x)).cpu().numpy().argmax(axis=1)
-        target = torch.from_numpy(target_rule.resolve(batch.paths, batch.labels, predictions))
+        target = torch.from_numpy(target_rule.resolve(batch.paths, batch.labels, predictions)).to(x.device)
     except AuditError as exc:
         for check in checks.values():
             check.skip(f"the check failed to run: {exc}")

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from audit.cli.options import Channels, InputSize, Mean, Multilabel, Seed, Std, ValueRange, model_options
+from audit.cli.options import Channels, Device, InputSize, Mean, Multilabel, Precision, Seed, Std, ValueRange, model_options
 
 
 def train_autoencoder_command(
@@ -26,15 +26,23 @@ def train_autoencoder_command(
     channels: Channels = None,
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT's checkpoint (OUT.resume.pt)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    device: Device = None,
+    precision: Precision = None,
 ) -> None:
     """Train a ResNet autoencoder (elastic loss) for Latent Shift counterfactuals."""
     from audit.counterfactual.training import TrainConfig, train_autoencoder
+    from audit.device import device_line, out_of_memory_as_error, resolve
+
+    chosen, precision = resolve(device, precision)
+    if not quiet:
+        Console(stderr=True).print(device_line(chosen, precision), highlight=False)
 
     config = TrainConfig(
         epochs=epochs, bottleneck=bottleneck, batch_size=batch_size, lr=lr, seed=seed,
         val_fraction=val_fraction, patience=patience, size=size, channels=channels,
     )
-    result = train_autoencoder(data, out, config, resume=resume, progress=not quiet)
+    with out_of_memory_as_error(batch_size):
+        result = train_autoencoder(data, out, config, resume=resume, progress=not quiet, device=chosen, precision=precision)
     if not quiet:
         stop = "stopped early" if result.stopped_early else "done"
         Console(stderr=True).print(
@@ -72,6 +80,8 @@ def counterfactual_command(
         None, "--batch-size", min=1, help="Images per batch [default: as many as keep a batch's frames within 256 MiB, at most 128]."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    device: Device = None,
+    precision: Precision = None,
 ) -> None:
     """Latent Shift counterfactuals per image: GIF, PNG strip, maps, a CSV row; summary.json."""
     from audit.counterfactual.explain import ShiftOptions
@@ -81,6 +91,7 @@ def counterfactual_command(
     from audit.data.compatibility import check_classes
     from audit.data.dataset import open_dataset
     from audit.counterfactual.outputs import COUNTERFACTUAL_OUTPUTS, write_summary
+    from audit.device import describe, device_line, out_of_memory_as_error, precision_context, resolve
     from audit.models.loader import load_classifier
     from audit.report.output_folder import OutputFolder
     from audit.target import Target
@@ -90,8 +101,10 @@ def counterfactual_command(
         max_pixel_change=max_pixel_change, turn_tolerance=turn_tolerance,
     )
     options = ShiftOptions(rule=search_rule(rule, **thresholds), frames=frames, upper_frames=upper_frames, direction=direction)
+    chosen, precision = resolve(device, precision)
     with OutputFolder(out, "summary.json", reserved=COUNTERFACTUAL_OUTPUTS, inputs=(model, data, *autoencoder_files(autoencoder))) as folder:
-        classifier = load_classifier(model, model_options(input_size, channels, mean, std, value_range_text, multilabel))
+        classifier = load_classifier(model, model_options(input_size, channels, mean, std, value_range_text, multilabel,
+                                                          device=chosen))
         explained = Target.parse(target, classifier.num_classes)
         ae = checked_autoencoder(autoencoder, classifier.spec.shape)
         dataset = open_dataset(data, size=(classifier.spec.height, classifier.spec.width), channels=classifier.spec.channels)
@@ -100,13 +113,17 @@ def counterfactual_command(
         if len(dataset.classes) == classifier.num_classes:
             classifier.class_names = list(dataset.classes)
         err = Console(stderr=True)
+        if not quiet:
+            err.print(device_line(chosen, precision), highlight=False)
         columns = (TextColumn("counterfactuals"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=err, disable=quiet, transient=True) as progress:
+        with Progress(*columns, console=err, disable=quiet, transient=True) as progress, \
+                precision_context(chosen, precision), out_of_memory_as_error(batch_size):
             task = progress.add_task("counterfactuals", total=len(dataset))
             summary = run_counterfactuals(
                 classifier, ae, dataset, folder.staging, options, target=explained, batch_size=batch_size,
                 on_batch=lambda n: progress.advance(task, n),
             )
+        summary["run"] = describe(chosen, precision)
         folder.publish(summary, write_summary)
     if not quiet:
         rec = summary["reconstruction"]

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from audit.cli.options import Channels, InputSize, Mean, Seed, Std, ValueRange, fraction, model_options
+from audit.cli.options import Channels, Device, InputSize, Mean, Precision, Seed, Std, ValueRange, fraction, model_options
 
 
 def finetune(
@@ -48,10 +48,13 @@ def finetune(
     allow_missing: bool = typer.Option(False, "--allow-missing", help="A check on a null value is skipped instead of failing."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Write the gate checks as JUnit XML."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    device: Device = None,
+    precision: Precision = None,
 ) -> None:
     """Fine-tune a classifier away from a distractor (Viviano et al. 2019) and compare with plain training."""
     from audit.data.compatibility import check_classes
     from audit.data.dataset import open_dataset
+    from audit.device import device_line, out_of_memory_as_error, resolve
     from audit.errors import AuditError
     from audit.finetune.experiment import ExperimentConfig, Progress as Callbacks, run_experiment
     from audit.finetune.training import TrainConfig
@@ -72,7 +75,8 @@ def finetune(
     if test is None and (test_masks is not None or test_regions is not None):
         raise AuditError("--test-regions and --test-masks need --test; without --test the verdict reports on half of "
                          "--valid, with --valid-regions and --valid-masks")
-    options = model_options(input_size, channels, mean, std, value_range_text)
+    chosen, precision = resolve(device, precision)
+    options = model_options(input_size, channels, mean, std, value_range_text, device=chosen)
     inputs = (model, data, valid, test, regions, masks, valid_regions, valid_masks, test_regions, test_masks)
     with OutputFolder(out, "results.json", reserved=("report.pdf", "audit", "checkpoints"), inputs=inputs) as folder:
         junit_path = None if junit is None else folder.destination(junit, "junit.xml", "--junit")
@@ -93,8 +97,11 @@ def finetune(
                               layers=layer_names, batch_size=batch_size,
                               seed=seed, patience=patience, mode="regions" if regions is not None else "masks"),
             losses=tuple(loss), seeds=seeds, mask_fraction=mask_fraction, command=shlex.join(["audit", *sys.argv[1:]]),
+            precision=precision,
         )
         err = Console(stderr=True)
+        if not quiet:
+            err.print(device_line(chosen, precision), highlight=False)
         steps = epochs * math.ceil(len(train_set) / batch_size)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("loss {task.fields[loss]}  valid AUC {task.fields[auc]}"), TimeElapsedColumn(),
@@ -112,8 +119,9 @@ def finetune(
                 auc = "–" if log.valid_auc is None else f"{log.valid_auc:.3f}"
                 bar.update(current[0], auc=f"{auc} (epoch {log.epoch})")
 
-            results = run_experiment(classifier, options, train_set, valid_set, test_set, config, folder.staging,
-                                     Callbacks(on_run=on_run, on_batch=on_batch, on_epoch=on_epoch))
+            with out_of_memory_as_error(batch_size):
+                results = run_experiment(classifier, options, train_set, valid_set, test_set, config, folder.staging,
+                                         Callbacks(on_run=on_run, on_batch=on_batch, on_epoch=on_epoch))
         if fail_on:
             results["gate"] = evaluate_gate(results, fail_on, allow_missing)
         if junit_path is not None:

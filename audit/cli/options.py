@@ -52,6 +52,11 @@ Std = Annotated[str, typer.Option("--std", help="Per-channel std divided after s
 ValueRange = Annotated[str, typer.Option("--value-range", help="Pixel range the model expects before mean/std, e.g. 0,255.")]
 Multilabel = Annotated[bool, typer.Option("--multilabel", help="Sigmoid per output instead of softmax.")]
 
+# Where and in what precision the model computes (``audit.device.resolve``: the flag, else the
+# config file's ``device`` / ``precision``, else auto / fp32).
+Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N [default: audit.toml's device, else auto: a GPU when torch sees one].")]
+Precision = Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16 or fp16 for the forward and backward passes [default: audit.toml's precision, else fp32].")]
+
 
 def float_list(text: str, flag: str, example: str = "0.5,0.5,0.5") -> tuple[float, ...]:
     """'0.485,0.456,0.406' → (0.485, 0.456, 0.406); finite numbers only."""
@@ -188,11 +193,14 @@ def model_options(
     value_range_text: str,
     multilabel: bool = False,
     class_names: str | None = None,
+    device=None,
 ):
-    """The loader's ``ModelOptions`` from the shared flags."""
+    """The loader's ``ModelOptions`` from the shared flags (``device``: a ``torch.device``,
+    ``audit.device.resolve``; None: the CPU)."""
     from audit.models.loader import ModelOptions
 
     return ModelOptions(
+        **({} if device is None else {"device": device}),
         input_size=input_size,
         channels=channels,
         mean=float_list(mean, "--mean"),

@@ -106,8 +106,8 @@ class Explanation:
 def preprocessing(classifier: Classifier) -> tuple[torch.Tensor, torch.Tensor]:
     """(a, b) of shape (1, C, 1, 1) with n(x) = a·x + b, the model's value range, mean and std."""
     channels = classifier.spec.channels
-    zeros = classifier.spec.to_tensor(np.zeros((1, 1, 1, channels), np.float32))
-    ones = classifier.spec.to_tensor(np.ones((1, 1, 1, channels), np.float32))
+    zeros = classifier.to_input(np.zeros((1, 1, 1, channels), np.float32))
+    ones = classifier.to_input(np.ones((1, 1, 1, channels), np.float32))
     return ones - zeros, zeros
 
 
@@ -171,25 +171,27 @@ def explain_batch(
     maps: tuple[str, ...] = tuple(MAPS),
 ) -> Explanation:
     """Counterfactual frames, predictions and maps for ``images`` ((N, C, H, W) tensor or
-    (N, H, W, C) array, in [0, 1]); ``target`` defaults to the class predicted on x."""
-    x = _as_images(images)
-    shift = _Shift(classifier, autoencoder, options)
+    (N, H, W, C) array, in [0, 1]); ``target`` defaults to the class predicted on x. Runs on
+    the classifier's device (the autoencoder is moved there); the results are numpy arrays."""
+    device = classifier.device
+    x = _as_images(images).to(device)
+    shift = _Shift(classifier, autoencoder.to(device), options)
     with torch.no_grad():
-        logits = classifier.logits(x * shift.scale + shift.offset)
-    t = logits.argmax(dim=1) if target is None else torch.as_tensor(target, dtype=torch.int64)
-    p_original = classifier.probabilities(logits).gather(1, t[:, None])[:, 0].numpy()
+        logits = classifier.logits(x * shift.scale + shift.offset).float()
+    t = logits.argmax(dim=1) if target is None else torch.as_tensor(target, dtype=torch.int64, device=device)
+    p_original = classifier.probabilities(logits).gather(1, t[:, None])[:, 0].cpu().numpy()
     z, g = shift.direction(x, t)
     with torch.no_grad():
         x0 = shift.decode(z)
-        rec_logits = classifier.logits(x0 * shift.scale + shift.offset)
-    p_start = classifier.probabilities(rec_logits).gather(1, t[:, None])[:, 0].numpy().astype(float)
+        rec_logits = classifier.logits(x0 * shift.scale + shift.offset).float()
+    p_start = classifier.probabilities(rec_logits).gather(1, t[:, None])[:, 0].cpu().numpy().astype(float)
     mass = x0.abs().reshape(len(x0), -1).sum(1).clamp_min(1e-12)
 
     def evaluate(indices: np.ndarray, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        idx = torch.from_numpy(indices)
-        shifted, p = shift.run(z[idx], g[idx], torch.from_numpy(lam).float(), t[idx])
-        change = (shifted - x0[idx]).abs().reshape(len(idx), -1).sum(1) / mass[idx]
-        return p.numpy(), change.numpy()
+        idx = torch.from_numpy(indices).to(device)
+        shifted, p = shift.run(z[idx], g[idx], torch.from_numpy(lam).float().to(device), t[idx])
+        change = (shifted.float() - x0[idx]).abs().reshape(len(idx), -1).sum(1) / mass[idx]
+        return p.cpu().numpy(), change.cpu().numpy()
 
     rule = options.rule
     low = search(rule, p_start, evaluate, sign=-1.0)
@@ -201,10 +203,11 @@ def explain_batch(
         axis=1,
     )
     n, count = lambdas.shape
-    repeat = torch.arange(n).repeat_interleave(count)
-    frames, predictions = shift.run(z[repeat], g[repeat], torch.from_numpy(lambdas.reshape(-1)).float(), t[repeat])
-    frames = frames.reshape(n, count, *frames.shape[1:]).numpy()
-    predictions = predictions.reshape(n, count).numpy()
+    repeat = torch.arange(n, device=device).repeat_interleave(count)
+    lambda_all = torch.from_numpy(lambdas.reshape(-1)).float().to(device)
+    frames, predictions = shift.run(z[repeat], g[repeat], lambda_all, t[repeat])
+    frames = frames.float().reshape(n, count, *frames.shape[1:]).cpu().numpy()
+    predictions = predictions.reshape(n, count).cpu().numpy()
     zero = options.frames - 1
     fall = p_start - predictions[:, 0]
     reached = fall > rule.drop
@@ -212,11 +215,11 @@ def explain_batch(
         reached |= predictions[:, 0] < rule.floor
     status = [UNCHANGED if f < options.min_change else REACHED if r else PARTIAL for f, r in zip(fall, reached)]
     return Explanation(
-        target=t.numpy(),
+        target=t.cpu().numpy(),
         p_original=p_original,
         p_start=p_start,
-        class_original=logits.argmax(dim=1).numpy(),
-        class_reconstruction=rec_logits.argmax(dim=1).numpy(),
+        class_original=logits.argmax(dim=1).cpu().numpy(),
+        class_reconstruction=rec_logits.argmax(dim=1).cpu().numpy(),
         lambda_low=low.bound,
         lambda_high=lambda_high,
         reason_low=low.reason,

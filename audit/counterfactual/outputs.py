@@ -44,7 +44,7 @@ COLUMNS = [
 def targets_for(classifier: Classifier, batch: Batch, target: Target) -> np.ndarray:
     """The batch's explained classes by ``audit.target``'s rule, the predictions from one forward
     pass (negligible beside the λ search's passes)."""
-    predictions = classifier.logits(classifier.spec.to_tensor(batch.images)).argmax(dim=1).numpy()
+    predictions = classifier.logits(classifier.to_input(batch.images)).argmax(dim=1).cpu().numpy()
     return target.resolve(batch.paths, batch.labels, predictions)
 
 

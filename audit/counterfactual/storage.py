@@ -187,6 +187,7 @@ def load_autoencoder(spec: str | Path) -> nn.Module:
 def check_autoencoder(autoencoder: nn.Module, shape: tuple[int, int, int], where: str) -> None:
     """Decode(encode(x)) must run on (2, *shape) images, return that shape, and be finite."""
     x = torch.rand((2, *shape), generator=torch.Generator().manual_seed(0))
+    x = x.to(next(autoencoder.parameters(), x).device)
     try:
         out = autoencoder.decode(autoencoder.encode(x))
     except Exception as exc:

@@ -31,6 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from audit.counterfactual.autoencoder import MAX_WIDTH, AutoencoderConfig, ResNetAutoencoder, elastic_loss
 from audit.counterfactual.storage import atomic_write, config_path, load_state, save_autoencoder
 from audit.data.dataset import Dataset, open_dataset
+from audit.device import precision_context
 from audit.errors import AuditError, first_line
 from audit.limits import MAX_IMAGE_PIXELS, too_many_pixels
 
@@ -105,34 +106,43 @@ def open_training_data(data: Path, config: TrainConfig) -> tuple[Dataset, Datase
     return train, val, architecture
 
 
-def _tensors(data: Dataset, batch_size: int, order: np.ndarray | None = None) -> Iterator[torch.Tensor]:
+def _tensors(data: Dataset, batch_size: int, order: np.ndarray | None = None,
+             device: torch.device = torch.device("cpu")) -> Iterator[torch.Tensor]:
     if order is not None:
         data = dataclasses.replace(data, entries=[data.entries[i] for i in order])
     for batch in data.batches(batch_size):
-        yield torch.from_numpy(np.ascontiguousarray(batch.images.transpose(0, 3, 1, 2)))
+        yield torch.from_numpy(np.ascontiguousarray(batch.images.transpose(0, 3, 1, 2))).to(device)
 
 
 @torch.no_grad()
-def validation_loss(model: ResNetAutoencoder, data: Dataset, batch_size: int) -> float:
-    """Mean elastic loss per image over ``data``, in eval mode."""
+def validation_loss(model: ResNetAutoencoder, data: Dataset, batch_size: int, precision: str = "fp32") -> float:
+    """Mean elastic loss per image over ``data``, in eval mode, on the model's device."""
     model.eval()
+    device = next(model.parameters()).device
     total, count = 0.0, 0
-    for x in _tensors(data, batch_size):
-        total += float(elastic_loss(model(x), x)) * len(x)
+    for x in _tensors(data, batch_size, device=device):
+        with precision_context(device, precision):
+            reconstruction = model(x)
+        total += float(elastic_loss(reconstruction.float(), x)) * len(x)
         count += len(x)
     return total / count
 
 
 def train_autoencoder(
-    data: Path, out: Path, config: TrainConfig = TrainConfig(), *, resume: bool = False, progress: bool = True
+    data: Path, out: Path, config: TrainConfig = TrainConfig(), *, resume: bool = False, progress: bool = True,
+    device: torch.device = torch.device("cpu"), precision: str = "fp32",
 ) -> TrainResult:
-    """Train on the images of ``data`` (folder or CSV manifest) and write the best model to ``out``."""
+    """Train on the images of ``data`` (folder or CSV manifest) and write the best model to ``out``.
+    On ``device`` (the weights are initialised on the CPU under the seed, then moved, so every
+    device starts from the same ones), the forward pass in ``precision`` (``audit.device``;
+    fp16 with a gradient scaler)."""
     out = Path(out)
     if config_path(out) == out:
         raise AuditError(f"--out {out}: its config would be written to the same file; give a weights name such as {out.with_suffix('.pt')}")
     train, val, architecture = open_training_data(Path(data), config)
     torch.manual_seed(config.seed)
-    model = ResNetAutoencoder(architecture)
+    model = ResNetAutoencoder(architecture).to(device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     start, history, best, best_epoch, bad = 0, [], float("inf"), 0, 0
     checkpoint = checkpoint_path(out)
@@ -157,14 +167,17 @@ def train_autoencoder(
             model.train()
             order = np.random.default_rng([config.seed, epoch]).permutation(len(train))
             total, count = 0.0, 0
-            for x in _tensors(train, config.batch_size, order):
-                loss = elastic_loss(model(x), x)
+            for x in _tensors(train, config.batch_size, order, device):
+                with precision_context(device, precision):
+                    reconstruction = model(x)
+                loss = elastic_loss(reconstruction.float(), x)
                 optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
+                scaler.scale(loss).backward()
+                scaler.step(optimiser)
+                scaler.update()
                 total, count = total + loss.item() * len(x), count + len(x)
                 bar.update(task, advance=1, loss=f"epoch {epoch + 1} loss {loss.item():.4f}")
-            val_loss = validation_loss(model, val, config.batch_size)
+            val_loss = validation_loss(model, val, config.batch_size, precision)
             epoch += 1
             if not (math.isfinite(val_loss) and math.isfinite(total)):
                 raise AuditError(f"{out}: training diverged at epoch {epoch} (loss {total / count} train, {val_loss} validation); lower --lr (now {config.lr})")

@@ -38,6 +38,7 @@ from torch import nn
 
 import audit
 from audit.data.dataset import Dataset
+from audit.device import describe
 from audit.errors import AuditError
 from audit.finetune.collapse import auc_at_chance, collapse_epoch
 from audit.finetune.data import Split, halves
@@ -66,6 +67,7 @@ class ExperimentConfig:
     mask_fraction: float = 1.0
     examples: int = 4  # report images whose saliency maps go into the PDF
     command: str = ""
+    precision: str = "fp32"  # forward and backward passes of the training (``audit.device``)
 
 
 @dataclass
@@ -176,7 +178,7 @@ def saliency_examples(model: nn.Module, x: torch.Tensor) -> np.ndarray:
     logits = model(x)
     chosen = logits.gather(1, logits.argmax(dim=1, keepdim=True)).sum()
     (gradient,) = torch.autograd.grad(chosen, x)
-    return gradient.abs().sum(dim=1).numpy()
+    return gradient.abs().sum(dim=1).cpu().numpy()
 
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -243,9 +245,9 @@ def run_experiment(
     with_masks = masked_paths(train_split, tc.mode, tc.batch_size)
     check_writable(classifier, options)
     spec = classifier.spec
-    first = spec.to_tensor(next(iter(train_split.batches(tc.batch_size))).images)
+    first = classifier.to_input(next(iter(train_split.batches(tc.batch_size))).images)
     start = trainable(copy.deepcopy(classifier.layered), first,
-                      (spec.to_tensor(batch.images) for batch in train_split.batches(tc.batch_size)), str(classifier.path))
+                      (classifier.to_input(batch.images) for batch in train_split.batches(tc.batch_size)), str(classifier.path))
     LayerTaps(inner(start), list(tc.layers))  # an unknown --layers name fails here, on the layers that train
     splits = {"train": train_split, "valid": Split.read(selection, tc.batch_size), "test": Split.read(report, tc.batch_size)}
     out.mkdir(parents=True, exist_ok=True)
@@ -260,7 +262,7 @@ def run_experiment(
     final = exportable(start)
     before = _measure(classifier, final, splits, report, tc.batch_size, out / "audit" / "before")
     example_batch = next(iter(report.batches(config.examples)))
-    example_x = spec.to_tensor(example_batch.images)
+    example_x = classifier.to_input(example_batch.images)
     maps = {"before": saliency_examples(final, example_x)}
     measured: dict[str, list[Measured]] = {arm: [] for arm in arms}
     rows: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
@@ -279,7 +281,7 @@ def run_experiment(
             progress.on_run(arm, seed, run.epochs)
             result = train(model, registry.get(arm), data, splits["valid"], run,
                            out / "checkpoints" / f"{arm}-seed{seed}.pt",
-                           on_batch=progress.on_batch, on_epoch=progress.on_epoch)
+                           on_batch=progress.on_batch, on_epoch=progress.on_epoch, precision=config.precision)
             longest = max(longest, len(result.history))
             model.load_state_dict(result.state)
             final = exportable(model)
@@ -304,6 +306,7 @@ def run_experiment(
         "tool": {"name": "audit", "version": audit.__version__},
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": config.command,
+        "run": describe(classifier.device, config.precision),
         "model": {"path": str(classifier.path), "format": classifier.format, "sha256": classifier.sha256,
                   "files": classifier.files, "fine_tuned": model_paths, "fine_tuned_seed": seeds[0]},
         "config": {**{k: v for k, v in asdict(tc).items() if k not in ("loss", "seed")}, "losses": losses,

@@ -15,6 +15,7 @@ reloads the file with ``load_classifier``: a model that cannot be written back f
 
 from __future__ import annotations
 
+import copy
 import tempfile
 import warnings
 from pathlib import Path
@@ -51,6 +52,8 @@ def _example(classifier: Classifier, batch: int) -> torch.Tensor:
 def write_model(classifier: Classifier, model: nn.Module, path: Path) -> Path:
     """Save ``model`` (the fine-tuned ``classifier.layered``) to ``path`` in ``classifier.format``."""
     graph = inner_model(model).eval()  # a model traced for a batch of one is wrapped per image
+    if any(p.device.type != "cpu" for p in graph.parameters()):  # written from the CPU, loadable anywhere
+        graph = copy.deepcopy(graph).cpu()
     fixed = classifier.batch_limit == 1
     if classifier.format == "onnx":
         from audit.models.onnx_graph import write_back
@@ -83,7 +86,7 @@ def check_writable(classifier: Classifier, options: ModelOptions) -> None:
         try:
             write_model(classifier, model, path)
             reloaded = load_classifier(path, options)
-            x = _example(classifier, 3)
+            x = _example(classifier, 3).to(classifier.device)
             with torch.no_grad():
                 error = float((reloaded.logits(x) - model(x)).abs().max())
         except Exception as exc:

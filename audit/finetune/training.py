@@ -25,6 +25,7 @@ import torch
 from scipy import special
 from torch import nn
 
+from audit.device import precision_context
 from audit.errors import AuditError, AuditWarning, first_line
 from audit.finetune.collapse import epoch_signs
 from audit.finetune.data import Split
@@ -92,6 +93,11 @@ class TrainingData:
             scrambled, has_mask = scrambled_pixels(batch, self.mode, self.selected)
             yield self.spec.to_tensor(batch.images), torch.from_numpy(batch.labels), scrambled, has_mask
 
+    def on(self, device: torch.device, batch_size: int, order: torch.Generator) -> Iterator[tuple[torch.Tensor, ...]]:
+        """``batches`` with every tensor on ``device``."""
+        for tensors in self.batches(batch_size, order):
+            yield tuple(t.to(device) for t in tensors)
+
 
 @dataclass
 class Evaluation:
@@ -125,19 +131,21 @@ def feature_taps(model: nn.Module) -> LayerTaps | None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, spec: InputSpec, batch_size: int, taps: LayerTaps | None = None) -> Evaluation:
-    """Outputs of ``model`` (eval mode) on the labelled images of ``split``."""
+    """Outputs of ``model`` (eval mode, on its device) on the labelled images of ``split``."""
     model.eval()
+    device = next(model.parameters()).device
     paths, labels, logits_all, features = [], [], [], []
     for batch in split.batches(batch_size):
+        x = spec.to_tensor(batch.images).to(device)
         if taps is None:
-            logits = model(spec.to_tensor(batch.images))
+            logits = model(x)
         else:
             with taps.recording():
-                logits = model(spec.to_tensor(batch.images))
-            features.append(taps.taken()[0].flatten(1).double().numpy())
+                logits = model(x)
+            features.append(taps.taken()[0].flatten(1).double().cpu().numpy())
         paths += batch.paths
         labels.append(batch.labels)
-        logits_all.append(logits.double().numpy())
+        logits_all.append(logits.double().cpu().numpy())
     known = np.concatenate(labels) >= 0
     features_all = np.concatenate(features)[known] if features else None
     return Evaluation([p for p, k in zip(paths, known) if k], np.concatenate(labels)[known].astype(np.int64),
@@ -159,6 +167,7 @@ def train(
     checkpoint: Path,
     on_batch: Callable[[dict[str, float]], None] = lambda terms: None,
     on_epoch: Callable[[EpochLog], None] = lambda log: None,
+    precision: str = "fp32",
 ) -> TrainResult:
     """Fine-tune ``model`` in place with ``loss`` and return the epoch (1…) with the best
     AUROC on ``valid`` (the selection images); with ``patience``, stop after that many epochs
@@ -167,7 +176,12 @@ def train(
     ``checkpoint`` is written after every epoch (``torch.save`` of state dicts, atomic) and,
     if it exists with the same configuration, training resumes from it; one that cannot be read or
     does not fit is ignored with an ``AuditWarning`` (``_readable_checkpoint``).
+
+    Trains on the model's device; the loss's forward passes in ``precision`` (``audit.device``;
+    fp16 with a gradient scaler).
     """
+    device = next(model.parameters()).device
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     order = torch.Generator().manual_seed(config.seed)
     scramble = torch.Generator().manual_seed(config.seed + 1)
@@ -204,16 +218,18 @@ def train(
         batches = 0
         finite = True
         model.train()
-        for x, labels, scrambled, has_mask in data.batches(config.batch_size, order):
+        for x, labels, scrambled, has_mask in data.on(device, config.batch_size, order):
             step = Step(model, x, labels, scrambled, has_mask, taps, config.lambda_act, config.lambda_grad, scramble)
             optimiser.zero_grad(set_to_none=True)
-            terms = loss(step)
+            with precision_context(device, precision):
+                terms = loss(step)
             values = {k: float(v.detach()) for k, v in terms.items()}
             if not math.isfinite(values["total"]):
                 finite = False
                 break
-            terms["total"].backward()
-            optimiser.step()
+            scaler.scale(terms["total"]).backward()
+            scaler.step(optimiser)
+            scaler.update()
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
             batches += 1

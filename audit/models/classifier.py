@@ -57,8 +57,13 @@ class Classifier:
         return len(self.class_names)
 
     def to_input(self, images) -> torch.Tensor:
-        """(N, H, W, C) images in [0, 1] → the normalised (N, C, H, W) input on ``device``."""
-        return self.spec.to_tensor(images).to(self.device)
+        """(N, H, W, C) images in [0, 1] → the normalised (N, C, H, W) input on ``device``; to a
+        GPU through pinned (page-locked) host memory with a non-blocking copy, so the copy
+        overlaps the work already queued on the device."""
+        x = self.spec.to_tensor(images)
+        if self.device.type != "cuda":
+            return x.to(self.device)
+        return x.pin_memory().to(self.device, non_blocking=True)
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -118,4 +123,5 @@ def from_module(
         forward_fn=module,
         build_differentiable=lambda: module,
         twin_check=dict(NATIVE_CHECK),
+        device=next(module.parameters(), torch.empty(0)).device,
     )

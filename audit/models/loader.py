@@ -8,9 +8,15 @@ Formats (detected from the content, see ``files.detect_format``):
 - torch.export (``.pt2``): loaded safely (``export_archive``); input size from the program's
   input signature. ``differentiable`` and ``layered`` are the program's own module tree
   (``native.native_program_module``): no exporter, no twin.
-- ONNX (``.onnx``): onnxruntime for forward passes (CUDA provider when installed and available,
-  CPU otherwise); input size from the graph's declared input shape. ``differentiable`` is the
-  twin built by ``audit.models.onnx_graph``.
+- ONNX (``.onnx``): onnxruntime for forward passes (its CUDA provider when the device is a GPU and
+  onnxruntime-gpu is installed, the CPU provider otherwise: ``Classifier.provider`` says which),
+  with I/O binding to the input tensor's memory and a torch output tensor on the device, so a
+  GPU batch does not round-trip through the host; input size from the graph's declared input
+  shape. ``differentiable`` is the twin built by ``audit.models.onnx_graph``.
+
+Every module is put on ``ModelOptions.device`` (``audit.device``) when it is built: TorchScript
+loads there (``map_location``), a torch.export program is moved there
+(``move_to_device_pass``) before it is unflattened, the ONNX twin is moved there.
 
 A twin is checked against the forward-only path (``twin_tolerance``); ``Classifier.twin_check``
 records what was measured (results.json ``model.twin_check``).
@@ -26,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from audit.device import is_out_of_memory
 from audit.errors import AuditError, first_line
 from audit.limits import MAX_IMAGE_PIXELS, too_many_pixels
 from audit.models.classifier import NATIVE_CHECK, Classifier
@@ -48,6 +55,7 @@ class ModelOptions:
     value_range: tuple[float, float] = (0.0, 1.0)
     multilabel: bool = False
     class_names: tuple[str, ...] | None = None
+    device: torch.device = torch.device("cpu")
 
 
 def load_classifier(path: Path, options: ModelOptions = ModelOptions()) -> Classifier:
@@ -56,10 +64,11 @@ def load_classifier(path: Path, options: ModelOptions = ModelOptions()) -> Class
     model_format = detect_format(path)
     files = model_files(path, model_format)
     loader = {"torchscript": _load_torchscript, "torch.export": _load_exported, "onnx": _load_onnx}[model_format]
-    forward_fn, native, build_twin, declared, provider, fixed_batch = loader(path)
+    device = options.device
+    forward_fn, native, build_twin, declared, provider, fixed_batch = loader(path, device)
     spec = _input_spec(path, declared, options)
     forward_fn = _checked_forward(path, forward_fn)
-    probe = forward_fn(torch.zeros((2, *spec.shape)))
+    probe = forward_fn(torch.zeros((2, *spec.shape), device=device))
     if probe.ndim != 2:
         raise AuditError(
             f"{path}: output has shape {tuple(probe.shape)}; a classifier must return (batch, classes) logits"
@@ -72,7 +81,8 @@ def load_classifier(path: Path, options: ModelOptions = ModelOptions()) -> Class
         )
 
     def twin() -> nn.Module:
-        module, classifier.twin_check = _verified_twin(path, lambda: build_twin(spec), forward_fn, spec, model_format)
+        module, classifier.twin_check = _verified_twin(path, lambda: build_twin(spec).to(device), forward_fn, spec,
+                                                       model_format, device)
         if native is not None:
             classifier.twin_check["used_by"] = "hook-based methods; gradient methods differentiate the native module"
         return module
@@ -91,6 +101,7 @@ def load_classifier(path: Path, options: ModelOptions = ModelOptions()) -> Class
         batch_limit=fixed_batch,
         build_layered=twin if native is not None and build_twin is not None else None,
         twin_check=dict(NATIVE_CHECK) if native is not None else None,
+        device=device,
     )
     return classifier
 
@@ -132,6 +143,8 @@ def _checked_forward(path: Path, forward_fn: Callable[[torch.Tensor], torch.Tens
         except AuditError:
             raise
         except Exception as exc:
+            if is_out_of_memory(exc):  # bad input of another kind: halved or reported by audit.device
+                raise
             raise AuditError(
                 f"{path}: forward pass failed on input {tuple(x.shape)} ({first_line(exc)}); check --input-size, "
                 f"--channels and that the model takes one NCHW image tensor"
@@ -176,6 +189,7 @@ def _verified_twin(
     forward_fn: Callable[[torch.Tensor], torch.Tensor],
     spec: InputSpec,
     model_format: str = "onnx",
+    device: torch.device = torch.device("cpu"),
 ) -> tuple[nn.Module, dict]:
     """Build the differentiable twin and check it against the forward-only path on three
     seeded random images in [0, 1], normalised like the data (``--value-range``, ``--mean``,
@@ -195,7 +209,7 @@ def _verified_twin(
             f"(--method occlusion)"
         ) from exc
     images = np.random.default_rng(0).random((3, spec.height, spec.width, spec.channels), dtype=np.float32)
-    x = spec.to_tensor(images)
+    x = spec.to_tensor(images).to(device)
     with torch.no_grad():
         expected = forward_fn(x)
         try:
@@ -239,9 +253,9 @@ class ImageByImage(nn.Module):
 # --- TorchScript -----------------------------------------------------------------------------
 
 
-def _load_torchscript(path: Path):
+def _load_torchscript(path: Path, device: torch.device):
     try:
-        module = torch.jit.load(str(path), map_location="cpu").eval()
+        module = torch.jit.load(str(path), map_location=device).eval()
     except Exception as exc:
         raise AuditError(f"{path}: cannot load TorchScript ({first_line(exc)}); re-save it with torch.jit.save") from exc
 
@@ -250,7 +264,7 @@ def _load_torchscript(path: Path):
         from audit.models.to_onnx import torchscript_to_onnx
 
         try:
-            graph = torchscript_to_onnx(module, torch.zeros((2, *spec.shape)))
+            graph = torchscript_to_onnx(module, torch.zeros((2, *spec.shape), device=device))
         except Exception as exc:
             raise _no_layers(path, f"the ONNX exporter cannot export it ({first_line(exc)})") from exc
         try:
@@ -260,7 +274,7 @@ def _load_torchscript(path: Path):
                                    f"({'; '.join(exc.problems)})") from exc
         try:
             with torch.no_grad():
-                twin(torch.zeros((2, *spec.shape)))
+                twin.to(device)(torch.zeros((2, *spec.shape), device=device))
         except Exception as exc:  # noqa: BLE001 (the exporter wrote a graph that does not run)
             raise _no_layers(path, f"its ONNX export does not run ({first_line(exc)})") from exc
         return twin
@@ -280,11 +294,15 @@ def _no_layers(path: Path, why: str) -> AuditError:
 # --- torch.export ----------------------------------------------------------------------------
 
 
-def _load_exported(path: Path):
+def _load_exported(path: Path, device: torch.device):
+    from torch.export.passes import move_to_device_pass
+
     from audit.models.export_archive import load_export_archive
 
     program = load_export_archive(path)
     try:
+        if device.type != "cpu":
+            program = move_to_device_pass(program, device)
         user_inputs = program.graph_signature.user_inputs
         shapes = [node.meta["val"].shape for node in program.graph.nodes
                   if node.op == "placeholder" and node.name in user_inputs]
@@ -319,17 +337,17 @@ def _load_exported(path: Path):
 # --- ONNX ------------------------------------------------------------------------------------
 
 
-def onnx_providers() -> list[str]:
-    """CUDA when onnxruntime-gpu is installed and a GPU is visible, else CPU."""
+def onnx_providers(device: torch.device = torch.device("cpu")) -> list:
+    """onnxruntime's CUDA provider on the device's GPU when the device is CUDA and onnxruntime-gpu
+    offers it, else the CPU provider (``Classifier.provider`` records which one ran)."""
     import onnxruntime
 
-    available = onnxruntime.get_available_providers()
-    if "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
 
-def _load_onnx(path: Path):
+def _load_onnx(path: Path, device: torch.device):
     import onnx
     import onnxruntime
 
@@ -343,7 +361,7 @@ def _load_onnx(path: Path):
     # (the differentiable model) and the data loader need next; let them sleep instead.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        session = onnxruntime.InferenceSession(str(path), options, providers=onnx_providers())
+        session = onnxruntime.InferenceSession(str(path), options, providers=onnx_providers(device))
     except Exception as exc:
         raise AuditError(f"{path}: onnxruntime cannot load it ({first_line(exc)}); check the opset and operators") from exc
     inputs = session.get_inputs()
@@ -354,18 +372,17 @@ def _load_onnx(path: Path):
         raise AuditError(f"{path}: input {inputs[0].name} has shape {shape}; expected (batch, channels, height, width)")
     declared = tuple(d if isinstance(d, int) and d > 0 else None for d in shape[1:])
     fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
-    name = inputs[0].name
     outputs = session.get_outputs()
     if len(outputs) != 1:
         raise AuditError(_several_outputs(path, f"{len(outputs)} outputs ({', '.join(o.name for o in outputs)})"))
+    run = BoundSession(session, device)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        array = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-        if fixed_batch is None or fixed_batch == len(array):
-            return torch.from_numpy(session.run(None, {name: array})[0])
+        if fixed_batch is None or fixed_batch == len(x):
+            return run(x)
         if fixed_batch != 1:
             raise AuditError(f"{path}: the graph's batch size is fixed at {fixed_batch}; re-export it with a dynamic batch dimension")
-        return torch.from_numpy(np.concatenate([session.run(None, {name: a[None]})[0] for a in array]))
+        return torch.cat([run(x[i : i + 1]) for i in range(len(x))])
 
     def build_twin(spec: InputSpec) -> nn.Module:
         from audit.models.onnx_graph import build_torch_twin
@@ -374,3 +391,39 @@ def _load_onnx(path: Path):
         return ImageByImage(twin) if fixed_batch == 1 else twin
 
     return forward, None, build_twin, declared, session.get_providers()[0], fixed_batch
+
+
+class BoundSession:
+    """One onnxruntime run through I/O binding: the input is bound to the (contiguous float32)
+    tensor's own memory and the output to a torch tensor allocated on the session's device, so
+    a batch already on the GPU goes to onnxruntime's CUDA provider and back without passing
+    through the host. The logits are returned on ``device``; a CUDA run whose session has only
+    the CPU provider (no onnxruntime-gpu) copies the batch to the host and the logits back."""
+
+    def __init__(self, session, device: torch.device) -> None:
+        self.session = session
+        self.input = session.get_inputs()[0].name
+        self.output = session.get_outputs()[0].name
+        self.device = device
+        on_gpu = session.get_providers()[0] == "CUDAExecutionProvider"
+        self.where = torch.device("cuda", device.index or 0) if on_gpu else torch.device("cpu")
+        self.classes: int | None = None  # K of float32 (N, K) logits, learnt from the first run
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.detach().to(self.where, torch.float32).contiguous()
+        kind, index = self.where.type, self.where.index or 0
+        binding = self.session.io_binding()
+        binding.bind_input(self.input, kind, index, np.float32, tuple(x.shape), x.data_ptr())
+        if kind == "cuda":  # the input was written on torch's stream; onnxruntime reads it on its own
+            torch.cuda.current_stream(self.where).synchronize()
+        if self.classes is None:  # the first run (the probe): onnxruntime allocates, then we know (N, K)
+            binding.bind_output(self.output, kind, index)
+            self.session.run_with_iobinding(binding)
+            logits = torch.from_numpy(binding.copy_outputs_to_cpu()[0])
+            if logits.ndim == 2 and logits.dtype == torch.float32:
+                self.classes = logits.shape[1]
+            return logits.to(self.device)
+        logits = torch.empty((len(x), self.classes), dtype=torch.float32, device=self.where)
+        binding.bind_output(self.output, kind, index, np.float32, tuple(logits.shape), logits.data_ptr())
+        self.session.run_with_iobinding(binding)
+        return logits.to(self.device)

@@ -276,12 +276,13 @@ class OutputFolder:
 
     # --- publishing -----------------------------------------------------------------------
     def publish(self, document: dict[str, Any], write: Callable[[dict[str, Any], Path], Any]) -> dict[str, Any]:
-        """Record the staged files' hashes in ``document["run"]``, write it with ``write`` as
-        the index, and move the set into OUT (index last). Returns the document."""
+        """Record the staged files' hashes in ``document["run"]`` (beside what the command put
+        there: ``audit.device.describe``), write it with ``write`` as the index, and move the set
+        into OUT (index last). Returns the document."""
         index = self.staging / self.index
         files = sorted(p for p in self.staging.rglob("*") if p.is_file() and p != index and not p.name.endswith(".tmp"))
         outputs = {p.relative_to(self.staging).as_posix(): sha256_of(p) for p in files}
-        document["run"] = {"id": self.run_id, "outputs": outputs}
+        document["run"] = {**document.get("run", {}), "id": self.run_id, "outputs": outputs}
         write(document, index)
         previous = listed_outputs(self.root, self.index)
         for relative in [*outputs, self.index]:  # every target checked before anything moves

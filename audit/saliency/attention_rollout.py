@@ -38,7 +38,7 @@ class AttentionMethod(SaliencyMethod):
     def prepare(self, model: Classifier) -> None:
         module = network(model, self)  # built outside the tap: a twin's check pass would be tapped too
         with torch.no_grad(), AttentionTap() as tap:
-            module(torch.zeros((1, *model.spec.shape)))
+            module(torch.zeros((1, *model.spec.shape), device=model.device))
         maps = by_head(tap.maps, 1, model.path, self.label)
         extra, height, width = self._grid(model, maps[0].shape[-1])
         self.settled = {"attention": {"layers": len(maps), "heads": [int(a.shape[1]) for a in maps],
@@ -64,7 +64,7 @@ class AttentionMethod(SaliencyMethod):
         extra, height, width = self._grid(model, relevance.shape[-1])
         row = relevance[:, 0] if extra else relevance.mean(1)
         grid = row[:, extra:].reshape(len(x), 1, height, width)
-        return upsample(grid.float(), tuple(x.shape[2:])).numpy()
+        return upsample(grid.float(), tuple(x.shape[2:])).cpu().numpy()
 
 
 @methods.register("attention-rollout")

@@ -16,13 +16,13 @@ from audit.saliency.layers import FeatureLayer, feature_layer, layer_module
 from audit.saliency.tokens import CHANNELS, Grid
 
 
-def _taps(source: int, target: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per output index along one axis: source indices i0, i1 and the weight λ of i1, float64.
+def _taps(source: int, target: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per output index along one axis: source indices i0, i1 and the weight λ of i1, float64, on ``device``.
 
     Half-pixel centres, as torch's and captum's ``align_corners=False``: s = (i + ½)·source/target
     − ½, clamped to [0, source − 1]; i0 = ⌊s⌋, i1 = min(i0 + 1, source − 1), λ = s − i0.
     """
-    s = ((torch.arange(target, dtype=torch.float64) + 0.5) * (source / target) - 0.5).clamp(0, source - 1)
+    s = ((torch.arange(target, dtype=torch.float64, device=device) + 0.5) * (source / target) - 0.5).clamp(0, source - 1)
     i0 = s.floor().long()
     return i0, (i0 + 1).clamp(max=source - 1), s - i0
 
@@ -47,8 +47,8 @@ def upsample(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     from 2 × 2 to 16 × 16 on one core, torch's float32 upsampling 0.6 ms.
     """
     m = cam[:, 0].double()
-    y0, y1, wy = _taps(m.shape[1], size[0])
-    x0, x1, wx = _taps(m.shape[2], size[1])
+    y0, y1, wy = _taps(m.shape[1], size[0], m.device)
+    x0, x1, wx = _taps(m.shape[2], size[1], m.device)
     left = m.index_select(2, x0)
     columns = left + wx * (m.index_select(2, x1) - left)
     top = columns.index_select(1, y0)
@@ -120,4 +120,4 @@ class GradCam(LayerMethod):
     label: ClassVar[str] = "grad-cam"
 
     def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
-        return self.grad_cam(model, x, target).numpy()
+        return self.grad_cam(model, x, target).cpu().numpy()

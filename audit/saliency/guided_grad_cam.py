@@ -38,4 +38,4 @@ class GuidedGradCam(LayerMethod):
         with warnings.catch_warnings():  # captum announces its ReLU hooks on every call
             warnings.simplefilter("ignore", UserWarning)
             guided = CaptumGuidedBackprop(model.layered).attribute(leaf_input(x), target=target)
-        return (guided.detach().sum(dim=1) * cam).numpy()
+        return (guided.detach().sum(dim=1).float() * cam).cpu().numpy()

@@ -71,7 +71,7 @@ def feature_layer(model: Classifier, name: str | None, method: str) -> FeatureLa
     the global pooling that feeds the classifier head (``audit.models.feature_map``), else, for
     a transformer, the tokens that enter its last attention (``token_layer``). All run one
     forward pass of a zero image, so a bad choice fails before any data is read."""
-    probe = torch.zeros((1, *model.spec.shape))
+    probe = torch.zeros((1, *model.spec.shape), device=model.device)
     size = (model.spec.height, model.spec.width)
     if name is None:
         try:

@@ -186,7 +186,7 @@ def randomisation_records(
     """
     if len(x) == 0:
         raise AuditError("the randomisation check got no images; give it at least one")
-    target = torch.as_tensor(target, dtype=torch.int64)
+    target = torch.as_tensor(target, dtype=torch.int64, device=x.device)
     original = network(classifier, method)
     order, unused = execution_order(original, x)
     if layers is not None:

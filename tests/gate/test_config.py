@@ -54,7 +54,7 @@ def test_explicit_config_path_wins_over_the_current_directory(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('fail-on = ["a < 1"]\n', "unknown key 'fail-on'; did you mean 'fail_on'? (valid keys: fail_on, allow_missing)"),
+        ('fail-on = ["a < 1"]\n', "unknown key 'fail-on'; did you mean 'fail_on'? (valid keys: fail_on, allow_missing, device, precision)"),
         ("allow_mising = true\n", "unknown key 'allow_mising'; did you mean 'allow_missing'?"),
         ('fail_on = "a < 1"\n', "fail_on must be a list of strings"),
         ('allow_missing = "yes"\n', "allow_missing must be true or false"),

@@ -3,7 +3,8 @@
 The file is ``--config PATH``, else ``audit.toml`` in the current directory, else the
 ``[tool.audit]`` table of ``pyproject.toml`` there (``audit.toml`` wins when both exist). A file
 named ``pyproject.toml`` is read from its ``[tool.audit]`` table, any other file from its top
-level. The file must be UTF-8 (as TOML requires) and ``tool`` / ``tool.audit`` tables. Keys: ``fail_on`` (a list of expressions) and ``allow_missing`` (a boolean).
+level. The file must be UTF-8 (as TOML requires) and ``tool`` / ``tool.audit`` tables. Keys: ``fail_on`` (a list of expressions), ``allow_missing`` (a boolean), and the run's ``device`` and
+``precision`` (text, as ``--device`` / ``--precision`` take them; ``audit.device.resolve``).
 
 The command line wins: any ``--fail-on`` replaces the file's ``fail_on`` list (it does not add
 to it), and ``--allow-missing``/``--no-allow-missing`` replaces ``allow_missing``.
@@ -19,7 +20,7 @@ from audit.errors import AuditError
 from audit.report.gate.expressions import validate_expressions
 from audit.report.gate.keys import closest_key, kind_of
 
-KEYS = ("fail_on", "allow_missing")
+KEYS = ("fail_on", "allow_missing", "device", "precision")
 EXAMPLE = 'fail_on = ["methods.gradient.artefact.enrichment.overall > 2.0"]'
 
 
@@ -110,3 +111,13 @@ def _check_table(table: dict[str, Any], source: str) -> None:
         raise AuditError(f"{source}: fail_on must be a list of strings, e.g. {EXAMPLE}")
     if not isinstance(table.get("allow_missing", False), bool):
         raise AuditError(f"{source}: allow_missing must be true or false")
+    for key, example in (("device", "cuda:0"), ("precision", "bf16")):
+        if not isinstance(table.get(key, ""), str):
+            raise AuditError(f"{source}: {key} must be text, e.g. {key} = \"{example}\"")
+
+
+def run_settings(config_path: Path | None, cwd: Path) -> tuple[str, dict[str, Any]]:
+    """(name shown in messages, the checked table) of the config file ``gate_checks`` reads."""
+    source, table = _read_config(config_path, cwd)
+    _check_table(table, source)
+    return source, table

@@ -86,11 +86,11 @@ class Rise(SaliencyMethod):
     def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
         x = x.detach()
         n, _, height, width = x.shape
-        saliency = torch.zeros(n, height, width, dtype=torch.float64)
+        saliency = torch.zeros(n, height, width, dtype=torch.float64, device=x.device)
         for masks in self.mask_batches(height, width):
             masks = masks.to(x.device)
             for i in range(n):
                 probabilities = model.probabilities(model.logits(x[i] * masks[:, None]))
                 weights = probabilities[:, int(target[i])].to(masks.dtype)
-                saliency[i] += torch.einsum("b,bhw->hw", weights, masks).double().cpu()
-        return (saliency / (self.masks * self.p)).numpy().astype(np.float32)
+                saliency[i] += torch.einsum("b,bhw->hw", weights, masks).double()
+        return (saliency / (self.masks * self.p)).cpu().numpy().astype(np.float32)

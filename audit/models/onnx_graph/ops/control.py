@@ -58,7 +58,7 @@ class Loop(nn.Module):
             for scan, value in zip(scans, out[1 + self.carried:]):
                 scan.append(value)
             i += 1
-        stacked = [torch.stack(s) if s else torch.empty(0) for s in scans]
+        stacked = [torch.stack(s) if s else torch.empty(0, device=device) for s in scans]
         return tuple(carried + stacked)
 
 
