@@ -52,6 +52,13 @@ Std = Annotated[str, typer.Option("--std", help="Per-channel std divided after s
 ValueRange = Annotated[str, typer.Option("--value-range", help="Pixel range the model expects before mean/std, e.g. 0,255.")]
 Multilabel = Annotated[bool, typer.Option("--multilabel", help="Sigmoid per output instead of softmax.")]
 
+# Data loading (audit.data.loading).
+Workers = Annotated[
+    Optional[int],
+    typer.Option("--workers", min=0, help="Processes that decode and resize images ahead of the model; 0 reads them in this "
+                 "process (a background thread). Default: CPU cores − 1, at most 8."),
+]
+
 
 def float_list(text: str, flag: str, example: str = "0.5,0.5,0.5") -> tuple[float, ...]:
     """'0.485,0.456,0.406' → (0.485, 0.456, 0.406); finite numbers only."""
