@@ -42,6 +42,7 @@ bench: install
 	$(PY) tests/bench/counterfactual_bench.py
 	$(PY) tests/bench/finetune_bench.py
 	$(PY) tests/bench/architectures_bench.py
+	$(PY) tests/bench/scale_bench.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) bench-out

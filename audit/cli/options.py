@@ -57,6 +57,13 @@ Multilabel = Annotated[bool, typer.Option("--multilabel", help="Sigmoid per outp
 Device = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N [default: audit.toml's device, else auto: a GPU when torch sees one].")]
 Precision = Annotated[Optional[str], typer.Option("--precision", help="fp32, bf16 or fp16 for the forward and backward passes [default: audit.toml's precision, else fp32].")]
 
+# Data loading (audit.data.loading).
+Workers = Annotated[
+    Optional[int],
+    typer.Option("--workers", min=0, help="Processes that decode and resize images ahead of the model; 0 reads them in this "
+                 "process (a background thread). Default: CPU cores − 1, at most 8."),
+]
+
 
 def float_list(text: str, flag: str, example: str = "0.5,0.5,0.5") -> tuple[float, ...]:
     """'0.485,0.456,0.406' → (0.485, 0.456, 0.406); finite numbers only."""

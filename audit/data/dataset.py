@@ -13,6 +13,13 @@ size differs from its image is resized and counted in ``mask_report``; an unread
 listed there and its image is treated as having no mask. ``skipped`` and ``mask_report``
 describe the last pass of ``batches``.
 
+A pass reads ``Chunk`` s: ``read_chunk`` loads a list of entries and returns their readable
+images stacked with what they add to the pass's bookkeeping, touching no state of the dataset,
+so a worker process can build one from its own copy; ``fold`` adds a chunk's bookkeeping to the
+dataset's and ``Rebatch`` turns chunks (some short of skipped images) into full batches. Both
+``batches`` and the worker processes of ``audit.data.loading`` go through them, so a pass gives
+the same batches and bookkeeping either way.
+
 Every array a reader returns (built-in or plugin) must be (H, W) or (H, W, C) within the pixel
 limit (``readers.check_size``), or the image is skipped (the mask listed as unreadable). Paths
 and class names leave this stage escaped (``names.escape_path``); files are opened by their
@@ -24,7 +31,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -51,6 +58,23 @@ class MaskReport:
     with_region: int = 0
     resized: int = 0
     unreadable: list[Skipped] = field(default_factory=list)
+
+
+    def add(self, other: MaskReport) -> None:
+        self.with_artefact += other.with_artefact
+        self.with_region += other.with_region
+        self.resized += other.resized
+        self.unreadable.extend(other.unreadable)
+
+
+@dataclass
+class Chunk:
+    """Consecutive entries of a pass read in one go: their readable images (None when every one
+    was skipped) and what reading them added to the pass's ``skipped`` and ``mask_report``."""
+
+    batch: Batch | None
+    skipped: list[Skipped]
+    mask_report: MaskReport
 
 
 @dataclass
@@ -109,8 +133,9 @@ class Dataset:
         check_size(escape_path(path), *array.shape)
         return array
 
-    def _image(self, rel: str) -> tuple[np.ndarray, tuple[int, int]] | None:
-        """The image at the model size and its size on disk, or None when it is skipped."""
+    def _image(self, rel: str, skipped: list[Skipped]) -> tuple[np.ndarray, tuple[int, int]] | None:
+        """The image at the model size and its size on disk, or None when it is skipped (and
+        listed in ``skipped``)."""
         try:
             image = self._read(self.base / rel)
         except Exception as exc:  # any reader, built-in or plugin, may fail on a bad file
@@ -120,7 +145,7 @@ class Dataset:
                     f"{escape_path(self.base / rel)}: unreadable ({reason}); fix or remove it, or run "
                     f"without strict mode to skip it"
                 ) from exc
-            self.skipped.append(Skipped(escape_path(rel), reason))
+            skipped.append(Skipped(escape_path(rel), reason))
             return None
         found = 1 if image.ndim == 2 else image.shape[2]
         if found != self.channels:
@@ -158,8 +183,9 @@ class Dataset:
                 self._listings[folder] = frozenset()
         return self._listings[folder]
 
-    def _mask(self, folder: Path | None, rel: str, image_shape: tuple[int, int]) -> np.ndarray | None:
-        """The mask for image ``rel`` at the model size, or None when there is none (or unreadable)."""
+    def _mask(self, folder: Path | None, rel: str, image_shape: tuple[int, int], report: MaskReport) -> np.ndarray | None:
+        """The mask for image ``rel`` at the model size, or None when there is none (or unreadable,
+        listed in ``report``)."""
         if folder is None:
             return None
         stem = (folder / rel).with_suffix("")
@@ -173,23 +199,53 @@ class Dataset:
                 raise AuditError(f"several mask files for one image ({names}); keep one")
             mask = binarise(self._read(found[0]))
         except Exception as exc:  # as for images: a bad mask must not stop the audit
-            self.mask_report.unreadable.append(Skipped(escape_path(found[0]), escape_message(first_line(exc))))
+            report.unreadable.append(Skipped(escape_path(found[0]), escape_message(first_line(exc))))
             return None
         if mask.shape != image_shape:
-            self.mask_report.resized += 1
+            report.resized += 1
         mask = resize_mask(mask, self.size)
         return blur_mask(dilate_mask(mask, self.mask_dilate), self.mask_blur)
 
-    def _load(self, rel: str, label: int) -> _Item | None:
-        loaded = self._image(rel)
+    def _load(self, rel: str, label: int, skipped: list[Skipped], report: MaskReport) -> _Item | None:
+        loaded = self._image(rel, skipped)
         if loaded is None:
             return None
         image, shape = loaded
-        artefact = self._mask(self.masks, rel, shape)
-        region = self._mask(self.regions, rel, shape)
-        self.mask_report.with_artefact += artefact is not None
-        self.mask_report.with_region += region is not None
+        artefact = self._mask(self.masks, rel, shape, report)
+        region = self._mask(self.regions, rel, shape, report)
+        report.with_artefact += artefact is not None
+        report.with_region += region is not None
         return _Item(escape_path(rel), label, image, artefact, region)
+
+    def read_chunk(self, entries: list[Entry]) -> Chunk:
+        """Read ``entries`` (consecutive entries of a pass): their readable images stacked, and
+        what they add to the pass's bookkeeping. Raises ``AuditError`` as a pass does (strict
+        mode, a channel count the model does not take); changes nothing on the dataset but the
+        per-pass cache of mask folder listings."""
+        skipped: list[Skipped] = []
+        report = MaskReport()
+        items = [item for rel, label in entries if (item := self._load(rel, label, skipped, report)) is not None]
+        return Chunk(self._stack(items) if items else None, skipped, report)
+
+    def start_pass(self) -> None:
+        """Forget the last pass's bookkeeping (``skipped``, ``mask_report``, mask listings)."""
+        self.skipped = []
+        self.mask_report = MaskReport()
+        self._listings = {}
+
+    def fold(self, chunk: Chunk) -> Batch | None:
+        """Add a chunk's bookkeeping to the pass's; its batch."""
+        self.skipped.extend(chunk.skipped)
+        self.mask_report.add(chunk.mask_report)
+        return chunk.batch
+
+    def all_skipped(self) -> AuditError:
+        """The error of a pass in which no image could be read."""
+        first = self.skipped[0]
+        return AuditError(
+            f"{self.base}: all {len(self.entries)} images were skipped (first: {first.path}: "
+            f"{first.reason}); supported extensions: {_extension_list(self._readers)}"
+        )
 
     def _stack(self, items: list[_Item]) -> Batch:
         empty = np.zeros(self.size, dtype=bool)
@@ -214,30 +270,63 @@ class Dataset:
         )
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
-        """Stream full batches of ``batch_size`` readable images (the last may be smaller)."""
-        if batch_size < 1:
-            raise AuditError(f"batch size {batch_size} must be at least 1")
-        self.skipped = []
-        self.mask_report = MaskReport()
-        self._listings = {}
-        pending: list[_Item] = []
-        yielded = False
-        for rel, label in self.entries:
-            item = self._load(rel, label)
-            if item is None:
-                continue
-            pending.append(item)
-            if len(pending) == batch_size:
-                yield self._stack(pending)
-                pending, yielded = [], True
-        if pending:
-            yield self._stack(pending)
-        elif not yielded:
-            first = self.skipped[0]
-            raise AuditError(
-                f"{self.base}: all {len(self.entries)} images were skipped (first: {first.path}: "
-                f"{first.reason}); supported extensions: {_extension_list(self._readers)}"
-            )
+        """Stream full batches of ``batch_size`` readable images (the last may be smaller), read
+        in this process one chunk of ``batch_size`` entries at a time."""
+        check_batch_size(batch_size)
+        self.start_pass()
+        chunks = (self.read_chunk(part) for part in entry_chunks(self.entries, batch_size))
+        yield from rebatch(self, chunks, batch_size)
+
+
+def check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise AuditError(f"batch size {batch_size} must be at least 1")
+
+
+def entry_chunks(entries: list[Entry], size: int) -> Iterator[list[Entry]]:
+    """``entries`` in consecutive lists of ``size`` (the last may be shorter)."""
+    for start in range(0, len(entries), size):
+        yield entries[start : start + size]
+
+
+def _concatenate(parts: list[Batch]) -> Batch:
+    if len(parts) == 1:
+        return parts[0]
+    return Batch(
+        paths=[path for part in parts for path in part.paths],
+        **{name: np.concatenate([getattr(part, name) for part in parts])
+           for name in ("labels", "images", "artefact", "region", "has_artefact", "has_region")},
+    )
+
+
+def _slice(batch: Batch, part: slice) -> Batch:
+    return Batch(batch.paths[part], batch.labels[part], batch.images[part], batch.artefact[part],
+                 batch.region[part], batch.has_artefact[part], batch.has_region[part])
+
+
+def rebatch(dataset: Dataset, chunks: Iterable[Chunk], batch_size: int) -> Iterator[Batch]:
+    """Fold each chunk's bookkeeping into ``dataset`` as it arrives and yield full batches of
+    ``batch_size`` readable images in order (the last may be smaller). A full chunk passes
+    through without a copy; chunks short of skipped images are joined. Raises the all-skipped
+    error when the pass yields nothing."""
+    pending: list[Batch] = []
+    held = 0
+    yielded = False
+    for chunk in chunks:
+        batch = dataset.fold(chunk)
+        if batch is None:
+            continue
+        pending.append(batch)
+        held += len(batch)
+        while held >= batch_size:
+            joined = _concatenate(pending)
+            yield _slice(joined, slice(0, batch_size)) if len(joined) > batch_size else joined
+            rest = _slice(joined, slice(batch_size, None))
+            pending, held, yielded = ([rest] if len(rest) else []), len(rest), True
+    if pending:
+        yield _concatenate(pending)
+    elif not yielded:
+        raise dataset.all_skipped()
 
 
 def _existing_folder(path: Path | None, what: str) -> Path | None:

@@ -12,10 +12,11 @@
 4. Peak resident memory of the run at two dataset sizes ten times apart, each in a fresh
    process. Goal: flat (ratio close to 1).
 
-Throughput is measured on two models: the 28×28 sample model (its forward+backward costs
-0.16-0.19 ms an image, about what decoding the image's PNG and the run's own per-image work
-cost) and a ResNet-style classifier at 1×128×128 (random weights, exported to ONNX here),
-whose cost is closer to a clinical model's. Every timing is the best of ``--repeats``
+Throughput is measured on two models: the 28×28 sample model, reported without a goal (its
+forward+backward costs 0.16-0.19 ms an image, about what decoding the image's PNG and the run's
+own per-image work cost, so the ratio measures the PNG decoder more than the audit), and a
+ResNet-style classifier at 1×128×128 (random weights, exported to ONNX here). The goals are
+measured at clinical scale, on ResNet-18 and DenseNet-121 at 224 px, by ``scale_bench.py``. Every timing is the best of ``--repeats``
 interleaved runs; the process allocator is set as the command line sets it
 (``audit.allocator``).
 
@@ -60,13 +61,23 @@ def open_data(classifier, root: Path, masks: bool = True):
     )
 
 
+def synchronise(x: torch.Tensor) -> None:
+    """Wait for the device's queued work, so that a timing on a GPU covers it."""
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+
+
 def bare_forward_backward(module: torch.nn.Module, batches: list[torch.Tensor]) -> float:
+    """Seconds of the input gradient of the predicted logit on ``batches`` (already on the
+    module's device): the least any gradient saliency run can cost."""
+    synchronise(batches[0])
     start = time.perf_counter()
     for x in batches:
         x = x.clone().requires_grad_(True)
         logits = module(x)
         chosen = logits.gather(1, logits.argmax(dim=1, keepdim=True)).sum()
         torch.autograd.grad(chosen, x)
+    synchronise(batches[0])
     return time.perf_counter() - start
 
 
@@ -75,23 +86,24 @@ def audit_run(classifier, root: Path, out: Path, methods: list[str], batch_size:
     from audit.pipeline import RunConfig, run_audit
 
     dataset = open_data(classifier, root, masks)
-    config = RunConfig(methods=methods, batch_size=batch_size, randomization_images=randomization_images)
+    config = RunConfig(methods=methods, batch_size=batch_size, randomization_images=randomization_images, device=str(classifier.device))
     start = time.perf_counter()
     results = run_audit(classifier, dataset, config, out)
     return time.perf_counter() - start, results
 
 
-def saliency_alone(classifier, root: Path, batch_size: int) -> float:
-    """Seconds to stream the same data through the forward pass and the gradient maps only."""
-    from audit.data.prefetch import prefetch
+def saliency_alone(classifier, root: Path, batch_size: int, workers: int | None = None) -> float:
+    """Seconds to stream the same data (read as the run reads it, ``stream_batches``) through
+    the forward pass and the gradient maps only."""
+    from audit.data.loading import stream_batches
     from audit.pipeline import SharedGradient
     from audit.saliency import methods
 
     gradient = methods.get("gradient")()
     dataset = open_data(classifier, root)
     start = time.perf_counter()
-    for batch in prefetch(dataset.batches(batch_size)):
-        x = classifier.spec.to_tensor(batch.images)
+    for batch in stream_batches(dataset, batch_size, workers=workers, pin_memory=classifier.device.type == "cuda"):
+        x = classifier.to_input(batch.images)
         shared = SharedGradient(classifier, x)
         target = classifier.probabilities(shared.logits).argmax(dim=1)
         gradient.from_input_gradient(x, shared.gradient(target))
@@ -100,13 +112,12 @@ def saliency_alone(classifier, root: Path, batch_size: int) -> float:
 
 def ablation_forwards(classifier, batches, probabilities) -> float:
     """Seconds of the artefact and region ablations alone (mask, normalise, forward) on the
-    same batches: what the ablation metric cannot do without."""
-    from audit.metrics.ablation import ArtefactAblation
+    same batches: the ablation stage (``audit.stages.ablation``) the ablation metric accumulates."""
+    from audit.stages.ablation import ablation_columns
 
-    ablation = ArtefactAblation()
     start = time.perf_counter()
     for batch, p in zip(batches, probabilities):
-        ablation.update(batch, classifier, p, p.argmax(axis=1))
+        ablation_columns(batch, classifier, p, p.argmax(axis=1))
     return time.perf_counter() - start
 
 
@@ -139,43 +150,52 @@ def resnet_128(cache: Path) -> Path:
     return path
 
 
+def timings(classifier, root: Path, batch_size: int, repeats: int, cache: Path) -> dict[str, float]:
+    """Best of ``repeats`` interleaved runs, in seconds, on the images under ``root``: the bare
+    forward+backward (batches already on the device), ``audit run --method gradient`` without
+    masks and with every metric, saliency alone, the ablation's forward passes; and ``images``."""
+    loaded = list(open_data(classifier, root).batches(batch_size))
+    batches = [classifier.to_input(b.images) for b in loaded]
+    with torch.no_grad():
+        probabilities = [classifier.probabilities(classifier.logits(x)).cpu().numpy() for x in batches]
+    module = classifier.differentiable
+    bare_forward_backward(module, batches[:3])  # warm-up
+    audit_run(classifier, root, cache / "warmup", ["gradient"], batch_size)
+    bare, plain, audited, alone, ablated = [], [], [], [], []
+    for _ in range(repeats):  # interleaved, best of each
+        bare.append(bare_forward_backward(module, batches))
+        plain.append(audit_run(classifier, root, cache / "plain", ["gradient"], batch_size, masks=False)[0])
+        audited.append(audit_run(classifier, root, cache / "run", ["gradient"], batch_size)[0])
+        alone.append(saliency_alone(classifier, root, batch_size))
+        ablated.append(ablation_forwards(classifier, loaded, probabilities))
+    return {"images": sum(len(b) for b in loaded), "bare": min(bare), "plain": min(plain), "audited": min(audited),
+            "alone": min(alone), "ablated": min(ablated)}
+
+
 def throughput(args: argparse.Namespace, model: Path) -> dict:
     from audit.models.loader import load_classifier
 
     classifier = load_classifier(model)
     root = dataset_with(args.images, args.cache)
-    loaded = list(open_data(classifier, root).batches(args.batch_size))
-    batches = [classifier.spec.to_tensor(b.images) for b in loaded]
-    with torch.no_grad():
-        probabilities = [classifier.probabilities(classifier.logits(x)).numpy() for x in batches]
-    module = classifier.differentiable
-    bare_forward_backward(module, batches[:3])  # warm-up
-    audit_run(classifier, root, args.cache / "warmup", ["gradient"], args.batch_size)
-    bare, plain, audited, alone, ablated = [], [], [], [], []
-    for _ in range(args.repeats):  # interleaved, best of each
-        bare.append(bare_forward_backward(module, batches))
-        plain.append(audit_run(classifier, root, args.cache / "plain", ["gradient"], args.batch_size, masks=False)[0])
-        audited.append(audit_run(classifier, root, args.cache / "run", ["gradient"], args.batch_size)[0])
-        alone.append(saliency_alone(classifier, root, args.batch_size))
-        ablated.append(ablation_forwards(classifier, loaded, probabilities))
-    images = sum(len(b) for b in batches)
+    t = timings(classifier, root, args.batch_size, args.repeats, args.cache)
+    images, bare, plain, audited, alone, ablated = (t[k] for k in ("images", "bare", "plain", "audited", "alone", "ablated"))
     _, results = audit_run(classifier, root, args.cache / "randomised", ["gradient"], args.batch_size, randomization_images=32)
     randomization = results["methods"]["gradient"]["randomization"]
     return {
         "gradient_throughput": {
             "images": images,
-            "bare_images_per_s": round(images / min(bare), 1),
-            "audit_images_per_s": round(images / min(plain), 1),
-            "ratio": round(min(bare) / min(plain), 3),
+            "bare_images_per_s": round(images / bare, 1),
+            "audit_images_per_s": round(images / plain, 1),
+            "ratio": round(bare / plain, 3),
             "goal": ">= 0.9",
         },
         "metrics_cost": {
-            "saliency_alone_images_per_s": round(images / min(alone), 1),
-            "audit_images_per_s": round(images / min(audited), 1),
-            "ratio": round(min(audited) / min(alone), 3),
+            "saliency_alone_images_per_s": round(images / alone, 1),
+            "audit_images_per_s": round(images / audited, 1),
+            "ratio": round(audited / alone, 3),
             "goal": "<= 1.10",
-            "ablation_forwards_s": round(min(ablated), 2),
-            "ratio_without_ablation_forwards": round((min(audited) - min(ablated)) / min(alone), 3),
+            "ablation_forwards_s": round(ablated, 2),
+            "ratio_without_ablation_forwards": round((audited - ablated) / alone, 3),
         },
         "randomization": {
             "layers": len(randomization["layers"]),
@@ -183,6 +203,20 @@ def throughput(args: argparse.Namespace, model: Path) -> dict:
             "seconds_per_layer_per_image": randomization["seconds_per_layer_per_image"],
         },
     }
+
+
+SAMPLE_MODEL_NOTE = (
+    "reported without a goal: decoding one 28x28 PNG (43-60 us in Pillow) plus the run's own per-image "
+    "work cost about as much as this model's whole forward+backward (0.16-0.19 ms an image); the goals "
+    "are measured on 224 px models by tests/bench/scale_bench.py"
+)
+
+
+def without_goals(report: dict) -> dict:
+    """The 28×28 sample model's figures, without the goals (``SAMPLE_MODEL_NOTE`` says why)."""
+    for part in report.values():
+        part.pop("goal", None)
+    return {"note": SAMPLE_MODEL_NOTE, **report}
 
 
 def peak_memory_child(args: argparse.Namespace) -> None:
@@ -217,7 +251,7 @@ def main() -> None:
         peak_memory_child(args)
         return
     args.cache.mkdir(parents=True, exist_ok=True)
-    report = {"sample_model_28px": throughput(args, args.model)}
+    report = {"sample_model_28px": without_goals(throughput(args, args.model))}
     report["resnet_128px"] = throughput(args, resnet_128(args.cache))
     small, large = max(50, args.images // 10), max(500, args.images)
     memory_small, memory_large = peak_memory(args, small), peak_memory(args, large)

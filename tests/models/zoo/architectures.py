@@ -114,14 +114,16 @@ def resnet_bottleneck() -> nn.Module:
 
 
 class DenseLayer(nn.Module):
-    def __init__(self, cin: int, growth: int) -> None:
+    """BN-ReLU-Conv1×1 (``bottleneck`` × growth channels), BN-ReLU-Conv3×3 (growth); DenseNet-121 has a bottleneck of 4."""
+
+    def __init__(self, cin: int, growth: int, bottleneck: int = 2) -> None:
         super().__init__()
         self.norm1 = nn.BatchNorm2d(cin)
         self.relu1 = nn.ReLU(inplace=True)
-        self.conv1 = nn.Conv2d(cin, 2 * growth, 1, bias=False)
-        self.norm2 = nn.BatchNorm2d(2 * growth)
+        self.conv1 = nn.Conv2d(cin, bottleneck * growth, 1, bias=False)
+        self.norm2 = nn.BatchNorm2d(bottleneck * growth)
         self.relu2 = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(2 * growth, growth, 3, 1, 1, bias=False)
+        self.conv2 = nn.Conv2d(bottleneck * growth, growth, 3, 1, 1, bias=False)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         x = torch.cat(features, 1)
@@ -129,8 +131,8 @@ class DenseLayer(nn.Module):
 
 
 class DenseBlock(nn.ModuleDict):
-    def __init__(self, layers: int, cin: int, growth: int) -> None:
-        super().__init__({f"denselayer{i + 1}": DenseLayer(cin + i * growth, growth) for i in range(layers)})
+    def __init__(self, layers: int, cin: int, growth: int, bottleneck: int = 2) -> None:
+        super().__init__({f"denselayer{i + 1}": DenseLayer(cin + i * growth, growth, bottleneck) for i in range(layers)})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = [x]
