@@ -266,3 +266,16 @@ def test_counterfactual_with_device_cpu_records_the_device_beside_the_outputs(sy
     run = json.loads((tmp_path / "cf" / "summary.json").read_text())["run"]
     assert run["device"] == "cpu" and run["gpu"] is None and run["precision"] == "fp32"
     assert "counterfactuals.csv" in run["outputs"]
+
+
+def test_normalising_on_the_device_is_the_host_normalisation() -> None:
+    """A GPU input is normalised where it lands (``InputSpec.normalise``): the same numbers as
+    the host path, (x·(hi − lo) + lo − mean)/std in NCHW, here checked on the CPU."""
+    from audit.models.spec import InputSpec
+
+    images = np.random.default_rng(0).random((3, 5, 7, 3), dtype=np.float32)
+    spec = InputSpec(3, 5, 7, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), value_range=(0.0, 255.0))
+    by_hand = (images * 255.0 - np.array(spec.mean, np.float32)) / np.array(spec.std, np.float32)
+    on_device = spec.normalise(torch.from_numpy(images)).numpy()
+    np.testing.assert_allclose(on_device, by_hand.transpose(0, 3, 1, 2), rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(on_device, spec.to_tensor(images).numpy())

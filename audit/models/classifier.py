@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -57,13 +58,13 @@ class Classifier:
         return len(self.class_names)
 
     def to_input(self, images) -> torch.Tensor:
-        """(N, H, W, C) images in [0, 1] → the normalised (N, C, H, W) input on ``device``; to a
-        GPU through pinned (page-locked) host memory with a non-blocking copy, so the copy
-        overlaps the work already queued on the device."""
-        x = self.spec.to_tensor(images)
+        """(N, H, W, C) images in [0, 1] → the normalised (N, C, H, W) input on ``device``. To a
+        GPU, the raw pixels go through pinned (page-locked) host memory with a non-blocking copy,
+        which overlaps the work already queued there, and are normalised on the GPU."""
         if self.device.type != "cuda":
-            return x.to(self.device)
-        return x.pin_memory().to(self.device, non_blocking=True)
+            return self.spec.to_tensor(images).to(self.device)
+        pinned = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).pin_memory()
+        return self.spec.normalise(pinned.to(self.device, non_blocking=True)).contiguous()
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:

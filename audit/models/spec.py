@@ -34,17 +34,28 @@ class InputSpec:
             )
         return np.asarray(values, dtype=np.float32)
 
-    def to_tensor(self, images: np.ndarray) -> torch.Tensor:
-        """(N, H, W, C) floats in [0, 1] → normalised (N, C, H, W) float32 tensor."""
+    def affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scale, shift), (C,) float32: the normalised input is x · scale + shift per channel,
+        scale = (hi − lo)/std and shift = (lo − mean)/std."""
         lo, hi = self.value_range
         mean = self._per_channel(self.mean, "mean")
         std = self._per_channel(self.std, "std")
-        # Written straight into NCHW as x · (hi − lo)/std + (lo − mean)/std, in numpy: one
-        # thread, no temporaries (this runs beside the model's own threads).
-        scale, shift = ((hi - lo) / std)[:, None, None], ((lo - mean) / std)[:, None, None]
+        return (hi - lo) / std, (lo - mean) / std
+
+    def to_tensor(self, images: np.ndarray) -> torch.Tensor:
+        """(N, H, W, C) floats in [0, 1] → normalised (N, C, H, W) float32 tensor."""
+        scale, shift = self.affine()
+        # Written straight into NCHW, in numpy: one thread, no temporaries (this runs beside the
+        # model's own threads).
         channels_first = np.asarray(images, dtype=np.float32).transpose(0, 3, 1, 2)
-        x = np.multiply(channels_first, scale, out=np.empty(channels_first.shape, dtype=np.float32))
-        return torch.from_numpy(np.add(x, shift, out=x))
+        x = np.multiply(channels_first, scale[:, None, None], out=np.empty(channels_first.shape, dtype=np.float32))
+        return torch.from_numpy(np.add(x, shift[:, None, None], out=x))
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """``to_tensor`` on a (N, H, W, C) float32 tensor already on its device (a GPU): the
+        same affine map, computed there, so only the raw pixels cross the bus."""
+        scale, shift = (torch.from_numpy(v).to(images.device)[:, None, None] for v in self.affine())
+        return images.permute(0, 3, 1, 2) * scale + shift
 
     @property
     def shape(self) -> tuple[int, int, int]:
