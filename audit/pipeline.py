@@ -1,10 +1,18 @@
 """``audit run``: stream a dataset through model → saliency → metrics, keeping per-image numbers only.
 
+The run is split in three: ``stream_run`` streams the dataset (or, with ``config.shard``, the
+shard's contiguous range of its listing) and returns a ``RunState``; states of contiguous parts
+merge (``RunState.merge``); ``finish_run`` writes per_image.csv, the example maps and
+results.json from a state, without the model (which only Latent Shift strips need).
+``run_audit`` is the two in a row.
+
 Per batch: normalise, forward, resolve the explained class (``audit.target``), compute each
-method's maps for it, update the streaming metrics, ablate the artefact and the region (forward
-passes only; the change of the explained class's probability), append per-image rows, drop the
-maps. Memory is bounded by the batch size, per-image scalars, a fixed number of
-kept example maps and the images kept for the randomisation check (``randomization_images``).
+method's maps for it, ablate the artefact and the region (the ablation stage: forward passes
+only, per-image columns), update the metrics, append per-image rows, drop the maps. After the
+stream, the randomisation stage reads the images it checks itself (``audit.stages
+.randomisation``: chosen by a hash of their path over the whole listing, so every shard would
+choose the same; only shard 1 of a sharded run runs it). Memory is bounded by the batch size,
+per-image scalars and a fixed number of kept example maps.
 
 When a method's map is a function of the target logit's input gradient (gradient,
 input-x-gradient), the forward pass that gives the predictions runs on the differentiable
@@ -15,6 +23,7 @@ forward-only path within 1e-4 (checked when it is built).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import random
 from dataclasses import dataclass, field
@@ -29,22 +38,20 @@ from audit.counterfactual.strips import STRIPS, latentshift_method, save_strips
 from audit.data.batch import Batch
 from audit.data.loading import stream_batches
 from audit.errors import AuditError
-from audit.metrics.ablation import ArtefactAblation
-from audit.metrics.base import MapBatch
-from audit.metrics.intervention import SaliencyIntervention
-from audit.metrics.performance import Performance
-from audit.metrics.randomisation import RandomisationCheck, sanity
-from audit.metrics.subsets import PerformanceBySubset, artefact_present
-from audit.metrics.suite import MethodMetrics
+from audit.metrics.base import ImageColumns, MapBatch
+from audit.metrics.randomisation import sanity
+from audit.metrics.run_state import MethodState, RunState
+from audit.metrics.subsets import artefact_present
 from audit.models.classifier import Classifier
-from audit.models.probability_outputs import ProbabilityOutputs
-from audit.report.examples import ExampleKeeper
 from audit.report.finding import finding
-from audit.report.per_image import PerImageWriter
+from audit.report.per_image import PerImageWriter, write_per_image
 from audit.report.results_file import SCHEMA, write_results
 from audit.saliency import methods
 from audit.saliency.base import SaliencyMethod, network
-from audit.target import ExplainedClasses, Target
+from audit.shards import shard_range
+from audit.stages.ablation import ablation_columns
+from audit.stages.randomisation import choose_images, randomisation_records
+from audit.target import Target
 
 
 @dataclass
@@ -108,20 +115,132 @@ class SharedGradient:
         return torch.autograd.grad(chosen, self.x)[0]
 
 
-@dataclass
-class MethodState:
-    """Everything streamed for one saliency method."""
+def stream_run(
+    classifier: Classifier,
+    dataset: Any,
+    config: RunConfig,
+    out_dir: Path,
+    on_batch: Callable[[int], None] = lambda n: None,
+) -> RunState:
+    """Stream the dataset (only ``config.shard``'s range of its listing when set), writing the
+    base rows of ``out_dir/per_image.partial.csv``; returns the accumulated state."""
+    seed_everything(config.seed)
+    target_rule = Target.parse(config.target, classifier.num_classes)
+    built = build_methods(classifier, config)
+    share_gradient = any(method.uses_input_gradient for method in built.values())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = RunState(_meta(classifier, dataset, config, built))
+    part = _shard(dataset, config.shard)
+    writer = PerImageWriter(out_dir)
+    try:
+        for batch in stream_batches(part, config.batch_size, workers=config.workers, pin_memory=classifier.device.type == "cuda"):
+            record = _stream_batch(classifier, built, state, target_rule, batch, share_gradient)
+            writer.append(_rows(batch, record["predictions"], record["targets"], record["probabilities"]))
+            on_batch(len(batch))
+    finally:
+        writer.close()
+    state.data.record_pass(part)
+    state.meta["csv"] = [str(writer.partial)]
+    if config.shard is None or config.shard[0] == 1:
+        _randomisation_stage(classifier, dataset, config, target_rule, built, state)
+    return state
 
-    method: SaliencyMethod
-    metrics: MethodMetrics
-    examples: ExampleKeeper
-    intervention: SaliencyIntervention
-    randomisation: RandomisationCheck | None
 
-    def maps(self, classifier: Classifier, x: torch.Tensor, target: torch.Tensor, gradient: torch.Tensor | None) -> np.ndarray:
-        if gradient is not None and self.method.uses_input_gradient:
-            return self.method.from_input_gradient(x, gradient)
-        return attribute(self.method, classifier, x, target)
+def _shard(dataset: Any, shard: tuple[int, int] | None) -> Any:
+    """The dataset restricted to the shard's contiguous range of its listing (itself without a shard)."""
+    if shard is None:
+        return dataset
+    chosen = shard_range(len(dataset.entries), *shard)
+    return dataclasses.replace(dataset, entries=dataset.entries[chosen.start : chosen.stop])
+
+
+def _stream_batch(classifier: Classifier, built: dict[str, SaliencyMethod], state: RunState, target_rule: Target,
+                  batch: Batch, share_gradient: bool) -> ImageColumns:
+    """One batch through the model, the methods, the ablation stage and the metrics; returns
+    the batch's per-image record."""
+    x = classifier.to_input(batch.images)
+    shared = SharedGradient(classifier, x) if share_gradient else None
+    logits = shared.logits if shared else classifier.logits(x)
+    _check_finite(classifier, batch, logits)
+    probabilities = classifier.probabilities(logits).cpu().numpy()
+    predictions = probabilities.argmax(axis=1)
+    classes = target_rule.resolve(batch.paths, batch.labels, predictions)
+    target = torch.from_numpy(classes).to(x.device)
+    gradient = shared.gradient(target) if shared else None
+    ablated = ablation_columns(batch, classifier, probabilities, classes)
+    record = ImageColumns(batch.paths, {
+        "labels": batch.labels, "predictions": predictions, "targets": classes, "probabilities": probabilities,
+        "logits": logits.cpu().numpy(), "artefact_present": artefact_present(batch), **ablated})
+    state.update(record)
+    for name, method in built.items():
+        maps = _maps(method, classifier, x, target, gradient)
+        if not np.isfinite(maps).all():
+            raise AuditError(f"{classifier.path}: method {name!r} gives NaN or infinite saliency for the batch "
+                             f"starting at {batch.paths[0]}; check --mean, --std and --value-range, or use "
+                             f"--method occlusion")
+        mapped = _map_batch(batch, predictions, probabilities, maps)
+        method_state = state.methods[name]
+        scores = method_state.metrics.update(mapped)
+        method_state.examples.update(mapped, batch.images, scores)
+        method_state.intervention.update(ImageColumns(batch.paths, {"saliency": scores, "drop": -ablated["artefact_delta"]}))
+    return record
+
+
+def _maps(method: SaliencyMethod, classifier: Classifier, x: torch.Tensor, target: torch.Tensor, gradient: torch.Tensor | None) -> np.ndarray:
+    if gradient is not None and method.uses_input_gradient:
+        return method.from_input_gradient(x, gradient)
+    return attribute(method, classifier, x, target)
+
+
+def _randomisation_stage(classifier: Classifier, dataset: Any, config: RunConfig, target_rule: Target,
+                         built: dict[str, SaliencyMethod], state: RunState) -> None:
+    """The randomisation check of every method on the chosen images (``choose_images``), with
+    their classes by ``--target`` from a forward pass of them; a failure is recorded as the reason."""
+    checks = {name: state.methods[name].randomisation for name in built}
+    if not config.randomization_images:
+        for check in checks.values():
+            check.skip("skipped (--randomization-images 0)")
+        return
+    try:
+        batch = choose_images(dataset, config.randomization_images)
+        x = classifier.to_input(batch.images)
+        predictions = classifier.probabilities(classifier.logits(x)).cpu().numpy().argmax(axis=1)
+        target = torch.from_numpy(target_rule.resolve(batch.paths, batch.labels, predictions))
+    except AuditError as exc:
+        for check in checks.values():
+            check.skip(f"the check failed to run: {exc}")
+        return
+    for name, method in built.items():
+        try:
+            checks[name].update(randomisation_records(classifier, method, x, target, paths=batch.paths, name=name, seed=config.seed))
+        except AuditError as exc:
+            checks[name].skip(f"the check failed to run: {exc}")
+
+
+def finish_run(state: RunState, out_dir: Path, classifier: Classifier | None = None) -> dict[str, Any]:
+    """Write ``out_dir/per_image.csv`` (the base rows of the state's partial CSV files, in order,
+    and the metric columns of the state), ``out_dir/maps/*.npz`` and ``out_dir/results.json``.
+    ``classifier`` is needed only for Latent Shift strips."""
+    config = state.meta["config"]
+    if not state.data.paths:
+        reasons = "; ".join(f"{path}: {reason}" for path, reason in state.data.skipped[:3])
+        raise AuditError(f"{state.meta['data']['root']}: no image could be read ({reasons}); fix the images or point --data elsewhere")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    columns = dict(state.ablation.per_image())
+    for name, method_state in state.methods.items():
+        columns.update({f"{name}.{column}": values for column, values in method_state.metrics.per_image().items()})
+    write_per_image([Path(p) for p in state.meta["csv"]], state.data.paths, columns, out_dir / "per_image.csv")
+    for name, method_state in state.methods.items():
+        method_state.examples.save(out_dir / "maps" / f"{name}.npz")
+    if shifted := latentshift_method(config["methods"]):
+        if classifier is None:
+            raise AuditError(f"{shifted}: Latent Shift strips need the model; give it to finish the run")
+        save_strips(classifier, config["method_options"].get(shifted, {}), out_dir / "maps" / f"{shifted}.npz",
+                    out_dir / STRIPS, target=state.target)
+    results = _results(state)
+    results["finding"] = finding(results)
+    write_results(results, out_dir / "results.json")
+    return results
 
 
 def run_audit(
@@ -132,75 +251,7 @@ def run_audit(
     on_batch: Callable[[int], None] = lambda n: None,
 ) -> dict[str, Any]:
     """Run the audit and write ``out_dir/per_image.csv``, ``out_dir/maps/*.npz`` and ``out_dir/results.json``."""
-    seed_everything(config.seed)
-    target_rule = Target.parse(config.target, classifier.num_classes)
-    built = build_methods(classifier, config)
-    share_gradient = any(method.uses_input_gradient for method in built.values())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    spec = classifier.spec
-    states = {
-        name: MethodState(
-            method,
-            MethodMetrics(classifier.class_names),
-            ExampleKeeper(classifier.num_classes, (spec.height, spec.width), config.examples),
-            SaliencyIntervention(),
-            RandomisationCheck(method, name, images=config.randomization_images, seed=config.seed) if config.randomization_images else None,
-        )
-        for name, method in built.items()
-    }
-    performance, subsets, ablation = Performance(), PerformanceBySubset(), ArtefactAblation()
-    outputs = ProbabilityOutputs()
-    writer = PerImageWriter(out_dir)
-    images = 0
-    explained = ExplainedClasses(target_rule, classifier.class_names)
-    try:
-        for batch in stream_batches(dataset, config.batch_size, workers=config.workers, pin_memory=classifier.device.type == "cuda"):
-            x = classifier.to_input(batch.images)
-            shared = SharedGradient(classifier, x) if share_gradient else None
-            logits = shared.logits if shared else classifier.logits(x)
-            _check_finite(classifier, batch, logits)
-            outputs.update(logits)
-            probabilities = classifier.probabilities(logits).numpy()
-            predictions = probabilities.argmax(axis=1)
-            classes = target_rule.resolve(batch.paths, batch.labels, predictions)
-            target = torch.from_numpy(classes)
-            gradient = shared.gradient(target) if shared else None
-            ablated = ablation.update(batch, classifier, probabilities, classes)
-            for name, state in states.items():
-                maps = state.maps(classifier, x, target, gradient)
-                if not np.isfinite(maps).all():
-                    raise AuditError(f"{classifier.path}: method {name!r} gives NaN or infinite saliency for the batch "
-                                     f"starting at {batch.paths[0]}; check --mean, --std and --value-range, or use "
-                                     f"--method occlusion")
-                scores = state.metrics.update(_map_batch(batch, predictions, probabilities, maps))
-                state.examples.update(batch, maps, predictions, scores)
-                state.intervention.update(scores, -ablated.artefact_delta)
-                if state.randomisation is not None:
-                    state.randomisation.update(x, target)
-            performance.update(batch.labels, probabilities)
-            subsets.update(batch.labels, probabilities, artefact_present(batch))
-            writer.append(_rows(batch, predictions, classes, probabilities))
-            explained.update(classes, predictions)
-            images += len(batch)
-            on_batch(len(batch))
-        if images == 0:
-            reasons = "; ".join(f"{s.path}: {s.reason}" for s in dataset.skipped[:3])
-            raise AuditError(f"{dataset.base}: no image could be read ({reasons}); fix the images or point --data elsewhere")
-        columns = dict(ablation.per_image())
-        for name, state in states.items():
-            columns.update({f"{name}.{column}": values for column, values in state.metrics.per_image().items()})
-        writer.finish(columns)
-    finally:
-        writer.close()
-    for name, state in states.items():
-        state.examples.save(out_dir / "maps" / f"{name}.npz")
-    if shifted := latentshift_method(config.methods):
-        save_strips(classifier, config.method_options.get(shifted, {}), out_dir / "maps" / f"{shifted}.npz", out_dir / STRIPS, target=target_rule)
-    results = _results(classifier, dataset, config, images, performance, subsets, ablation, states, explained)
-    results["warnings"] = outputs.compute(classifier.multilabel, classifier.num_classes, classifier.path)
-    results["finding"] = finding(results)
-    write_results(results, out_dir / "results.json")
-    return results
+    return finish_run(stream_run(classifier, dataset, config, out_dir, on_batch), out_dir, classifier)
 
 
 def _check_finite(classifier: Classifier, batch: Batch, logits: torch.Tensor) -> None:
@@ -242,50 +293,10 @@ def _rows(batch: Batch, predictions: np.ndarray, targets: np.ndarray, probabilit
         )
 
 
-def _randomization(state: MethodState, classifier: Classifier) -> dict[str, Any]:
-    if state.randomisation is None:
-        return {"cascading": None, "independent": None, "reason": "skipped (--randomization-images 0)"}
-    try:
-        return state.randomisation.compute(classifier)
-    except AuditError as exc:
-        return {"cascading": None, "independent": None, "reason": f"the check failed to run: {exc}"}
-
-
-def _method_results(name: str, state: MethodState, classifier: Classifier, config: RunConfig) -> dict[str, Any]:
-    randomization = _randomization(state, classifier)
-    return {
-        "options": config.method_options.get(name, {}),
-        "signed": state.method.signed,
-        **state.method.provenance(),
-        **state.metrics.compute(),
-        "randomization": randomization,
-        "sanity": sanity(randomization),
-        "saliency_vs_ablation": state.intervention.compute(),
-    }
-
-
-def _results(
-    classifier: Classifier,
-    dataset: Any,
-    config: RunConfig,
-    images: int,
-    performance: Performance,
-    subsets: PerformanceBySubset,
-    ablation: ArtefactAblation,
-    states: dict[str, MethodState],
-    explained: ExplainedClasses,
-) -> dict[str, Any]:
+def _meta(classifier: Classifier, dataset: Any, config: RunConfig, built: dict[str, SaliencyMethod]) -> dict[str, Any]:
+    """What results.json needs of the model, the dataset and the options, JSON-able."""
     spec = classifier.spec
-    report = dataset.mask_report
-    ablated = ablation.compute()
     return {
-        "schema": SCHEMA,
-        "tool": {"name": "audit", "version": audit.__version__},
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": config.command,
-        "seed": config.seed,
-        "target": str(explained.target),
-        "explained": explained.compute(),
         "model": {
             "path": str(classifier.path),
             "format": classifier.format,
@@ -304,17 +315,43 @@ def _results(
                 "value_range": list(spec.value_range),
             },
         },
-        "data": {
-            "root": dataset.root,
-            "classes": dataset.classes,
-            "images": images,
-            "with_artefact": report.with_artefact,
-            "with_region": report.with_region,
-            "masks_resized": report.resized,
-            "masks_unreadable": [{"path": s.path, "reason": s.reason} for s in report.unreadable],
-            "skipped": [{"path": s.path, "reason": s.reason} for s in dataset.skipped],
-        },
-        "performance": {**performance.compute(), "by_artefact": subsets.compute()},
+        "data": {"root": dataset.root, "classes": dataset.classes},
+        "config": {**dataclasses.asdict(config), "shard": list(config.shard) if config.shard else None},
+        "class_names": list(classifier.class_names),
+        "shape": [spec.height, spec.width],
+        "methods": {name: {"signed": method.signed, **method.provenance()} for name, method in built.items()},
+        "csv": [],
+    }
+
+
+def _method_results(name: str, state: MethodState, meta: dict[str, Any]) -> dict[str, Any]:
+    randomization = state.randomisation.compute()
+    return {
+        "options": meta["config"]["method_options"].get(name, {}),
+        **meta["methods"][name],
+        **state.metrics.compute(),
+        "randomization": randomization,
+        "sanity": sanity(randomization),
+        "saliency_vs_ablation": state.intervention.compute(),
+    }
+
+
+def _results(state: RunState) -> dict[str, Any]:
+    meta, config = state.meta, state.meta["config"]
+    model = meta["model"]
+    ablated = state.ablation.compute()
+    return {
+        "schema": SCHEMA,
+        "tool": {"name": "audit", "version": audit.__version__},
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": config["command"],
+        "seed": config["seed"],
+        "target": str(state.target),
+        "explained": state.explained.compute(),
+        "model": model,
+        "data": {**meta["data"], **state.data.compute()},
+        "performance": {**state.performance.compute(), "by_artefact": state.subsets.compute()},
         "ablation": {"fill": ablated["fill"], "artefact": ablated["artefact"], "region": ablated["region"]},
-        "methods": {name: _method_results(name, state, classifier, config) for name, state in states.items()},
+        "methods": {name: _method_results(name, method_state, meta) for name, method_state in state.methods.items()},
+        "warnings": state.outputs.compute(model["multilabel"], len(meta["class_names"]), Path(model["path"])),
     }

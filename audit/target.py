@@ -13,13 +13,13 @@ counterfactual`` its counterfactuals:
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from audit.errors import AuditError
+from audit.metrics.base import ImageColumns, Metric
 
 RULES = ("predicted", "label")
 
@@ -76,18 +76,23 @@ class Target:
         return labels.copy()
 
 
-class ExplainedClasses:
+class ExplainedClasses(Metric):
     """What a run explained, for results.json's ``explained``: the rule in words, the count of
-    images per explained class, and how many were explained for a class they are not predicted as."""
+    images per explained class, and how many were explained for a class they are not predicted as.
+    ``update(record)`` with the record's (N,) columns ``targets`` and ``predictions``."""
+
+    name = "explained"
 
     def __init__(self, target: Target, class_names: Sequence[str]) -> None:
         self.target, self.class_names = target, list(class_names)
-        self._by_class: Counter[int] = Counter()
-        self._not_predicted = 0
+        self.add_state("by_class", {}, "sum")  # {str(class): images}
+        self.add_state("not_predicted", 0, "sum")
 
-    def update(self, classes: np.ndarray, predictions: np.ndarray) -> None:
-        self._by_class.update(np.asarray(classes).tolist())
-        self._not_predicted += int(np.count_nonzero(np.asarray(classes) != np.asarray(predictions)))
+    def update(self, record: ImageColumns) -> None:
+        classes, predictions = np.asarray(record["targets"]), np.asarray(record["predictions"])
+        for k in classes.tolist():
+            self.by_class[str(k)] = self.by_class.get(str(k), 0) + 1
+        self.not_predicted += int(np.count_nonzero(classes != predictions))
 
     def compute(self) -> dict:
         """{"rule", "by_class": {class name: images}, "not_predicted", "n"}."""
@@ -96,7 +101,7 @@ class ExplainedClasses:
 
         return {
             "rule": self.target.describe(self.class_names),
-            "by_class": {name(k): count for k, count in sorted(self._by_class.items())},
-            "not_predicted": self._not_predicted,
-            "n": sum(self._by_class.values()),
+            "by_class": {name(int(k)): self.by_class[k] for k in sorted(self.by_class, key=int)},
+            "not_predicted": self.not_predicted,
+            "n": sum(self.by_class.values()),
         }

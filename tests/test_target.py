@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from audit.errors import AuditError
+from audit.metrics.base import ImageColumns
 from audit.target import ExplainedClasses, Target
 
 PATHS = ["a.png", "b.png", "c.png"]
@@ -37,6 +38,6 @@ def test_label_never_falls_back_to_the_prediction() -> None:
 
 def test_explained_classes_count_what_was_explained() -> None:
     explained = ExplainedClasses(Target.parse("label", 2), ["cat", "dog"])
-    explained.update(np.array([1, 1, 0]), np.array([1, 0, 0]))
-    explained.update(np.array([0]), np.array([1]))
+    explained.update(ImageColumns(PATHS, {"targets": np.array([1, 1, 0]), "predictions": np.array([1, 0, 0])}))
+    explained.update(ImageColumns(["d.png"], {"targets": np.array([0]), "predictions": np.array([1])}))
     assert explained.compute() == {"rule": "the image's label", "by_class": {"cat": 2, "dog": 2}, "not_predicted": 2, "n": 4}

@@ -123,25 +123,27 @@ class Aurrac(Metric):
         self.percentile = percentile
         self.absolute = absolute
         self.confidence = confidence
-        self._scores: list[float] = []
-        self._correct: list[bool] = []
-        self._excluded = {"no_artefact_mask": 0, "empty_artefact_mask": 0, "unlabelled": 0}
+        self.add_state("paths", [], "cat", dtype=str)
+        self.add_state("scores", [], "cat")
+        self.add_state("correct", [], "cat", dtype=bool)
+        self.add_state("excluded", {"no_artefact_mask": 0, "empty_artefact_mask": 0, "unlabelled": 0}, "sum")
 
     def update(self, batch: MapBatch) -> None:
+        self.paths.extend(batch.paths)
         scores = np.full(len(batch), math.nan)
-        scored = scored_images(batch, self._excluded, labelled_only=True)
+        scored = scored_images(batch, self.excluded, labelled_only=True)
         if scored.any():
             maps, masks = batch.maps[scored].astype(np.float64), batch.artefact[scored]
             if self.absolute:
                 maps = np.abs(maps)
             scores[scored] = mean_on_masks(maps, masks) if self.score == "mean" else peak_shares(maps, masks, self.percentile)
-        self._scores.extend(scores.tolist())
-        self._correct.extend((scored & np.asarray(batch.correct, dtype=bool)).tolist())
+        self.scores.extend(scores.tolist())
+        self.correct.extend((scored & np.asarray(batch.correct, dtype=bool)).tolist())
 
     def _eligible(self) -> tuple[np.ndarray, np.ndarray]:
-        scores = np.asarray(self._scores, dtype=np.float64)
+        scores = np.asarray(self.scores, dtype=np.float64)
         defined = ~np.isnan(scores)
-        return scores[defined], np.asarray(self._correct, dtype=bool)[defined]
+        return scores[defined], np.asarray(self.correct, dtype=bool)[defined]
 
     def compute(self) -> dict:
         scores, correct = self._eligible()
@@ -152,7 +154,7 @@ class Aurrac(Metric):
             "map": "absolute value |g|" if self.absolute else "as given (signed)",
             "ties": "accuracy averaged over all orders of tied images",
             "n": int(scores.size),
-            "excluded": dict(self._excluded),
+            "excluded": dict(self.excluded),
             "value": None, "accuracy": None, "accuracy_ci95": None, "interval": BINOMIAL_INTERVAL,
             "difference": None, "kendall_tau": None, "kendall_p_value": None, "kendall_points": 0,
             "curve": {"r": [], "accuracy": []},
@@ -169,7 +171,7 @@ class Aurrac(Metric):
 
     def per_image(self) -> dict[str, list]:
         """Percentile rank of each image's artefact saliency (mid-rank / N; ties share it)."""
-        scores = np.asarray(self._scores, dtype=np.float64)
+        scores = np.asarray(self.scores, dtype=np.float64)
         ranks = np.full(scores.size, math.nan)
         defined = ~np.isnan(scores)
         if defined.any():

@@ -1,7 +1,9 @@
-"""The streaming metric interface: ``update`` per batch of maps, ``compute`` once at the end.
+"""The streaming metric interface: ``update`` per batch, ``compute`` once at the end, and
+``merge`` / ``state_dict`` / ``load_state_dict`` over declared states (``audit.metrics.state``).
 
 Metrics keep per-image scalars (and O(1) running sums) only, never the maps, so memory grows
-with the number of images, not with images × pixels.
+with the number of images, not with images × pixels. Metrics that look at maps take a
+``MapBatch``; the others take one ``ImageColumns`` record per batch.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from audit.errors import AuditError
+from audit.metrics.state import Stateful
 
 
 @dataclass
@@ -94,22 +97,43 @@ class MapBatch:
         return len(self.paths)
 
 
-class Metric(ABC):
-    """A streaming metric over the saliency maps of one method (and one model)."""
+@dataclass
+class ImageColumns:
+    """One batch's per-image columns for the metrics that do not look at maps: ``paths`` (N)
+    and named arrays whose first axis has N rows (``labels``, ``probabilities`` (N, K), the
+    ablation's columns, ...)."""
+
+    paths: list[str]
+    columns: dict[str, np.ndarray]
+
+    def __post_init__(self) -> None:
+        for name, values in self.columns.items():
+            if np.shape(values)[:1] != (len(self.paths),):
+                raise AuditError(f"column {name} has shape {np.shape(values)}; expected ({len(self.paths)}, ...)")
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+class Metric(Stateful, ABC):
+    """A streaming metric with declared, mergeable states."""
 
     name: str
 
     @abstractmethod
-    def update(self, batch: MapBatch) -> None:
+    def update(self, batch: MapBatch | ImageColumns) -> None:
         """Reduce the batch to per-image numbers (and running sums); never keep the maps."""
 
     @abstractmethod
     def compute(self) -> dict:
         """JSON-ready results; a value that cannot be computed is None with a "reason"."""
 
-    @abstractmethod
     def per_image(self) -> dict[str, list]:
         """Columns for per_image.csv, aligned with the order of the paths seen; NaN if undefined."""
+        return {}
 
 
 def mask_exclusion(kind: str, has_mask: bool, mask: np.ndarray) -> str | None:

@@ -44,36 +44,38 @@ class ArtefactEnrichment(Metric):
 
     def __init__(self, confidence: float = 0.95) -> None:
         self.confidence = confidence
-        self._labels: list[int] = []
-        self._predictions: list[int] = []
-        self._saliency_share: list[float] = []
-        self._area_share: list[float] = []
-        self._excluded = {"no_artefact_mask": 0, "empty_artefact_mask": 0, "zero_map": 0}
+        self.add_state("paths", [], "cat", dtype=str)
+        self.add_state("labels", [], "cat", dtype=np.int64)
+        self.add_state("predictions", [], "cat", dtype=np.int64)
+        self.add_state("saliency_share", [], "cat")
+        self.add_state("area_share", [], "cat")
+        self.add_state("excluded", {"no_artefact_mask": 0, "empty_artefact_mask": 0, "zero_map": 0}, "sum")
 
     def update(self, batch: MapBatch) -> np.ndarray:
         """Record the batch; returns its (N,) E(X), NaN where an image is excluded."""
-        self._labels.extend(int(label) for label in batch.labels)
-        self._predictions.extend(int(p) for p in batch.predictions)
+        self.paths.extend(batch.paths)
+        self.labels.extend(int(label) for label in batch.labels)
+        self.predictions.extend(int(p) for p in batch.predictions)
         shares, areas = np.full(len(batch), math.nan), np.full(len(batch), math.nan)
-        scored = scored_images(batch, self._excluded)
+        scored = scored_images(batch, self.excluded)
         zero = scored & ~batch.maps.reshape(len(batch), -1).any(axis=1)
-        self._excluded["zero_map"] += int(zero.sum())
+        self.excluded["zero_map"] += int(zero.sum())
         scored &= ~zero
         if scored.any():
             masks = batch.artefact[scored]
             shares[scored] = saliency_shares(batch.maps[scored], masks)
             areas[scored] = masks.reshape(len(masks), -1).mean(axis=1)
-        self._saliency_share.extend(shares.tolist())
-        self._area_share.extend(areas.tolist())
+        self.saliency_share.extend(shares.tolist())
+        self.area_share.extend(areas.tolist())
         return shares / areas
 
     def _values(self) -> np.ndarray:
-        return np.asarray(self._saliency_share, dtype=np.float64) / np.asarray(
-            self._area_share, dtype=np.float64)
+        return np.asarray(self.saliency_share, dtype=np.float64) / np.asarray(
+            self.area_share, dtype=np.float64)
 
     def _pooled(self) -> dict:
-        shares = np.asarray(self._saliency_share, dtype=np.float64)
-        areas = np.asarray(self._area_share, dtype=np.float64)
+        shares = np.asarray(self.saliency_share, dtype=np.float64)
+        areas = np.asarray(self.area_share, dtype=np.float64)
         defined = ~np.isnan(shares)
         if not defined.any():
             return {"value": None, "reason": "no image with a defined enrichment"}
@@ -84,17 +86,17 @@ class ArtefactEnrichment(Metric):
         return {
             "name": self.name,
             "formula": "(sum_A |g| / sum |g|) / (|A| / HW); 1.0 = chance",
-            "n_images": len(self._labels),
-            "excluded": dict(self._excluded),
+            "n_images": len(self.labels),
+            "excluded": dict(self.excluded),
             "overall": mean_interval(values, self.confidence),
             "pooled": self._pooled(),
-            "by_label": by_group(values, np.asarray(self._labels), self.confidence),
-            "by_prediction": by_group(values, np.asarray(self._predictions), self.confidence),
+            "by_label": by_group(values, np.asarray(self.labels), self.confidence),
+            "by_prediction": by_group(values, np.asarray(self.predictions), self.confidence),
         }
 
     def per_image(self) -> dict[str, list]:
         return {
             "artefact_enrichment": self._values().tolist(),
-            "artefact_saliency_share": list(self._saliency_share),
-            "artefact_area_share": list(self._area_share),
+            "artefact_saliency_share": list(self.saliency_share),
+            "artefact_area_share": list(self.area_share),
         }

@@ -23,7 +23,10 @@ expected value keeps k pixels of mass, the strokes first. A constant map gives |
 Normalisation (paper, Fig. 1): z-score per model with the mean μ and standard deviation σ
 over all pixels of all images. m is a mean over pixels, so z-scoring commutes with it:
 m_z(X) = (m(X) − μ)/σ. μ and σ accumulate as running moments over every image seen (with or
-without an artefact mask, labelled or not); σ is the population standard deviation.
+without an artefact mask, labelled or not); σ is the population standard deviation. The state
+keeps each image's own (count, mean, M2) and ``compute`` folds them in image order with Chan et
+al.'s exact pairwise combine (``RunningMoments.merge``), so merged contiguous shards give the
+same μ and σ as one run, bit for bit, and so the same per-image m_z.
 n(X) is invariant to positive scaling and shifts, so it needs no normalisation.
 
 Which map: the paper aggregates g as is (signed: competitive gradient ⊙ input has negative
@@ -122,37 +125,50 @@ class GlobalSaliency(Metric):
         self.percentile = percentile
         self.absolute = absolute
         self.confidence = confidence
-        self._pixels = RunningMoments()
-        self._labels: list[int] = []
-        self._predictions: list[int] = []
-        self._mean: list[float] = []
-        self._peak: list[float] = []
-        self._excluded = {"no_artefact_mask": 0, "empty_artefact_mask": 0}
+        self.add_state("paths", [], "cat", dtype=str)
+        self.add_state("labels", [], "cat", dtype=np.int64)
+        self.add_state("predictions", [], "cat", dtype=np.int64)
+        self.add_state("mean", [], "cat")
+        self.add_state("peak", [], "cat")
+        self.add_state("pixel_count", [], "cat", dtype=np.int64)  # each image's own moments
+        self.add_state("pixel_mean", [], "cat")
+        self.add_state("pixel_m2", [], "cat")
+        self.add_state("excluded", {"no_artefact_mask": 0, "empty_artefact_mask": 0}, "sum")
 
     def update(self, batch: MapBatch) -> None:
         maps = batch.maps.astype(np.float64)
         if self.absolute:
             maps = np.abs(maps)
         for image in maps:  # image by image, so the moments do not depend on the batch size
-            self._pixels.add(image)
-        self._labels.extend(int(label) for label in batch.labels)
-        self._predictions.extend(int(p) for p in batch.predictions)
+            moments = RunningMoments.of(image)
+            self.pixel_count.append(moments.count)
+            self.pixel_mean.append(moments.mean)
+            self.pixel_m2.append(moments.m2)
+        self.paths.extend(batch.paths)
+        self.labels.extend(int(label) for label in batch.labels)
+        self.predictions.extend(int(p) for p in batch.predictions)
         mean, peak = np.full(len(batch), math.nan), np.full(len(batch), math.nan)
-        scored = scored_images(batch, self._excluded)
+        scored = scored_images(batch, self.excluded)
         if scored.any():
             mean[scored] = mean_on_masks(maps[scored], batch.artefact[scored])
             peak[scored] = peak_shares(maps[scored], batch.artefact[scored], self.percentile)
-        self._mean.extend(mean.tolist())
-        self._peak.extend(peak.tolist())
+        self.mean.extend(mean.tolist())
+        self.peak.extend(peak.tolist())
 
-    def _z_scored_mean(self) -> np.ndarray:
-        std = self._pixels.std
-        if not std > 0:
-            return np.full(len(self._mean), math.nan)
-        return (np.asarray(self._mean) - self._pixels.mean) / std
+    @property
+    def _pixels(self) -> RunningMoments:
+        """μ and σ over every pixel seen: the images' moments folded in order."""
+        pixels = RunningMoments()
+        for count, mean, m2 in zip(self.pixel_count, self.pixel_mean, self.pixel_m2):
+            pixels.merge(RunningMoments(count, mean, m2))
+        return pixels
 
-    def _normalisation(self) -> dict:
-        pixels = self._pixels
+    def _z_scored_mean(self, pixels: RunningMoments) -> np.ndarray:
+        if not pixels.std > 0:
+            return np.full(len(self.mean), math.nan)
+        return (np.asarray(self.mean) - pixels.mean) / pixels.std
+
+    def _normalisation(self, pixels: RunningMoments) -> dict:
         result: dict = {"pixel_mean": json_number(pixels.mean) if pixels.count else None,
                         "pixel_std": json_number(pixels.std), "pixels": pixels.count}
         if not pixels.std > 0:
@@ -160,30 +176,31 @@ class GlobalSaliency(Metric):
         return result
 
     def compute(self) -> dict:
-        labels, predictions = np.asarray(self._labels), np.asarray(self._predictions)
-        normalisation = self._normalisation()
+        labels, predictions = np.asarray(self.labels), np.asarray(self.predictions)
+        pixels = self._pixels
+        normalisation = self._normalisation(pixels)
         if "reason" in normalisation:
             mean_z: dict = {"overall": None, "by_label": None, "by_prediction": None,
                             "inter_class_variance": None, "reason": normalisation["reason"]}
         else:
-            mean_z = summarise(self._z_scored_mean(), labels, predictions, self.confidence)
+            mean_z = summarise(self._z_scored_mean(pixels), labels, predictions, self.confidence)
         return {
             "name": self.name,
             "map": "absolute value |g|" if self.absolute else "as given (signed)",
             "percentile": self.percentile,
-            "n_images": len(self._mean),
-            "n_scored": int(np.count_nonzero(~np.isnan(np.asarray(self._mean, dtype=float)))),
-            "excluded": dict(self._excluded),
+            "n_images": len(self.mean),
+            "n_scored": int(np.count_nonzero(~np.isnan(np.asarray(self.mean, dtype=float)))),
+            "excluded": dict(self.excluded),
             "normalisation": normalisation,
             "mean_saliency_z": mean_z,
-            "mean_saliency": summarise(np.asarray(self._mean), labels, predictions,
+            "mean_saliency": summarise(np.asarray(self.mean), labels, predictions,
                                        self.confidence),
-            "peak_share": summarise(np.asarray(self._peak), labels, predictions, self.confidence),
+            "peak_share": summarise(np.asarray(self.peak), labels, predictions, self.confidence),
         }
 
     def per_image(self) -> dict[str, list]:
         return {
-            "artefact_mean_saliency": list(self._mean),
-            "artefact_mean_saliency_z": self._z_scored_mean().tolist(),
-            "artefact_peak_share": list(self._peak),
+            "artefact_mean_saliency": list(self.mean),
+            "artefact_mean_saliency_z": self._z_scored_mean(self._pixels).tolist(),
+            "artefact_peak_share": list(self.peak),
         }

@@ -28,49 +28,53 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
+from audit.metrics.base import ImageColumns, Metric
 from audit.metrics.intervals import json_number
 
 SALIENCY_VALUE = "artefact enrichment E(X) = (sum_A |g| / sum |g|) / (|A| / HW)"
 INTERVENTION_VALUE = "p_t(X) - p_t(X with the artefact set to the image mean)"
 
 
-class SaliencyIntervention:
+class SaliencyIntervention(Metric):
     """Spearman ρ between per-image saliency on the artefact and the ablation drop, streamed.
 
-    ``update(saliency, drop)`` per batch with two (N,) arrays; pairs where either is NaN
-    (no artefact, all-zero map) are skipped and counted. Keeps two float lists.
+    ``update(record)`` per batch with the record's (N,) columns ``saliency`` and ``drop``;
+    pairs where either is NaN (no artefact, all-zero map) are skipped and counted. Keeps two
+    float lists (and the paths).
     """
 
     name = "saliency_vs_intervention"
 
     def __init__(self) -> None:
-        self._saliency: list[float] = []
-        self._drop: list[float] = []
-        self._skipped = 0
+        self.add_state("paths", [], "cat", dtype=str)
+        self.add_state("saliency", [], "cat")
+        self.add_state("drop", [], "cat")
+        self.add_state("skipped", 0, "sum")
 
-    def update(self, saliency: np.ndarray, drop: np.ndarray) -> None:
-        saliency = np.asarray(saliency, dtype=np.float64)
-        drop = np.asarray(drop, dtype=np.float64)
+    def update(self, record: ImageColumns) -> None:
+        saliency = np.asarray(record["saliency"], dtype=np.float64)
+        drop = np.asarray(record["drop"], dtype=np.float64)
         if saliency.shape != drop.shape or saliency.ndim != 1:
             raise ValueError(f"saliency {saliency.shape} and drop {drop.shape} must be equal (N,)")
         defined = np.isfinite(saliency) & np.isfinite(drop)
-        self._skipped += int(np.count_nonzero(~defined))
-        self._saliency.extend(saliency[defined].tolist())
-        self._drop.extend(drop[defined].tolist())
+        self.skipped += int(np.count_nonzero(~defined))
+        self.paths.extend(record.paths)
+        self.saliency.extend(saliency[defined].tolist())
+        self.drop.extend(drop[defined].tolist())
 
     def compute(self) -> dict:
         """{"spearman", "p_value", "n", "skipped", "saliency", "intervention"} (+ "reason")."""
-        n = len(self._saliency)
-        result: dict = {"spearman": None, "p_value": None, "n": n, "skipped": self._skipped,
+        n = len(self.saliency)
+        result: dict = {"spearman": None, "p_value": None, "n": n, "skipped": self.skipped,
                         "saliency": SALIENCY_VALUE, "intervention": INTERVENTION_VALUE}
         if n < 3:
-            result["reason"] = (f"{n} image(s) with both values; Spearman needs at least 3 ({self._skipped} skipped: "
+            result["reason"] = (f"{n} image(s) with both values; Spearman needs at least 3 ({self.skipped} skipped: "
                                 f"no artefact mask, or an all-zero map, which has no enrichment)")
             return result
-        for name, values in (("saliency", self._saliency), ("drop", self._drop)):
+        for name, values in (("saliency", self.saliency), ("drop", self.drop)):
             if min(values) == max(values):
                 result["reason"] = f"the {name} is the same for every image; no ranking"
                 return result
-        rho, p_value = stats.spearmanr(self._saliency, self._drop)
+        rho, p_value = stats.spearmanr(self.saliency, self.drop)
         result.update(spearman=json_number(rho), p_value=json_number(p_value))
         return result

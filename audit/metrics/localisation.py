@@ -122,9 +122,10 @@ class RegionLocalisation(Metric):
         self.blur_sigma = blur_sigma
         self.absolute = absolute
         self.confidence = confidence
-        self._columns: dict[str, list[float]] = {name: [] for name in COLUMNS}
-        self._excluded = {"no_region_mask": 0, "empty_region_mask": 0,
-                          "relevance_mass_without_positive_saliency": 0}
+        self.add_state("paths", [], "cat", dtype=str)
+        self.add_state("values", [], "cat")  # (n, 7) rows, columns as ``COLUMNS``
+        self.add_state("excluded", {"no_region_mask": 0, "empty_region_mask": 0,
+                                    "relevance_mass_without_positive_saliency": 0}, "sum")
 
     def _values(self, maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
         """(E, 7) metric values, columns as ``COLUMNS``, for E maps with non-empty masks."""
@@ -140,20 +141,24 @@ class RegionLocalisation(Metric):
                          iop], axis=1)
 
     def update(self, batch: MapBatch) -> None:
+        self.paths.extend(batch.paths)
         values = np.full((len(batch), len(COLUMNS)), math.nan)
-        scored = scored_images(batch, self._excluded, "region")
+        scored = scored_images(batch, self.excluded, "region")
         if scored.any():
             values[scored] = self._values(batch.maps[scored], batch.region[scored])
         mass = values[scored, COLUMNS.index("region_relevance_mass")]
-        self._excluded["relevance_mass_without_positive_saliency"] += int(np.isnan(mass).sum())
-        for name, column in zip(COLUMNS, values.T):
-            self._columns[name].extend(column.tolist())
+        self.excluded["relevance_mass_without_positive_saliency"] += int(np.isnan(mass).sum())
+        self.values.extend(values)
+
+    def _columns(self) -> dict[str, np.ndarray]:
+        table = np.asarray(self.values, dtype=np.float64).reshape(-1, len(COLUMNS))
+        return dict(zip(COLUMNS, table.T))
 
     def compute(self) -> dict:
         """Per metric a summary from ``intervals`` (the pointing game a proportion, the others
         means), with the run's settings and the excluded images by reason."""
         summaries = {}
-        for name, values in self._columns.items():
+        for name, values in self._columns().items():
             summarise = proportion_interval if name == "region_pointing_game" else mean_interval
             summaries[name.removeprefix("region_")] = summarise(np.asarray(values), self.confidence)
         return {
@@ -161,10 +166,10 @@ class RegionLocalisation(Metric):
             "blur_sigma": self.blur_sigma,
             "ties": TIES,
             "map": "absolute value |g|" if self.absolute else "as given (signed)",
-            "n_images": len(self._columns[COLUMNS[0]]),
-            "excluded": dict(self._excluded),
+            "n_images": len(self.values),
+            "excluded": dict(self.excluded),
             **summaries,
         }
 
     def per_image(self) -> dict[str, list]:
-        return {name: list(values) for name, values in self._columns.items()}
+        return {name: values.tolist() for name, values in self._columns().items()}

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from audit.metrics.base import ImageColumns, Metric
 from audit.metrics.intervals import BINOMIAL_INTERVAL, proportion_interval
 
 
@@ -35,22 +36,27 @@ def auroc(labels: np.ndarray, probabilities: np.ndarray) -> tuple[float | None, 
     return float(np.mean(scores)), None
 
 
-class Performance:
-    """Accuracy and AUROC over every image seen (``update`` per batch, ``compute`` at the end)."""
+class Performance(Metric):
+    """Accumulates the record columns ``labels`` (-1 = unknown) and ``probabilities`` (N, K);
+    ``compute`` gives accuracy and AUROC over every image seen."""
+
+    name = "performance"
 
     def __init__(self, confidence: float = 0.95) -> None:
         self.confidence = confidence
-        self._labels: list[np.ndarray] = []
-        self._probabilities: list[np.ndarray] = []
+        self.add_state("paths", [], "cat", dtype=str)
+        self.add_state("labels", [], "cat", dtype=np.int64)
+        self.add_state("probabilities", [], "cat")  # (K,) rows
 
-    def update(self, labels: np.ndarray, probabilities: np.ndarray) -> None:
-        self._labels.append(np.asarray(labels, dtype=np.int64))
-        self._probabilities.append(np.asarray(probabilities, dtype=np.float64))
+    def update(self, record: ImageColumns) -> None:
+        self.paths.extend(record.paths)
+        self.labels.extend(np.asarray(record["labels"], dtype=np.int64).tolist())
+        self.probabilities.extend(np.asarray(record["probabilities"], dtype=np.float64))
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        if not self._labels:
+        if not self.labels:
             return np.zeros(0, dtype=np.int64), np.zeros((0, 0))
-        return np.concatenate(self._labels), np.concatenate(self._probabilities)
+        return np.asarray(self.labels, dtype=np.int64), np.stack(self.probabilities)
 
     def compute(self, subset: np.ndarray | None = None) -> dict[str, Any]:
         """{"n", "accuracy", "accuracy_ci95", "interval", "auc"} on the labelled images (of

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from audit.data.batch import Batch
+from audit.metrics.base import ImageColumns
 from audit.metrics.performance import Performance
 
 SUBSETS = ("present", "absent")
@@ -27,33 +28,30 @@ def artefact_present(batch: Batch) -> np.ndarray:
     return np.asarray(batch.has_artefact, bool) & np.asarray(batch.artefact, bool).any(axis=(1, 2))
 
 
-class PerformanceBySubset:
+class PerformanceBySubset(Performance):
     """Accuracy, AUROC and n on the images with ("present") and without ("absent") the artefact.
 
-    ``update`` per batch with the labels (-1 = unknown), the (N, K) class probabilities and
-    ``artefact_present``; ``compute`` once at the end.
+    ``update`` per batch with a record of ``labels`` (-1 = unknown), ``probabilities`` (N, K)
+    and ``artefact_present`` (``artefact_present``); ``compute`` once at the end.
     """
 
     name = "performance_by_artefact"
 
-    def __init__(self) -> None:
-        self._performance = Performance()
-        self._present: list[np.ndarray] = []
+    def __init__(self, confidence: float = 0.95) -> None:
+        super().__init__(confidence)
+        self.add_state("present", [], "cat", dtype=bool)
 
-    def update(self, labels: np.ndarray, probabilities: np.ndarray, present: np.ndarray) -> None:
-        present = np.asarray(present, dtype=bool)
-        if present.shape != (len(labels),):
-            raise ValueError(f"artefact_present has shape {present.shape}; expected ({len(labels)},)")
-        self._performance.update(labels, probabilities)
-        self._present.append(present)
+    def update(self, record: ImageColumns) -> None:
+        super().update(record)
+        self.present.extend(np.asarray(record["artefact_present"], dtype=bool).tolist())
 
     def compute(self) -> dict[str, Any]:
         """{"present": {...}, "absent": {...}}, each {"images", "n", "accuracy",
         "accuracy_ci95", "interval", "auc"} with "reason" (no labelled image) or "auc_reason"
         (one class) where a value is None.
         "images" counts every image of the subset, "n" those with a known label."""
-        present = np.concatenate(self._present) if self._present else np.zeros(0, bool)
+        present = np.asarray(self.present, dtype=bool)
         result: dict[str, Any] = {}
         for subset, members in zip(SUBSETS, (present, ~present)):
-            result[subset] = {"images": int(members.sum()), **self._performance.compute(members)}
+            result[subset] = {"images": int(members.sum()), **super().compute(members)}
         return result

@@ -18,6 +18,7 @@ from audit.metrics.base import MapBatch, exclusion_reason
 from audit.metrics.enrichment import ArtefactEnrichment
 from audit.metrics.global_saliency import GlobalSaliency
 from audit.metrics.localisation import RegionLocalisation
+from audit.metrics.state import Composite
 
 REGION_KEYS = {
     "iou": "iou",
@@ -74,8 +75,9 @@ def _statistic(block: dict[str, Any], class_names: list[str], why: str) -> dict[
     return result
 
 
-class MethodMetrics:
-    """The streaming metrics of one saliency method (``update`` per batch, ``compute`` once)."""
+class MethodMetrics(Composite):
+    """The streaming metrics of one saliency method (``update`` per batch, ``compute`` once;
+    ``merge``, ``state_dict`` and ``load_state_dict`` metric by metric)."""
 
     def __init__(self, class_names: list[str], *, percentile: float = 98.0, region_blur: float = 0.0) -> None:
         self.class_names = class_names
@@ -84,6 +86,9 @@ class MethodMetrics:
         self.aurrac = Aurrac(percentile=percentile)
         self.localisation = RegionLocalisation(blur_sigma=region_blur)
         self._metrics = (self.global_saliency, self.enrichment, self.aurrac, self.localisation)
+
+    def parts(self) -> dict[str, Any]:
+        return {metric.name: metric for metric in self._metrics}
 
     def update(self, batch: MapBatch) -> np.ndarray:
         """Update every metric; returns the batch's per-image enrichment E(X) (NaN where

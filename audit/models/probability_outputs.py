@@ -1,8 +1,8 @@
 """Does the model already output probabilities? Then ``--multilabel``'s sigmoid, or the default
 softmax, is applied a second time and the probabilities mean nothing.
 
-Streamed over every logit row of a run (torchmetrics style: declared states, update, compute,
-merge). Two cases are named, both after the whole dataset, never from a few rows:
+Streamed over every logit row of a run (declared states: a count, the extrema, the worst row
+sum; ``update``, ``compute``, ``merge``). Two cases are named, both after the whole dataset, never from a few rows:
 
 - ``--multilabel`` and every output in [0, 1]: a sigmoid is applied twice, σ(σ(z)) ∈ [0.5, 0.73].
 - softmax and every row in [0, 1] summing to 1 (within ``ROW_SUM_TOLERANCE``): softmax is applied
@@ -11,35 +11,35 @@ merge). Two cases are named, both after the whole dataset, never from a few rows
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+import numpy as np
+
+from audit.metrics.base import ImageColumns, Metric
 
 #: How far from 1 a row of probabilities may sum (float32 softmax rounding is ~1e-7 per output).
 ROW_SUM_TOLERANCE = 1e-4
 
 
-@dataclass
-class ProbabilityOutputs:
-    rows: int = 0
-    low: float = float("inf")
-    high: float = float("-inf")
-    worst_row_sum_error: float = 0.0
+class ProbabilityOutputs(Metric):
+    """``update(record)`` with the record's (N, K) ``logits``."""
 
-    def update(self, logits: torch.Tensor) -> None:
-        if logits.numel() == 0:
+    name = "probability_outputs"
+
+    def __init__(self) -> None:
+        self.add_state("rows", 0, "sum")
+        self.add_state("low", float("inf"), "min")
+        self.add_state("high", float("-inf"), "max")
+        self.add_state("worst_row_sum_error", 0.0, "max")
+
+    def update(self, record: ImageColumns) -> None:
+        values = np.asarray(record["logits"], dtype=np.float64)
+        if values.size == 0:
             return
-        values = logits.detach().double()
         self.rows += len(values)
         self.low = min(self.low, float(values.min()))
         self.high = max(self.high, float(values.max()))
-        self.worst_row_sum_error = max(self.worst_row_sum_error, float((values.sum(dim=1) - 1).abs().max()))
-
-    def merge(self, other: ProbabilityOutputs) -> None:
-        self.rows += other.rows
-        self.low, self.high = min(self.low, other.low), max(self.high, other.high)
-        self.worst_row_sum_error = max(self.worst_row_sum_error, other.worst_row_sum_error)
+        self.worst_row_sum_error = max(self.worst_row_sum_error, float(np.abs(values.sum(axis=1) - 1).max()))
 
     def compute(self, multilabel: bool, classes: int, model: Path) -> list[str]:
         """The warnings for results.json (empty when the outputs look like logits)."""

@@ -1,91 +1,99 @@
 """A bounded set of saliency maps kept for the report, whatever the size of the dataset.
 
-Per method: the mean map per class (running sums) and up to ``k`` examples in each of three
-groups: the most artefact-salient images, the least, and the first misclassified ones. The
-score is the image's share of absolute saliency on the artefact over the artefact's share of
-the area (``audit.metrics.enrichment``). Saved as ``OUT/maps/<method>.npz``.
+Per method: the mean map per class (sums and counts) and up to ``k`` examples in each of three
+groups, chosen by rules that do not depend on arrival order, batch size or shards:
+
+    most_artefact_salient    the k highest scores, ties by path
+    least_artefact_salient   the k lowest scores, ties by path
+    misclassified            among labelled images predicted as another class, the k with the
+                             smallest sha256(path) key (``stages.randomisation.selection_key``),
+                             ties by path
+
+The score is the image's share of absolute saliency on the artefact over the artefact's share
+of the area (``audit.metrics.enrichment``); images without one (NaN) are in neither of the first
+two groups. Merging two keepers pools their candidates and chooses again by the same rules.
+Saved as ``OUT/maps/<method>.npz``.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from audit.data.batch import Batch
+from audit.metrics.base import MapBatch
+from audit.metrics.state import Stateful
+from audit.stages.randomisation import selection_key
+
+GROUPS = ("most_artefact_salient", "least_artefact_salient", "misclassified")
+FIELDS = {"path": str, "label": np.int64, "prediction": np.int64, "score": np.float64,
+          "image": np.float32, "map": np.float32, "artefact": bool, "region": bool}
 
 
-@dataclass(order=True)
-class _Kept:
-    key: float
-    order: int
-    path: str = ""
-    label: int = -1
-    prediction: int = -1
-    score: float = float("nan")
-    image: np.ndarray | None = None
-    map: np.ndarray | None = None
-    artefact: np.ndarray | None = None
-    region: np.ndarray | None = None
+def _order(group: str, paths: list[str], scores: list[float]) -> list[int]:
+    """Indices of the candidates in the group's order (the first k are kept)."""
+    if group == "most_artefact_salient":
+        key = lambda i: (-scores[i], paths[i])  # noqa: E731
+    elif group == "least_artefact_salient":
+        key = lambda i: (scores[i], paths[i])  # noqa: E731
+    else:
+        key = lambda i: (selection_key(paths[i]), paths[i])  # noqa: E731
+    return sorted(range(len(paths)), key=key)
 
 
-class ExampleKeeper:
+class ExampleKeeper(Stateful):
     def __init__(self, num_classes: int, shape: tuple[int, int], k: int = 8) -> None:
         self.k = k
-        self.sums = np.zeros((num_classes, *shape), dtype=np.float64)
-        self.counts = np.zeros(num_classes, dtype=np.int64)
-        self._most: list[_Kept] = []  # min-heap on score
-        self._least: list[_Kept] = []  # min-heap on -score
-        self._misclassified: list[_Kept] = []
-        self._order = itertools.count()
+        self.add_state("sums", np.zeros((num_classes, *shape), dtype=np.float64), "sum")
+        self.add_state("counts", np.zeros(num_classes, dtype=np.int64), "sum")
+        for group in GROUPS:
+            for field, dtype in FIELDS.items():
+                self.add_state(f"{group}/{field}", [], "cat", dtype=dtype)
 
-    def update(self, batch: Batch, maps: np.ndarray, predictions: np.ndarray, scores: np.ndarray) -> None:
-        for i in range(len(batch)):
-            label = int(batch.labels[i])
+    def update(self, batch: MapBatch, images: np.ndarray, scores: np.ndarray) -> None:
+        """Add the batch's maps to the class sums and its candidates to the groups."""
+        for i, label in enumerate(batch.labels.tolist()):
             if 0 <= label < len(self.counts):
-                self.sums[label] += maps[i]
+                self.sums[label] += batch.maps[i]
                 self.counts[label] += 1
+        finite = np.isfinite(scores)
+        misclassified = batch.labelled & (batch.labels != batch.predictions)
+        for group, eligible in zip(GROUPS, (finite, finite, misclassified)):
+            candidates = np.flatnonzero(eligible)
+            order = _order(group, [batch.paths[i] for i in candidates], [float(scores[i]) for i in candidates])
+            for i in candidates[order[: self.k]]:
+                row = {"path": batch.paths[i], "label": int(batch.labels[i]), "prediction": int(batch.predictions[i]),
+                       "score": float(scores[i]), "image": images[i].copy(), "map": batch.maps[i].copy(),
+                       "artefact": batch.artefact[i].copy(), "region": batch.region[i].copy()}
+                for field, value in row.items():
+                    getattr(self, f"{group}/{field}").append(value)
+            self._choose(group)
 
-            def kept(key: float) -> _Kept:
-                return _Kept(
-                    key, next(self._order), batch.paths[i], label, int(predictions[i]), float(scores[i]),
-                    batch.images[i].copy(), maps[i].copy(), batch.artefact[i].copy(), batch.region[i].copy(),
-                )
+    def merge(self, other: ExampleKeeper) -> None:
+        super().merge(other)
+        for group in GROUPS:
+            self._choose(group)
 
-            if np.isfinite(scores[i]):
-                self._push(self._most, scores[i], kept)
-                self._push(self._least, -scores[i], kept)
-            if label >= 0 and label != predictions[i] and len(self._misclassified) < self.k:
-                self._misclassified.append(kept(0.0))
-
-    def _push(self, heap: list[_Kept], key: float, make) -> None:
-        if len(heap) < self.k:
-            heapq.heappush(heap, make(float(key)))
-        elif key > heap[0].key:
-            heapq.heapreplace(heap, make(float(key)))
+    def _choose(self, group: str) -> None:
+        """Keep the group's first k candidates in its order."""
+        columns = {field: getattr(self, f"{group}/{field}") for field in FIELDS}
+        keep = _order(group, columns["path"], columns["score"])[: self.k]
+        for field, values in columns.items():
+            setattr(self, f"{group}/{field}", [values[i] for i in keep])
 
     def save(self, path: Path) -> Path:
-        groups = {
-            "most_artefact_salient": sorted(self._most, key=lambda e: -e.score),
-            "least_artefact_salient": sorted(self._least, key=lambda e: e.score),
-            "misclassified": self._misclassified,
-        }
         arrays: dict[str, np.ndarray] = {
             "mean_by_class": (self.sums / np.maximum(self.counts, 1)[:, None, None]).astype(np.float32),
             "count_by_class": self.counts,
         }
-        for group, items in groups.items():
-            arrays[f"{group}/path"] = np.array([e.path for e in items], dtype=str)
-            arrays[f"{group}/label"] = np.array([e.label for e in items], dtype=np.int64)
-            arrays[f"{group}/prediction"] = np.array([e.prediction for e in items], dtype=np.int64)
-            arrays[f"{group}/score"] = np.array([e.score for e in items], dtype=np.float64)
-            for field in ("image", "map", "artefact", "region"):
-                values = [getattr(e, field) for e in items]
-                arrays[f"{group}/{field}"] = np.stack(values) if values else np.zeros((0,))
+        for group in GROUPS:
+            for field, dtype in FIELDS.items():
+                values = getattr(self, f"{group}/{field}")
+                if field in ("image", "map", "artefact", "region"):
+                    arrays[f"{group}/{field}"] = np.stack(values) if values else np.zeros((0,))
+                else:
+                    arrays[f"{group}/{field}"] = np.array(values, dtype=dtype)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_npz(path, arrays)
         return path

@@ -8,9 +8,11 @@ from scipy import stats
 from torch import nn
 
 from audit.data.batch import Batch
-from audit.metrics.ablation import ArtefactAblation, ablate
+from audit.metrics.ablation import ArtefactAblation
+from audit.metrics.base import ImageColumns
 from audit.models.classifier import from_module
 from audit.models.spec import InputSpec
+from audit.stages.ablation import ablate, ablation_columns
 
 SPEC = InputSpec(3, 4, 5, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3), value_range=(0.0, 2.0))
 
@@ -44,6 +46,13 @@ def make_batch(n: int = 6, seed: int = 0) -> Batch:
                  region=region, has_artefact=has_artefact, has_region=has_region)
 
 
+def ablation_stage(metric, batch, classifier, probabilities, target):
+    """The stage's columns for the batch, accumulated by ``metric``."""
+    columns = ablation_columns(batch, classifier, probabilities, target)
+    metric.update(ImageColumns(batch.paths, columns))
+    return columns
+
+
 def forward(classifier, batch):
     probabilities = classifier.probabilities(classifier.logits(SPEC.to_tensor(batch.images))).numpy()
     return probabilities, probabilities.argmax(axis=1)
@@ -65,10 +74,10 @@ def test_same_and_delta_match_a_hand_ablated_forward_pass():
     batch = make_batch()
     before, predictions = forward(classifier, batch)
     metric = ArtefactAblation()
-    result = metric.update(batch, classifier, before, predictions)
+    result = ablation_stage(metric, batch, classifier, before, predictions)
     for kind, masks, eligible in (("artefact", batch.artefact, [1, 3, 4, 5]),
                                   ("region", batch.region, [0, 2, 4, 5])):
-        same, delta = getattr(result, f"{kind}_same"), getattr(result, f"{kind}_delta")
+        same, delta = result[f"{kind}_same"], result[f"{kind}_delta"]
         for i in range(len(batch)):
             if i not in eligible:
                 assert math.isnan(same[i]) and math.isnan(delta[i])
@@ -81,7 +90,7 @@ def test_same_and_delta_match_a_hand_ablated_forward_pass():
     columns = metric.per_image()
     assert set(columns) == {"ablation_artefact_same", "ablation_artefact_delta",
                             "ablation_region_same", "ablation_region_delta"}
-    np.testing.assert_array_equal(columns["ablation_artefact_delta"], result.artefact_delta)
+    np.testing.assert_array_equal(columns["ablation_artefact_delta"], result["artefact_delta"])
 
 
 def test_fill_is_the_image_mean_in_image_space_which_equals_the_normalised_mean():
@@ -90,7 +99,7 @@ def test_fill_is_the_image_mean_in_image_space_which_equals_the_normalised_mean(
     batch = make_batch()
     before, predictions = forward(classifier, batch)
     module.seen.clear()
-    ArtefactAblation().update(batch, classifier, before, predictions)
+    ablation_stage(ArtefactAblation(), batch, classifier, before, predictions)
     artefact_input = module.seen[0]  # the artefact pass: images 1, 3, 4, 5
     normalised = SPEC.to_tensor(batch.images[[1, 3, 4, 5]])
     masks = torch.from_numpy(batch.artefact[[1, 3, 4, 5]])
@@ -115,19 +124,19 @@ def test_summary_exclusions_and_changed_to():
     batch = make_batch(n=12, seed=4)
     before, predictions = forward(classifier, batch)
     metric = ArtefactAblation()
-    result = metric.update(batch, classifier, before, predictions)
+    result = ablation_stage(metric, batch, classifier, before, predictions)
     summary = metric.compute()
     art = summary["artefact"]
     assert art["excluded"] == {"no_artefact_mask": 1, "empty_artefact_mask": 1}
     assert summary["region"]["excluded"] == {"no_region_mask": 1, "empty_region_mask": 1}
-    same = result.artefact_same[~np.isnan(result.artefact_same)]
+    same = result["artefact_same"][~np.isnan(result["artefact_same"])]
     assert art["n"] == 10 == art["unchanged"]["n"]
     assert art["unchanged"]["mean"] == pytest.approx(same.mean())
     expected = stats.binomtest(int(same.sum()), 10).proportion_ci(method="exact")
     assert [art["unchanged"]["ci_low"], art["unchanged"]["ci_high"]] == pytest.approx([expected.low, expected.high])
     assert art["unchanged"]["interval"] == "clopper-pearson"
     assert art["delta_probability"]["interval"] == "student-t"
-    delta = result.artefact_delta[~np.isnan(result.artefact_delta)]
+    delta = result["artefact_delta"][~np.isnan(result["artefact_delta"])]
     half = 2.2621571627409915 * delta.std(ddof=1) / math.sqrt(10)  # t_{0.975, 9}
     assert art["delta_probability"]["ci_low"] == pytest.approx(delta.mean() - half)
     assert sum(art["changed_to"].values()) == int(np.sum(same == 0))
@@ -148,7 +157,7 @@ def test_a_model_that_ignores_the_artefact_keeps_every_prediction():
     classifier = from_module(MaskedSum(), spec, ["0", "1"])
     probabilities = classifier.probabilities(classifier.logits(spec.to_tensor(batch.images))).numpy()
     metric = ArtefactAblation()
-    metric.update(batch, classifier, probabilities, probabilities.argmax(1))
+    ablation_stage(metric, batch, classifier, probabilities, probabilities.argmax(1))
     result = metric.compute()
     assert result["artefact"]["unchanged"]["mean"] == 1.0
     # 5 of 5 unchanged: the 95% bound solves p^5 = 0.025, not a certain 100%
@@ -164,11 +173,11 @@ def test_streaming_in_batches_gives_the_same_results():
     batch = make_batch(n=9, seed=2)
     before, predictions = forward(classifier, batch)
     whole = ArtefactAblation()
-    whole.update(batch, classifier, before, predictions)
+    ablation_stage(whole, batch, classifier, before, predictions)
     parts = ArtefactAblation()
     for s in (slice(0, 4), slice(4, 9)):
         part = Batch(batch.paths[s], batch.labels[s], batch.images[s], batch.artefact[s],
                      batch.region[s], batch.has_artefact[s], batch.has_region[s])
-        parts.update(part, classifier, before[s], predictions[s])
+        ablation_stage(parts, part, classifier, before[s], predictions[s])
     assert json.dumps(whole.per_image()) == json.dumps(parts.per_image())
     np.testing.assert_equal(whole.compute(), parts.compute())

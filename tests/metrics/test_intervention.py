@@ -6,7 +6,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from audit.errors import AuditError
+from audit.metrics.base import ImageColumns
 from audit.metrics.intervention import SaliencyIntervention
+
+
+def pairs(saliency, drop, first=0):
+    """The per-image record ``SaliencyIntervention.update`` takes."""
+    return ImageColumns([f"{first + i}.png" for i in range(len(saliency))], {"saliency": saliency, "drop": drop})
 
 
 @settings(max_examples=30, deadline=None)
@@ -18,7 +25,7 @@ def test_matches_scipy_streamed_in_batches(seed, n):
     drop[rng.random(n) < 0.2] = 0.5  # ties
     metric = SaliencyIntervention()
     for s in range(0, n, 7):
-        metric.update(saliency[s:s + 7], drop[s:s + 7])
+        metric.update(pairs(saliency[s:s + 7], drop[s:s + 7], s))
     result = metric.compute()
     if np.ptp(drop) == 0:
         assert result["spearman"] is None
@@ -31,8 +38,8 @@ def test_matches_scipy_streamed_in_batches(seed, n):
 
 def test_monotone_relation_gives_one_and_nan_pairs_are_skipped():
     metric = SaliencyIntervention()
-    metric.update(np.array([1.0, 2.0, math.nan, 3.0, 4.0]), np.array([0.1, 0.2, 0.3, math.nan, 0.9]))
-    metric.update(np.array([5.0]), np.array([1.5]))
+    metric.update(pairs(np.array([1.0, 2.0, math.nan, 3.0, 4.0]), np.array([0.1, 0.2, 0.3, math.nan, 0.9])))
+    metric.update(pairs(np.array([5.0]), np.array([1.5]), 5))
     result = metric.compute()
     assert result["spearman"] == pytest.approx(1.0)
     assert result["n"] == 4 and result["skipped"] == 2
@@ -41,15 +48,15 @@ def test_monotone_relation_gives_one_and_nan_pairs_are_skipped():
 
 def test_undefined_cases_have_a_reason():
     few = SaliencyIntervention()
-    few.update(np.array([1.0, 2.0]), np.array([0.1, 0.2]))
+    few.update(pairs(np.array([1.0, 2.0]), np.array([0.1, 0.2])))
     assert few.compute()["spearman"] is None and "at least 3" in few.compute()["reason"]
     constant = SaliencyIntervention()
-    constant.update(np.array([1.0, 2.0, 3.0]), np.array([0.2, 0.2, 0.2]))
+    constant.update(pairs(np.array([1.0, 2.0, 3.0]), np.array([0.2, 0.2, 0.2])))
     result = constant.compute()
     assert result["spearman"] is None and result["p_value"] is None
     assert "drop" in result["reason"]
 
 
 def test_shapes_must_match():
-    with pytest.raises(ValueError):
-        SaliencyIntervention().update(np.zeros(3), np.zeros(2))
+    with pytest.raises(AuditError, match="drop has shape"):
+        SaliencyIntervention().update(pairs(np.zeros(3), np.zeros(2)))

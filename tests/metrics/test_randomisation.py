@@ -8,12 +8,12 @@ from torch import nn
 
 import audit.saliency  # noqa: F401  (registers the built-in methods)
 from audit.errors import AuditError
-from audit.metrics.randomisation import (SANITY_THRESHOLD, RandomisationCheck, execution_order,
-                                         map_spearman, randomisation_check, sanity)
+from audit.metrics.randomisation import SANITY_THRESHOLD, RandomisationCheck, sanity
 from audit.models.classifier import from_module
 from audit.models.spec import InputSpec
 from audit.saliency import methods
 from audit.saliency.base import SaliencyMethod
+from audit.stages.randomisation import execution_order, map_spearman, randomisation_check, randomisation_records
 from tests.conftest import export_onnx
 
 SPEC = InputSpec(1, 16, 16)
@@ -198,17 +198,29 @@ def test_layers_option_and_errors():
         check(layers=["features.2"])  # the ReLU
 
 
-def test_collector_keeps_the_first_images():
+def test_records_of_two_image_sets_merge_into_the_check_of_both():
+    """The metric accumulates per-image records: the records of images 0-4 and 5-8 (as two runs
+    would give them) merged give the check of all 9 at once, step by step."""
     classifier = from_module(trained_cnn(), SPEC, ["a", "b"])
     x = inputs(9)
     target = classifier.logits(x).argmax(1)
-    collector = RandomisationCheck(methods.get("gradient")(), "gradient", images=5, independent=False)
-    for s in range(0, 9, 3):
-        collector.update(x[s:s + 3], target[s:s + 3])
-    result = collector.compute(classifier)
-    expected = randomisation_check(classifier, methods.get("gradient")(), x[:5], target[:5],
-                                   name="gradient", independent=False)
-    assert result["images"] == 5 and result["cascading"] == expected["cascading"]
+    paths = [f"{i}.png" for i in range(9)]
+    gradient = methods.get("gradient")()
+    parts = []
+    for s in (slice(0, 5), slice(5, 9)):
+        part = RandomisationCheck()
+        part.update(randomisation_records(classifier, gradient, x[s], target[s], paths=paths[s], name="gradient",
+                                          independent=False))
+        parts.append(part)
+    parts[0].merge(parts[1])
+    expected = randomisation_check(classifier, gradient, x, target, name="gradient", independent=False)
+    merged = parts[0].compute()
+    assert merged["images"] == 9 and merged["layers"] == expected["layers"]
+    for mine, theirs in zip(merged["cascading"], expected["cascading"]):
+        assert mine["layer"] == theirs["layer"] and mine["n"] == theirs["n"]
+        assert mine["spearman"] == pytest.approx(theirs["spearman"], rel=1e-12)
+    with pytest.raises(AuditError, match="0.png is in two of the merged states"):
+        parts[0].merge(parts[0])
 
 
 def test_onnx_twin_end_to_end(tmp_path):
@@ -270,7 +282,7 @@ def test_a_map_that_ignores_the_model_fails_and_the_gradient_passes():
 def test_parameters_a_layer_reads_without_calling_them_are_randomised_with_it() -> None:
     """An unflattened torch.export program's attention computes with out_proj.weight itself, so
     out_proj is never called; it is re-initialised with the attention that reads it."""
-    from audit.metrics.randomisation import execution_order, randomised_copy
+    from audit.stages.randomisation import execution_order, randomised_copy
     from audit.models.native import native_program_module
 
     class Tokens(nn.Module):

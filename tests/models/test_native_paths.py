@@ -17,7 +17,7 @@ from torch import nn
 
 from audit.cli.main import main
 from audit.finetune.export import check_writable, write_model
-from audit.metrics.randomisation import execution_order, randomisation_check
+from audit.stages.randomisation import execution_order, randomisation_check
 from audit.models.loader import ModelOptions, load_classifier
 from audit.saliency import methods
 from audit.saliency.grad_cam import upsample

@@ -20,7 +20,7 @@ from torch import nn
 
 from audit.cli.main import main
 from audit.errors import AuditError
-from audit.metrics.randomisation import execution_order, randomisation_check, reinitialise
+from audit.stages.randomisation import execution_order, randomisation_check, reinitialise
 from audit.models.classifier import from_module
 from audit.models.loader import load_classifier
 from audit.models.spec import InputSpec
