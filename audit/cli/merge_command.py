@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 
 import typer
@@ -30,7 +32,7 @@ def merge(
     gate = Gate.parse(fail_on, config, allow_missing, methods_of(checked))
     with OutputFolder(out, "results.json", reserved=RUN_OUTPUTS, inputs=tuple(parts)) as folder:
         where = Destinations.of(folder, report, junit)
-        results = merge_parts(checked, folder.staging)
+        results = merge_parts(checked, folder.staging, command=shlex.join(["audit", *sys.argv[1:]]))
         publish_run(results, folder, gate, where)
     announce(results, out, folder.published(where.report), gate, json_out, quiet)
 

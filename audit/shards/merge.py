@@ -61,11 +61,14 @@ def recorded_classifier(part: Part) -> Any:
     return classifier
 
 
-def merge_parts(parts: list[Part], out_dir: Path) -> dict[str, Any]:
-    """Merge ``parts`` (``read_parts``) into ``out_dir`` (per_image.csv, maps, results.json); the results."""
+def merge_parts(parts: list[Part], out_dir: Path, command: str | None = None) -> dict[str, Any]:
+    """Merge ``parts`` (``read_parts``) into ``out_dir`` (per_image.csv, maps, results.json); the
+    results. ``command``: results.json's command when not the parts' own (``audit merge``'s)."""
     from audit.counterfactual.strips import latentshift_method
     from audit.pipeline import finish_run
 
     state = merged_state(parts)
+    if command is not None:
+        state.meta["config"]["command"] = command
     classifier = recorded_classifier(parts[0]) if latentshift_method(methods_of(parts)) else None
     return finish_run(state, out_dir, classifier)

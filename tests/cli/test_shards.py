@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from audit.cli.main import main
+from audit.counterfactual.strips import STRIPS
 from tests.conftest import assert_one_line_error
 
 MODELS = Path(__file__).resolve().parents[2] / "sample_models"
@@ -57,14 +58,18 @@ def assert_same_run(merged: Path, whole: Path) -> None:
     maps = sorted(p.name for p in (whole / "maps").iterdir())
     assert maps and sorted(p.name for p in (merged / "maps").iterdir()) == maps
     for name in maps:
-        with np.load(merged / "maps" / name) as a, np.load(whole / "maps" / name) as b:
-            assert sorted(a.files) == sorted(b.files)
-            for key in b.files:
-                if b[key].dtype.kind == "f":
-                    np.testing.assert_allclose(a[key], b[key], rtol=1e-6, atol=1e-7, err_msg=f"{name}:{key}")
-                else:
-                    np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}:{key}")
+        assert_same_arrays(merged / "maps" / name, whole / "maps" / name)
     assert (merged / "report.pdf").stat().st_size > 0
+
+
+def assert_same_arrays(merged: Path, whole: Path) -> None:
+    with np.load(merged) as a, np.load(whole) as b:
+        assert sorted(a.files) == sorted(b.files)
+        for key in b.files:
+            if b[key].dtype.kind == "f":
+                np.testing.assert_allclose(a[key], b[key], rtol=1e-6, atol=1e-7, err_msg=f"{whole.name}:{key}")
+            else:
+                np.testing.assert_array_equal(a[key], b[key], err_msg=f"{whole.name}:{key}")
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +167,22 @@ def test_bad_shard_options_are_one_line_errors(extra, words, synthetic_root, tmp
 def test_more_shards_than_images_is_a_one_line_error(synthetic_root, tmp_path, capsys) -> None:
     code, _, err = audit(run_args(synthetic_root / "valid", MODELS / "biased.onnx", "--shard", "30/30", "--out", tmp_path / "p"), capsys)
     assert_one_line_error(code, err, "30 shards of 24 images", "at most 24")
+
+
+def test_a_latent_shift_merge_reads_the_recorded_model_again(synthetic_root, tmp_path, capsys) -> None:
+    """The strips need the classifier: the merge loads it from the path the parts recorded, and
+    refuses it once the file there is another model. Batches of 12 = the shards' ranges: Latent
+    Shift's maps move by ~1e-6 relative with the batch composition, which sharding is not about."""
+    model = Path(shutil.copy(MODELS / "biased.onnx", tmp_path / "model.onnx"))
+    valid = synthetic_root / "valid"
+    args = ["run", model, "--data", valid / "images", "--masks", valid / "artefacts", "--method", "gradient", "--counterfactuals", "--autoencoder",
+            MODELS / "autoencoder.pt", "--randomization-images", "0", "--batch-size", "12", "--quiet"]
+    assert main([str(a) for a in [*args, "--out", tmp_path / "whole"]]) == 0
+    parts = [shard_into([*args, "--shard", f"{i}/2"], tmp_path / "parts" / str(i)) for i in (1, 2)]
+    code, _, err = audit(["merge", *parts, "--out", tmp_path / "merged", "--quiet"], capsys)
+    assert code == 0, err
+    assert_same_run(tmp_path / "merged", tmp_path / "whole")
+    assert_same_arrays(tmp_path / "merged" / STRIPS, tmp_path / "whole" / STRIPS)
+    shutil.copy(MODELS / "unbiased.onnx", model)
+    code, _, err = audit(["merge", *parts, "--out", tmp_path / "again", "--quiet"], capsys)
+    assert_one_line_error(code, err, str(model), "changed since the parts were written")

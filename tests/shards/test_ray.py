@@ -117,3 +117,13 @@ def test_an_address_that_never_answers_times_out(tmp_path) -> None:
     assert time.monotonic() - started < 60
     assert done.returncode != 0
     assert f"AuditError: --address {address}: the Ray cluster did not answer within 2 s" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(("extra", "words"), [
+    (["--device", "cuda"], ["--device cuda"]),  # the test cluster has 2 CPUs and no GPU
+    (["--shards", "30"], ["--shards 30", "30 shards of 24 images"]),
+])
+def test_a_ray_run_the_cluster_cannot_do_is_a_one_line_error(extra, words, local_cluster, synthetic_root, tmp_path, capsys) -> None:
+    code = main([*ray_args(synthetic_root, tmp_path / "out"), *extra])
+    assert_one_line_error(code, capsys.readouterr().err, *words)
+    assert not (tmp_path / "out" / "parts").exists()
