@@ -8,7 +8,7 @@ task load them, so every part sees the same classifier and the same sorted listi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,12 @@ class RunInputs:
     mask_blur: float = 0.0
     strict: bool = False
     autoencoder: Path | None = None
+
+    def absolute(self) -> RunInputs:
+        """The same inputs by absolute paths (a Ray worker may start in another folder)."""
+        return replace(self, **{name: None if path is None else Path(path).absolute() for name, path in
+                                (("model", self.model), ("data", self.data), ("masks", self.masks), ("regions", self.regions),
+                                 ("autoencoder", self.autoencoder))})
 
     def paths(self) -> tuple[Path | None, ...]:
         """Every input file or folder (no output may replace one)."""

@@ -10,7 +10,7 @@ part.json::
 
     {"format": "audit.part/1",
      "shard": {"index": I, "count": N, "start": first listing index, "stop": one past the last},
-     "model": {"path": as given, "sha256": of every model file},
+     "model": {"path": absolute, "sha256": of every model file},
      "options": every option that changes the results (below),
      "listing": {"sha256": of the sorted listing, "images": its length},
      "device": where it ran, "command": the command line, "run": {"id", "outputs"}}

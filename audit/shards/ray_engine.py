@@ -40,6 +40,7 @@ from audit.shards.run import check_shard_count, run_identity, run_part
 
 CONNECT_TIMEOUT_S = 15.0
 RETRIES = 3
+CPUS_PER_TASK = 1
 MAX_DEFAULT_SHARDS = 64
 #: Test hook (not a flag): a marker file's path. The first task that creates it kills its own
 #: worker process, so a test sees Ray retry a shard whose worker died.
@@ -160,10 +161,19 @@ def _failure(ray: ModuleType, exc: BaseException, name: str, folder: Path) -> Au
     raise exc
 
 
+def absolute_options(options: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Method options with an ``autoencoder`` file (the latentshift methods) by its absolute path."""
+    return {name: {key: str(Path(value).absolute()) if key == "autoencoder" else value for key, value in given.items()}
+            for name, given in options.items()}
+
+
 def run_on_ray(inputs: RunInputs, config: Any, parts: Path, shards: int | None, address: str | None,
                echo: Callable[[str], None]) -> list[Path]:
-    """Run the shards of the audit as Ray tasks into ``parts/I``; the part folders, in order."""
+    """Run the shards of the audit as Ray tasks into ``parts/I``; the part folders, in order.
+    Every path goes to the tasks absolute: a worker on another node starts in another folder."""
     ray = import_ray()
+    inputs, parts = inputs.absolute(), parts.absolute()
+    config = replace(config, method_options=absolute_options(config.method_options))
     run, _, dataset = run_identity(inputs, config)  # bad inputs fail here, before any cluster work
     with cluster(ray, address):
         resources = ray.cluster_resources()
@@ -174,11 +184,10 @@ def run_on_ray(inputs: RunInputs, config: Any, parts: Path, shards: int | None, 
         pending = [i for i in range(1, count + 1) if not _finished(folders[i - 1], run, i, count)]
         if len(pending) < count:
             echo(f"resuming: {count - len(pending)} of {count} shards already finished in {parts}")
-        cpus = 1
         workers = config.workers if gpus or config.workers is not None else 0
-        task = ray.remote(_shard_task).options(num_cpus=cpus, num_gpus=1 if gpus else 0, max_retries=RETRIES)
+        task = ray.remote(_shard_task).options(num_cpus=CPUS_PER_TASK, num_gpus=1 if gpus else 0, max_retries=RETRIES)
         marker = os.environ.get(CRASH_ONCE)
-        refs = {task.remote(inputs, replace(config, shard=(i, count), workers=workers), str(folders[i - 1]), cpus, marker): i
+        refs = {task.remote(inputs, replace(config, shard=(i, count), workers=workers), str(folders[i - 1]), CPUS_PER_TASK, marker): i
                 for i in pending}
         errors: list[AuditError] = []
         while refs:

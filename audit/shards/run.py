@@ -37,6 +37,6 @@ def run_part(inputs: RunInputs, config: Any, out: Path, on_batch: Callable[[int]
         check_shard_count(len(dataset), count, f"--shard {index}/{count}")
         state = stream_run(classifier, dataset, config, folder.staging, on_batch=on_batch)
         state.save(folder.staging)
-        document = manifest(run, index, count, inputs.model, str(classifier.device), config.command)
+        document = manifest(run, index, count, inputs.model.absolute(), str(classifier.device), config.command)
         folder.publish(document, write_manifest)
     return document

@@ -127,3 +127,16 @@ def test_a_ray_run_the_cluster_cannot_do_is_a_one_line_error(extra, words, local
     code = main([*ray_args(synthetic_root, tmp_path / "out"), *extra])
     assert_one_line_error(code, capsys.readouterr().err, *words)
     assert not (tmp_path / "out" / "parts").exists()
+
+
+def test_tasks_get_absolute_paths(tmp_path, monkeypatch) -> None:
+    """A worker on another node starts in another folder: relative paths would miss there."""
+    from audit.shards.job import RunInputs
+    from audit.shards.ray_engine import absolute_options
+
+    monkeypatch.chdir(tmp_path)
+    given = RunInputs(Path("m.onnx"), Path("data"), masks=Path("masks"), autoencoder=Path("ae.pt")).absolute()
+    assert (given.model, given.data, given.masks, given.regions, given.autoencoder) == \
+        (tmp_path / "m.onnx", tmp_path / "data", tmp_path / "masks", None, tmp_path / "ae.pt")
+    options = absolute_options({"latentshift-max": {"autoencoder": "ae.pt", "frames": 5}, "gradient": {}})
+    assert options == {"latentshift-max": {"autoencoder": str(tmp_path / "ae.pt"), "frames": 5}, "gradient": {}}
