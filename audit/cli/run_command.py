@@ -6,7 +6,7 @@ import shlex
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
@@ -14,6 +14,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from audit.cli.options import Channels, InputSize, Mean, Multilabel, Seed, Std, ValueRange, method_options, model_options
 from audit.cli.publishing import AllowMissing, FailOn, GateConfig, JsonOut, Junit, Quiet, Report
+
+if TYPE_CHECKING:
+    from audit.pipeline import RunConfig
+    from audit.report.output_folder import OutputFolder
+    from audit.shards.job import RunInputs
 
 
 #: What ``audit run`` writes in OUT besides results.json; no --report or --junit may take these names.
@@ -136,7 +141,7 @@ def _progress(err: Console, quiet: bool) -> Progress:
     )
 
 
-def _run_here(inputs, run_config, folder, err: Console, quiet: bool) -> dict:
+def _run_here(inputs: RunInputs, run_config: RunConfig, folder: OutputFolder, err: Console, quiet: bool) -> dict[str, Any]:
     """The whole audit in this process, into ``folder``'s staging folder."""
     from audit.pipeline import run_audit
 
@@ -149,7 +154,7 @@ def _run_here(inputs, run_config, folder, err: Console, quiet: bool) -> dict:
         return run_audit(classifier, dataset, run_config, folder.staging, on_batch=lambda n: progress.advance(task, n))
 
 
-def _run_shard(inputs, run_config, out: Path, err: Console, quiet: bool) -> None:
+def _run_shard(inputs: RunInputs, run_config: RunConfig, out: Path, err: Console, quiet: bool) -> None:
     """One shard into the part folder ``out`` (``audit.shards.part``); `audit merge` the parts."""
     from audit.shards.run import run_part
 
@@ -163,7 +168,8 @@ def _run_shard(inputs, run_config, out: Path, err: Console, quiet: bool) -> None
                   highlight=False, markup=False, soft_wrap=True)
 
 
-def _run_on_ray(inputs, run_config, out: Path, staging: Path, shards, address, err: Console, quiet: bool) -> dict:
+def _run_on_ray(inputs: RunInputs, run_config: RunConfig, out: Path, staging: Path, shards: int | None, address: str | None,
+                err: Console, quiet: bool) -> dict[str, Any]:
     """Every shard a Ray task into OUT/parts/I, then their merge into ``staging``."""
     from audit.shards.merge import merge_parts, read_parts
     from audit.shards.ray_engine import run_on_ray

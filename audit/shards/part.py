@@ -32,11 +32,14 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from audit.errors import AuditError
 from audit.metrics.run_state import STATE_JSON, STATE_NPZ
 from audit.shards import shard_range
+
+if TYPE_CHECKING:
+    from audit.pipeline import RunConfig
 
 FORMAT = "audit.part/1"
 MANIFEST = "part.json"
@@ -60,7 +63,7 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def identity(classifier: Any, dataset: Any, masks: bool, regions: bool, config: Any) -> dict[str, Any]:
+def identity(classifier: Any, dataset: Any, masks: bool, regions: bool, config: RunConfig) -> dict[str, Any]:
     """The model, options and listing that every part of one run shares (module docstring)."""
     spec = classifier.spec
     return _plain({
@@ -131,8 +134,9 @@ class Part:
 
     def matches(self, run: dict[str, Any], index: int, count: int) -> bool:
         """Whether this part is shard ``index``/``count`` of the run ``identity`` describes."""
-        return (self.index, self.count) == (index, count) and all(self.document[key] == run[key] for key in ("options", "listing")) \
-            and self.document["model"]["sha256"] == run["model"]["sha256"]
+        same_run = self.document["model"]["sha256"] == run["model"]["sha256"] and \
+            all(self.document[key] == run[key] for key in ("options", "listing"))
+        return same_run and (self.index, self.count) == (index, count)
 
 
 def read_part(folder: Path) -> Part:

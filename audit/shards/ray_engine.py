@@ -31,12 +31,15 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from audit.errors import AuditError
 from audit.shards.job import RunInputs
 from audit.shards.part import read_part
 from audit.shards.run import check_shard_count, run_identity, run_part
+
+if TYPE_CHECKING:
+    from audit.pipeline import RunConfig
 
 CONNECT_TIMEOUT_S = 15.0
 RETRIES = 3
@@ -135,7 +138,7 @@ def _finished(folder: Path, run: dict[str, Any], index: int, count: int) -> bool
         return False
 
 
-def _shard_task(inputs: RunInputs, config: Any, out: str, threads: int, crash_marker: str | None) -> int:
+def _shard_task(inputs: RunInputs, config: RunConfig, out: str, threads: int, crash_marker: str | None) -> int:
     """A Ray task: run one shard into ``out`` with ``threads`` torch threads; its image count."""
     import torch
 
@@ -167,7 +170,7 @@ def absolute_options(options: dict[str, dict[str, Any]]) -> dict[str, dict[str, 
             for name, given in options.items()}
 
 
-def run_on_ray(inputs: RunInputs, config: Any, parts: Path, shards: int | None, address: str | None,
+def run_on_ray(inputs: RunInputs, config: RunConfig, parts: Path, shards: int | None, address: str | None,
                echo: Callable[[str], None]) -> list[Path]:
     """Run the shards of the audit as Ray tasks into ``parts/I``; the part folders, in order.
     Every path goes to the tasks absolute: a worker on another node starts in another folder."""

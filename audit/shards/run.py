@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from audit.errors import AuditError
 from audit.shards.job import RunInputs
 from audit.shards.part import MANIFEST, PART_OUTPUTS, identity, manifest, write_manifest
+
+if TYPE_CHECKING:
+    from audit.pipeline import RunConfig
 
 
 def check_shard_count(images: int, count: int, flag: str) -> None:
@@ -16,14 +19,14 @@ def check_shard_count(images: int, count: int, flag: str) -> None:
         raise AuditError(f"{flag}: {count} shards of {images} images leave some empty; use at most {images} shards")
 
 
-def run_identity(inputs: RunInputs, config: Any) -> tuple[dict[str, Any], Any, Any]:
+def run_identity(inputs: RunInputs, config: RunConfig) -> tuple[dict[str, Any], Any, Any]:
     """(identity, classifier, dataset) of the run ``inputs`` and ``config`` describe."""
     classifier, dataset = inputs.open()
     run = identity(classifier, dataset, inputs.masks is not None, inputs.regions is not None, config)
     return run, classifier, dataset
 
 
-def run_part(inputs: RunInputs, config: Any, out: Path, on_batch: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
+def run_part(inputs: RunInputs, config: RunConfig, out: Path, on_batch: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
     """Audit shard ``config.shard`` = (I, N) of the dataset into the part folder ``out``
     (``audit.shards.part``): its rows and run state staged, part.json published last. Returns
     part.json's content."""
