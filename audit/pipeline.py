@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,7 @@ from audit.metrics.subsets import artefact_present
 from audit.models.classifier import Classifier
 from audit.report.finding import finding
 from audit.report.per_image import PerImageWriter, write_per_image
-from audit.report.results_file import SCHEMA, write_results
+from audit.report.results_file import SCHEMA, dumps, write_results
 from audit.saliency import methods
 from audit.saliency.base import SaliencyMethod, network
 from audit.shards import shard_range
@@ -133,13 +134,17 @@ def stream_run(
     part = _shard(dataset, config.shard)
     writer = PerImageWriter(out_dir)
     try:
-        for batch in stream_batches(part, config.batch_size, workers=config.workers, pin_memory=classifier.device.type == "cuda"):
-            record = _stream_batch(classifier, built, state, target_rule, batch, share_gradient)
+        pin = classifier.device.type == "cuda"
+        batches = stream_batches(part, config.batch_size, workers=config.workers, pin_memory=pin) if part is not None else ()
+        for batch in batches:
+            record, mapped = _model_work(classifier, built, target_rule, batch, share_gradient)
+            _accumulate(state, batch, record, mapped)
             writer.append(_rows(batch, record["predictions"], record["targets"], record["probabilities"]))
             on_batch(len(batch))
     finally:
         writer.close()
-    state.data.record_pass(part)
+    if part is not None:
+        state.data.record_pass(part)
     state.meta["csv"] = [str(writer.partial)]
     if config.shard is None or config.shard[0] == 1:
         _randomisation_stage(classifier, dataset, config, target_rule, built, state)
@@ -147,17 +152,19 @@ def stream_run(
 
 
 def _shard(dataset: Any, shard: tuple[int, int] | None) -> Any:
-    """The dataset restricted to the shard's contiguous range of its listing (itself without a shard)."""
+    """The dataset restricted to the shard's contiguous range of its listing (itself without a
+    shard; None for an empty range: more shards than images)."""
     if shard is None:
         return dataset
     chosen = shard_range(len(dataset.entries), *shard)
-    return dataclasses.replace(dataset, entries=dataset.entries[chosen.start : chosen.stop])
+    return dataclasses.replace(dataset, entries=dataset.entries[chosen.start : chosen.stop]) if chosen else None
 
 
-def _stream_batch(classifier: Classifier, built: dict[str, SaliencyMethod], state: RunState, target_rule: Target,
-                  batch: Batch, share_gradient: bool) -> ImageColumns:
-    """One batch through the model, the methods, the ablation stage and the metrics; returns
-    the batch's per-image record."""
+def _model_work(classifier: Classifier, built: dict[str, SaliencyMethod], target_rule: Target, batch: Batch,
+                share_gradient: bool) -> tuple[ImageColumns, dict[str, MapBatch]]:
+    """Everything the model computes for one batch (forward, explained classes, ablation stage,
+    each method's maps), touching no state, so that it can be retried: the per-image record and
+    the maps by method."""
     x = classifier.to_input(batch.images)
     shared = SharedGradient(classifier, x) if share_gradient else None
     logits = shared.logits if shared else classifier.logits(x)
@@ -167,23 +174,29 @@ def _stream_batch(classifier: Classifier, built: dict[str, SaliencyMethod], stat
     classes = target_rule.resolve(batch.paths, batch.labels, predictions)
     target = torch.from_numpy(classes).to(x.device)
     gradient = shared.gradient(target) if shared else None
-    ablated = ablation_columns(batch, classifier, probabilities, classes)
     record = ImageColumns(batch.paths, {
         "labels": batch.labels, "predictions": predictions, "targets": classes, "probabilities": probabilities,
-        "logits": logits.cpu().numpy(), "artefact_present": artefact_present(batch), **ablated})
-    state.update(record)
+        "logits": logits.cpu().numpy(), "artefact_present": artefact_present(batch),
+        **ablation_columns(batch, classifier, probabilities, classes)})
+    mapped = {}
     for name, method in built.items():
         maps = _maps(method, classifier, x, target, gradient)
         if not np.isfinite(maps).all():
             raise AuditError(f"{classifier.path}: method {name!r} gives NaN or infinite saliency for the batch "
                              f"starting at {batch.paths[0]}; check --mean, --std and --value-range, or use "
                              f"--method occlusion")
-        mapped = _map_batch(batch, predictions, probabilities, maps)
+        mapped[name] = _map_batch(batch, predictions, probabilities, maps)
+    return record, mapped
+
+
+def _accumulate(state: RunState, batch: Batch, record: ImageColumns, mapped: dict[str, MapBatch]) -> None:
+    """The batch's record and maps into the metrics (host-side work only)."""
+    state.update(record)
+    for name, maps in mapped.items():
         method_state = state.methods[name]
-        scores = method_state.metrics.update(mapped)
-        method_state.examples.update(mapped, batch.images, scores)
-        method_state.intervention.update(ImageColumns(batch.paths, {"saliency": scores, "drop": -ablated["artefact_delta"]}))
-    return record
+        scores = method_state.metrics.update(maps)
+        method_state.examples.update(maps, batch.images, scores)
+        method_state.intervention.update(ImageColumns(batch.paths, {"saliency": scores, "drop": -record["artefact_delta"]}))
 
 
 def _maps(method: SaliencyMethod, classifier: Classifier, x: torch.Tensor, target: torch.Tensor, gradient: torch.Tensor | None) -> np.ndarray:
@@ -294,9 +307,10 @@ def _rows(batch: Batch, predictions: np.ndarray, targets: np.ndarray, probabilit
 
 
 def _meta(classifier: Classifier, dataset: Any, config: RunConfig, built: dict[str, SaliencyMethod]) -> dict[str, Any]:
-    """What results.json needs of the model, the dataset and the options, JSON-able."""
+    """What results.json needs of the model, the dataset and the options, as JSON gives it back
+    (tuples as lists), so that a live state and a loaded one compare equal."""
     spec = classifier.spec
-    return {
+    meta = {
         "model": {
             "path": str(classifier.path),
             "format": classifier.format,
@@ -322,6 +336,7 @@ def _meta(classifier: Classifier, dataset: Any, config: RunConfig, built: dict[s
         "methods": {name: {"signed": method.signed, **method.provenance()} for name, method in built.items()},
         "csv": [],
     }
+    return json.loads(dumps(meta))
 
 
 def _method_results(name: str, state: MethodState, meta: dict[str, Any]) -> dict[str, Any]:

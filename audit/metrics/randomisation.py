@@ -20,9 +20,10 @@ last cascading step's mean ρ (every layer re-initialised) is below ``SANITY_THR
 and *fails* otherwise: its maps are not shown to lose the ranking they had. This is Adebayo et
 al.'s test, reduced to the step where the answer is clearest (Cohen et al., App. H, plot the
 whole curve); the threshold and the use of the bound are ours. 0.5 sits in the gap measured on
-the sample models (synthetic data, 32 images, ``audit run`` defaults): gradient 0.10 / 0.25,
-guided backprop 0.18 / 0.34, grad-cam −0.72 / −0.41 (biased / unbiased model) pass with upper
-bounds at most 0.36; occlusion 0.989 / 0.995 and integrated gradients 1.000 / 1.000 fail (on
+the sample models (128 synthetic images, the 32 chosen by sha256(path), ``audit run``
+defaults): gradient 0.11 / 0.11, guided backprop 0.20 / 0.21, grad-cam −0.97 / −0.39 (biased /
+unbiased model) pass with upper bounds at most 0.23; occlusion 0.984 / 0.989 and integrated
+gradients 1.000 / 1.000 fail (on
 black backgrounds both are zero wherever the image is, whatever the weights). A method whose
 check was skipped, raised, or left fewer than two images with an interval is "not run", with
 the reason; so is a method whose original maps are all constant (nothing to rank, whatever the

@@ -134,12 +134,14 @@ class RunState(Composite):
         folder.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, np.ndarray] = {}
         meta = {**self.meta, "csv": [_relative(Path(p), folder) for p in self.meta["csv"]]}
-        tree = {"format": FORMAT, "meta": meta, "states": _split(self.state_dict(), "", arrays)}
+        tree = {"format": FORMAT, "meta": meta, "states": split_arrays(self.state_dict(), "", arrays)}
         with zipfile.ZipFile(folder / STATE_NPZ, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
             for key, array in arrays.items():
                 with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
                     np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
-        (folder / STATE_JSON).write_text(json.dumps(tree, allow_nan=False))
+        staging = folder / (STATE_JSON + ".tmp")  # state.json last and whole: its presence marks a saved state
+        staging.write_text(json.dumps(tree, allow_nan=False))
+        staging.replace(folder / STATE_JSON)
 
     @classmethod
     def load(cls, folder: Path) -> RunState:
@@ -157,7 +159,7 @@ class RunState(Composite):
             raise AuditError(f"{folder / STATE_JSON}: not a readable run state ({first_line(exc)}); rerun that part") from exc
         try:
             with np.load(folder / STATE_NPZ, allow_pickle=False) as npz:
-                state.load_state_dict(_join(tree["states"], {key: npz[key] for key in npz.files}))
+                state.load_state_dict(join_arrays(tree["states"], {key: npz[key] for key in npz.files}))
         except Exception as exc:
             raise AuditError(f"{folder / STATE_NPZ}: not a readable run state ({first_line(exc)}); rerun that part") from exc
         return state
@@ -170,25 +172,25 @@ def _relative(path: Path, folder: Path) -> str:
         return str(path.resolve())
 
 
-def _split(value: Any, key: str, arrays: dict[str, np.ndarray]) -> Any:
+def split_arrays(value: Any, key: str, arrays: dict[str, np.ndarray]) -> Any:
     """``value`` with every numpy array and non-finite float moved to ``arrays`` (as {"npz": key})."""
     if isinstance(value, dict):
-        return {k: _split(v, f"{key}/{k}" if key else str(k), arrays) for k, v in value.items()}
+        return {k: split_arrays(v, f"{key}/{k}" if key else str(k), arrays) for k, v in value.items()}
     if isinstance(value, list):
-        return [_split(v, f"{key}/{i}", arrays) for i, v in enumerate(value)]
+        return [split_arrays(v, f"{key}/{i}", arrays) for i, v in enumerate(value)]
     if isinstance(value, np.ndarray) or (isinstance(value, float) and not math.isfinite(value)):
         arrays[key] = np.asarray(value)
         return {"npz": key}
     return value
 
 
-def _join(value: Any, arrays: dict[str, np.ndarray]) -> Any:
+def join_arrays(value: Any, arrays: dict[str, np.ndarray]) -> Any:
     """Undo ``_split``: 0-d arrays come back as Python scalars."""
     if isinstance(value, dict):
         if set(value) == {"npz"}:
             array = arrays[value["npz"]]
             return array.item() if array.ndim == 0 else array
-        return {k: _join(v, arrays) for k, v in value.items()}
+        return {k: join_arrays(v, arrays) for k, v in value.items()}
     if isinstance(value, list):
-        return [_join(v, arrays) for v in value]
+        return [join_arrays(v, arrays) for v in value]
     return value
