@@ -18,7 +18,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt $(wildcard plugins/*/pyproject.toml)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e ".[$(EXTRA),dev]" $(foreach p,$(PLUGINS),-e $(p))
+	$(PIP) install --quiet -e ".[$(EXTRA),dev,ray]" $(foreach p,$(PLUGINS),-e $(p))
 	rm -f $(VENV)/.installed-*
 	touch $@
 

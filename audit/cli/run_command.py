@@ -4,18 +4,32 @@ from __future__ import annotations
 
 import shlex
 import sys
+from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from audit.cli.options import Channels, InputSize, Mean, Multilabel, Seed, Std, ValueRange, method_options, model_options
+from audit.cli.publishing import AllowMissing, FailOn, GateConfig, JsonOut, Junit, Quiet, Report
+
+if TYPE_CHECKING:
+    from audit.pipeline import RunConfig
+    from audit.report.output_folder import OutputFolder
+    from audit.shards.job import RunInputs
 
 
 #: What ``audit run`` writes in OUT besides results.json; no --report or --junit may take these names.
 RUN_OUTPUTS = ("per_image.csv", "per_image.partial.csv", "maps", "strips")
+#: Where ``--engine ray`` writes its part folders, OUT/parts/I.
+PARTS = "parts"
+
+
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
 
 
 def run(
@@ -28,7 +42,7 @@ def run(
     counterfactuals: bool = typer.Option(False, "--counterfactuals", help="Add Latent Shift counterfactual maps (method latentshift-max); needs --autoencoder."),
     autoencoder: Optional[Path] = typer.Option(None, "--autoencoder", help="Autoencoder for the latentshift-* methods (audit train-autoencoder)."),
     target: str = typer.Option("predicted", "--target", help="Class to explain: predicted, label or a class index."),
-    out: Path = typer.Option(Path("audit-out"), "--out", help="Output folder."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default audit-out; with --shard, the part folder)."),
     input_size: InputSize = None,
     channels: Channels = None,
     mean: Mean = "0",
@@ -42,90 +56,130 @@ def run(
     strict: bool = typer.Option(False, "--strict", help="Fail on an unreadable image instead of skipping it."),
     mask_dilate: int = typer.Option(0, "--mask-dilate", min=0, help="Dilate masks by this many pixels."),
     mask_blur: float = typer.Option(0.0, "--mask-blur", min=0.0, help="Gaussian σ of the mask blur rule (Viviano et al.)."),
-    fail_on: list[str] = typer.Option([], "--fail-on", help="Fail (exit 1) when this holds, e.g. 'methods.gradient.artefact.enrichment.overall > 2' (repeatable)."),
-    allow_missing: Optional[bool] = typer.Option(None, "--allow-missing/--no-allow-missing", help="A check on a null metric is skipped instead of failing."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Gate config (default: audit.toml or [tool.audit] in pyproject.toml here)."),
-    junit: Optional[Path] = typer.Option(None, "--junit", help="Write the gate checks as JUnit XML."),
-    report: Optional[Path] = typer.Option(None, "--report", help="PDF report path (default OUT/report.pdf)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
-    json_out: bool = typer.Option(False, "--json", help="Print results.json to stdout, everything else to stderr."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 for the forward and backward passes."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Decode/resize worker processes (0: in this process)."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="Audit only the I-th of N contiguous ranges of the dataset into the part folder --out; `audit merge` the parts."),
+    engine: Engine = typer.Option(Engine.local, "--engine", help="local: this process; ray: every shard a Ray task, then the merge."),
+    address: Optional[str] = typer.Option(None, "--address", help="--engine ray: the cluster (HOST:PORT, auto or ray://HOST:PORT); default: start a local one."),
+    shards: Optional[int] = typer.Option(None, "--shards", min=1, help="--engine ray: number of shards (default: one per GPU with CUDA, else per CPU; at most 64)."),
+    fail_on: FailOn = [],
+    allow_missing: AllowMissing = None,
+    config: GateConfig = None,
+    junit: Junit = None,
+    report: Report = None,
+    quiet: Quiet = False,
+    json_out: JsonOut = False,
 ) -> None:
     """Audit a classifier on a dataset: predictions, saliency maps and their metrics."""
-    from audit.cli.summary import print_summary
-    from audit.data.compatibility import check_classes
-    from audit.data.dataset import open_dataset
-    from audit.errors import AuditError
-    from audit.models.loader import load_classifier
-    from audit.pipeline import RunConfig, run_audit
-    from audit.report.gate import evaluate_gate, gate_checks, validate_expressions, write_junit
-    from audit.report.gate.expressions import Group
-    from audit.report.pdf import write_report
+    from audit.cli.publishing import Destinations, Gate, announce, publish_run
+    from audit.pipeline import RunConfig
     from audit.report.output_folder import OutputFolder
-    from audit.report.results_file import dumps, write_results
+    from audit.shards import parse_shard
+    from audit.shards.job import RunInputs
 
-    err = Console(stderr=True)
-    shown = Console(stderr=json_out)
-    expressions, allow = gate_checks(fail_on, config, Path.cwd(), allow_missing)
+    check_engine(shard, out, engine, address, shards, bool(fail_on or junit or report or json_out))
+    out = Path("audit-out") if out is None else out
     chosen = list(dict.fromkeys([*method, *(["latentshift-max"] if counterfactuals else [])]))
     per_method = with_autoencoder(method_options(option, chosen), chosen, autoencoder)
-    validate_expressions(expressions, groups={"methods": Group("method", "--method", chosen)})
+    gate = Gate.parse(fail_on, config, allow_missing, chosen)
     options = model_options(input_size, channels, mean, std, value_range_text, multilabel, class_names)
-    with OutputFolder(out, "results.json", reserved=RUN_OUTPUTS, inputs=(model, data, masks, regions, config, autoencoder)) as folder:
-        report_path = folder.destination(report, "report.pdf", "--report")
-        junit_path = None if junit is None else folder.destination(junit, "junit.xml", "--junit")
-        if junit_path is not None and junit_path.resolve() == report_path.resolve():
-            raise AuditError(f"--junit {junit}: is also the --report path; give two different files")
-        classifier = load_classifier(model, options)
-        if not quiet and classifier.format == "onnx":
-            err.print(f"onnxruntime provider: {classifier.provider}", highlight=False)
-        dataset = open_dataset(
-            data,
-            size=(classifier.spec.height, classifier.spec.width),
-            channels=classifier.spec.channels,
-            masks=masks,
-            regions=regions,
-            mask_blur=mask_blur,
-            mask_dilate=mask_dilate,
-            strict=strict,
-        )
-        check_classes(classifier, dataset, data, options.class_names)
-        folder.protect(dataset.base / relative for relative, _ in dataset.entries)
-        if options.class_names is None and len(dataset.classes) == classifier.num_classes:
-            classifier.class_names = list(dataset.classes)
-        run_config = RunConfig(
-            methods=chosen,
-            method_options=per_method,
-            target=target,
-            batch_size=batch_size,
-            seed=seed,
-            randomization_images=randomization_images,
-            command=shlex.join(["audit", *sys.argv[1:]]),
-        )
-        with Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            disable=quiet,
-            transient=True,
-        ) as progress:
-            task = progress.add_task("auditing", total=len(dataset))
-            results = run_audit(classifier, dataset, run_config, folder.staging, on_batch=lambda n: progress.advance(task, n))
-        if expressions:
-            results["gate"] = evaluate_gate(results, expressions, allow)
-        if junit_path is not None:
-            write_junit(results.get("gate", {"checks": [], "passed": True, "allow_missing": allow}), junit_path)
-        write_report(results, folder.staging, report_path)
-        folder.publish(results, write_results)
-    for warning in results["warnings"]:
-        err.print(f"audit: warning: {warning}", highlight=False, markup=False, soft_wrap=True)
-    if json_out:
-        sys.stdout.write(dumps(results) + "\n")
+    inputs = RunInputs(model, data, masks, regions, options, mask_dilate, mask_blur, strict, autoencoder)
+    run_config = RunConfig(
+        methods=chosen,
+        method_options=per_method,
+        target=target,
+        batch_size=batch_size,
+        seed=seed,
+        randomization_images=randomization_images,
+        command=shlex.join(["audit", *sys.argv[1:]]),
+        device=device,
+        precision=precision,
+        workers=workers,
+        shard=None if shard is None else parse_shard(shard),
+    )
+    err = Console(stderr=True)
+    if run_config.shard is not None:
+        _run_shard(inputs, run_config, out, err, quiet)
+        return
+    with OutputFolder(out, "results.json", reserved=(*RUN_OUTPUTS, PARTS), inputs=inputs.paths()) as folder:
+        where = Destinations.of(folder, report, junit)
+        if engine is Engine.ray:
+            results = _run_on_ray(inputs, run_config, out, folder.staging, shards, address, err, quiet)
+        else:
+            results = _run_here(inputs, run_config, folder, err, quiet)
+        publish_run(results, folder, gate, where)
+    announce(results, out, folder.published(where.report), gate, json_out, quiet)
+
+
+def check_engine(shard: str | None, out: Path | None, engine: Engine, address: str | None, shards: int | None, publishes: bool) -> None:
+    """The combinations of --shard, --out, --engine, --address and --shards that make sense."""
+    from audit.errors import AuditError
+
+    if shard is not None and engine is Engine.ray:
+        raise AuditError(f"--shard {shard}: --engine ray runs every shard itself; drop --shard, or run the shard with --engine local")
+    if shard is not None and out is None:
+        raise AuditError(f"--shard {shard}: needs --out PART, the folder this shard's part goes to (e.g. --out parts/1); "
+                         f"then `audit merge parts/* --out OUT`")
+    if shard is not None and publishes:
+        raise AuditError(f"--shard {shard}: a part has no results to gate or report; give --fail-on, --junit, --report "
+                         f"and --json to `audit merge`")
+    if engine is Engine.local and (address is not None or shards is not None):
+        flag = "--address" if address is not None else "--shards"
+        raise AuditError(f"{flag}: only with --engine ray; add --engine ray, or drop {flag}")
+
+
+def _progress(err: Console, quiet: bool) -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=quiet,
+        transient=True,
+    )
+
+
+def _run_here(inputs: RunInputs, run_config: RunConfig, folder: OutputFolder, err: Console, quiet: bool) -> dict[str, Any]:
+    """The whole audit in this process, into ``folder``'s staging folder."""
+    from audit.pipeline import run_audit
+
+    classifier, dataset = inputs.open()
+    if not quiet and classifier.format == "onnx":
+        err.print(f"onnxruntime provider: {classifier.provider}", highlight=False)
+    folder.protect(dataset.base / relative for relative, _ in dataset.entries)
+    with _progress(err, quiet) as progress:
+        task = progress.add_task("auditing", total=len(dataset))
+        return run_audit(classifier, dataset, run_config, folder.staging, on_batch=lambda n: progress.advance(task, n))
+
+
+def _run_shard(inputs: RunInputs, run_config: RunConfig, out: Path, err: Console, quiet: bool) -> None:
+    """One shard into the part folder ``out`` (``audit.shards.part``); `audit merge` the parts."""
+    from audit.shards.run import run_part
+
+    index, count = run_config.shard
+    with _progress(err, quiet) as progress:
+        task = progress.add_task(f"shard {index}/{count}", total=None)
+        document = run_part(inputs, run_config, out, on_batch=lambda n: progress.advance(task, n))
     if not quiet:
-        print_summary(shown, results, out, folder.published(report_path))
-    if expressions and not results["gate"]["passed"]:
-        raise typer.Exit(1)
+        images = document["shard"]["stop"] - document["shard"]["start"]
+        err.print(f"shard {index}/{count}: {images} images; part written to {out} (merge the parts with `audit merge`)",
+                  highlight=False, markup=False, soft_wrap=True)
+
+
+def _run_on_ray(inputs: RunInputs, run_config: RunConfig, out: Path, staging: Path, shards: int | None, address: str | None,
+                err: Console, quiet: bool) -> dict[str, Any]:
+    """Every shard a Ray task into OUT/parts/I, then their merge into ``staging``."""
+    from audit.shards.merge import merge_parts, read_parts
+    from audit.shards.ray_engine import run_on_ray
+
+    def echo(line: str) -> None:
+        if not quiet:
+            err.print(line, highlight=False, markup=False, soft_wrap=True)
+
+    folders = run_on_ray(inputs, run_config, out / PARTS, shards, address, echo)
+    return merge_parts(read_parts(folders), staging)
 
 
 def with_autoencoder(options: dict[str, dict], chosen: list[str], autoencoder: Path | None) -> dict[str, dict]:

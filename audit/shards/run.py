@@ -1,0 +1,45 @@
+"""Running one shard into its part folder: the function ``audit run --shard`` and a Ray task share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from audit.errors import AuditError
+from audit.shards.job import RunInputs
+from audit.shards.part import MANIFEST, PART_OUTPUTS, identity, manifest, write_manifest
+
+if TYPE_CHECKING:
+    from audit.pipeline import RunConfig
+
+
+def check_shard_count(images: int, count: int, flag: str) -> None:
+    """Every shard must hold an image: ``count`` ≤ the listing's length."""
+    if count > images:
+        raise AuditError(f"{flag}: {count} shards of {images} images leave some empty; use at most {images} shards")
+
+
+def run_identity(inputs: RunInputs, config: RunConfig) -> tuple[dict[str, Any], Any, Any]:
+    """(identity, classifier, dataset) of the run ``inputs`` and ``config`` describe."""
+    classifier, dataset = inputs.open()
+    run = identity(classifier, dataset, inputs.masks is not None, inputs.regions is not None, config)
+    return run, classifier, dataset
+
+
+def run_part(inputs: RunInputs, config: RunConfig, out: Path, on_batch: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
+    """Audit shard ``config.shard`` = (I, N) of the dataset into the part folder ``out``
+    (``audit.shards.part``): its rows and run state staged, part.json published last. Returns
+    part.json's content."""
+    from audit.pipeline import stream_run
+    from audit.report.output_folder import OutputFolder
+
+    index, count = config.shard
+    with OutputFolder(out, MANIFEST, reserved=PART_OUTPUTS, inputs=inputs.paths()) as folder:
+        run, classifier, dataset = run_identity(inputs, config)
+        folder.protect(dataset.base / relative for relative, _ in dataset.entries)
+        check_shard_count(len(dataset), count, f"--shard {index}/{count}")
+        state = stream_run(classifier, dataset, config, folder.staging, on_batch=on_batch)
+        state.save(folder.staging)
+        document = manifest(run, index, count, inputs.model.absolute(), str(classifier.device), config.command)
+        folder.publish(document, write_manifest)
+    return document
