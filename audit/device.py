@@ -57,20 +57,30 @@ def parse_device(text: str) -> torch.device:
     return torch.device("cuda", number)
 
 
-def resolve(device: str | None, precision: str | None, config: Path | None = None,
-            cwd: Path | None = None) -> tuple[torch.device, str]:
-    """The run's device and precision: ``--device`` / ``--precision`` when given, else the
-    ``device`` / ``precision`` keys of the config file (``--config``, else audit.toml or
-    pyproject.toml's [tool.audit] in ``cwd``), else ``auto`` / ``fp32``; checked here, a bad
-    value in the file is a one-line error that names the file."""
+def requested(device: str | None, precision: str | None, config: Path | None = None,
+              cwd: Path | None = None) -> tuple[str, str, Path | None]:
+    """(device text, precision text, the config file they came from or None): ``--device`` /
+    ``--precision`` when given, else the ``device`` / ``precision`` keys of the config file
+    (``--config``, else audit.toml or pyproject.toml's [tool.audit] in ``cwd``), else ``auto`` /
+    ``fp32``; not checked against this machine (a Ray task checks them on its own node)."""
     from audit.report.gate.config import run_settings
 
     source, table = run_settings(config, cwd or Path.cwd())
+    from_file = source if (device is None and "device" in table or precision is None and "precision" in table) else None
+    return (device if device is not None else str(table.get("device", "auto")),
+            precision if precision is not None else str(table.get("precision", "fp32")), from_file)
+
+
+def resolve(device: str | None, precision: str | None, config: Path | None = None,
+            cwd: Path | None = None) -> tuple[torch.device, str]:
+    """The run's device and precision (``requested``), checked on this machine; a bad value in
+    the file is a one-line error that names the file."""
+    device_text, precision_text, source = requested(device, precision, config, cwd)
     try:
-        chosen = parse_device(device if device is not None else table.get("device", "auto"))
-        return chosen, check_precision(precision if precision is not None else table.get("precision", "fp32"), chosen)
+        chosen = parse_device(device_text)
+        return chosen, check_precision(precision_text, chosen)
     except AuditError as exc:
-        if source and (device is None and "device" in table or precision is None and "precision" in table):
+        if source:
             raise AuditError(f"{source}: {exc}") from exc
         raise
 

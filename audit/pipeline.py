@@ -38,7 +38,7 @@ import audit
 from audit.counterfactual.strips import STRIPS, latentshift_method, save_strips
 from audit.data.batch import Batch
 from audit.data.loading import stream_batches
-from audit.device import in_halves, is_out_of_memory, out_of_memory_error, precision_context
+from audit.device import describe, in_halves, is_out_of_memory, out_of_memory_error, precision_context
 from audit.errors import AuditError
 from audit.metrics.base import ImageColumns, MapBatch
 from audit.metrics.randomisation import sanity
@@ -334,6 +334,7 @@ def _meta(classifier: Classifier, dataset: Any, config: RunConfig, built: dict[s
             },
         },
         "data": {"root": dataset.root, "classes": dataset.classes},
+        "run": describe(classifier.device, config.precision),
         "config": {**dataclasses.asdict(config), "shard": list(config.shard) if config.shard else None},
         "class_names": list(classifier.class_names),
         "shape": [spec.height, spec.width],
@@ -364,6 +365,7 @@ def _results(state: RunState) -> dict[str, Any]:
         "tool": {"name": "audit", "version": audit.__version__},
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": config["command"],
+        "run": dict(meta["run"]),
         "seed": config["seed"],
         "target": str(state.target),
         "explained": state.explained.compute(),

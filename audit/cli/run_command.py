@@ -12,7 +12,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from audit.cli.options import Channels, InputSize, Mean, Multilabel, Seed, Std, ValueRange, method_options, model_options
+from audit.cli.options import (Channels, Device, InputSize, Mean, Multilabel, Precision, Seed, Std, ValueRange, Workers,
+                                method_options, model_options)
 from audit.cli.publishing import AllowMissing, FailOn, GateConfig, JsonOut, Junit, Quiet, Report
 
 if TYPE_CHECKING:
@@ -56,9 +57,9 @@ def run(
     strict: bool = typer.Option(False, "--strict", help="Fail on an unreadable image instead of skipping it."),
     mask_dilate: int = typer.Option(0, "--mask-dilate", min=0, help="Dilate masks by this many pixels."),
     mask_blur: float = typer.Option(0.0, "--mask-blur", min=0.0, help="Gaussian σ of the mask blur rule (Viviano et al.)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or fp16 for the forward and backward passes."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Decode/resize worker processes (0: in this process)."),
+    device: Device = None,
+    precision: Precision = None,
+    workers: Workers = None,
     shard: Optional[str] = typer.Option(None, "--shard", help="Audit only the I-th of N contiguous ranges of the dataset into the part folder --out; `audit merge` the parts."),
     engine: Engine = typer.Option(Engine.local, "--engine", help="local: this process; ray: every shard a Ray task, then the merge."),
     address: Optional[str] = typer.Option(None, "--address", help="--engine ray: the cluster (HOST:PORT, auto or ray://HOST:PORT); default: start a local one."),
@@ -73,6 +74,7 @@ def run(
 ) -> None:
     """Audit a classifier on a dataset: predictions, saliency maps and their metrics."""
     from audit.cli.publishing import Destinations, Gate, announce, publish_run
+    from audit.device import device_line, requested, resolve
     from audit.pipeline import RunConfig
     from audit.report.output_folder import OutputFolder
     from audit.shards import parse_shard
@@ -83,7 +85,13 @@ def run(
     chosen = list(dict.fromkeys([*method, *(["latentshift-max"] if counterfactuals else [])]))
     per_method = with_autoencoder(method_options(option, chosen), chosen, autoencoder)
     gate = Gate.parse(fail_on, config, allow_missing, chosen)
-    options = model_options(input_size, channels, mean, std, value_range_text, multilabel, class_names)
+    if engine is Engine.ray:  # each task checks the device on its own node (``ray_engine``)
+        device_text, precision, _ = requested(device, precision, config)
+        chosen_device = None
+    else:
+        chosen_device, precision = resolve(device, precision, config)
+        device_text = str(chosen_device)
+    options = model_options(input_size, channels, mean, std, value_range_text, multilabel, class_names, device=chosen_device)
     inputs = RunInputs(model, data, masks, regions, options, mask_dilate, mask_blur, strict, autoencoder)
     run_config = RunConfig(
         methods=chosen,
@@ -93,12 +101,14 @@ def run(
         seed=seed,
         randomization_images=randomization_images,
         command=shlex.join(["audit", *sys.argv[1:]]),
-        device=device,
+        device=device_text,
         precision=precision,
         workers=workers,
         shard=None if shard is None else parse_shard(shard),
     )
     err = Console(stderr=True)
+    if not quiet and chosen_device is not None:
+        err.print(device_line(chosen_device, precision), highlight=False)
     if run_config.shard is not None:
         _run_shard(inputs, run_config, out, err, quiet)
         return

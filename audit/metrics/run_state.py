@@ -128,6 +128,9 @@ class RunState(Composite):
         refuse_duplicates(self.data.paths, other.data.paths)
         super().merge(other)
         self.meta["csv"] = [*self.meta["csv"], *other.meta["csv"]]
+        for key in ("device", "gpu"):  # parts may run on different machines: every one named, once
+            seen = [part for part in f"{self.meta['run'][key] or ''}, {other.meta['run'][key] or ''}".split(", ") if part]
+            self.meta["run"][key] = ", ".join(dict.fromkeys(seen)) or None
 
     def save(self, folder: Path) -> None:
         """``folder/state.json`` + ``folder/state.npz``; CSV paths inside ``folder`` are stored relative to it."""

@@ -149,7 +149,12 @@ def _shard_task(inputs: RunInputs, config: RunConfig, out: str, threads: int, cr
             os._exit(1)  # the test hook: the first task to create the marker kills its worker
         except FileExistsError:
             pass
-    document = run_part(inputs, config, Path(out))
+    from audit.device import check_precision, parse_device
+
+    device = parse_device(config.device)  # on this node: the GPU Ray gave the task is its cuda:0
+    check_precision(config.precision, device)
+    inputs = replace(inputs, options=replace(inputs.options, device=device))
+    document = run_part(inputs, replace(config, device=str(device)), Path(out))
     return document["shard"]["stop"] - document["shard"]["start"]
 
 

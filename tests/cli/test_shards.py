@@ -186,3 +186,34 @@ def test_a_latent_shift_merge_reads_the_recorded_model_again(synthetic_root, tmp
     shutil.copy(MODELS / "unbiased.onnx", model)
     code, _, err = audit(["merge", *parts, "--out", tmp_path / "again", "--quiet"], capsys)
     assert_one_line_error(code, err, str(model), "changed since the parts were written")
+
+
+def test_the_run_block_names_the_device_and_a_merge_keeps_it(sharded, capsys) -> None:
+    """results.json ``run.device``/``run.gpu``/``run.precision`` of the run (auto is the CPU here)
+    and of a merge of parts run on it."""
+    whole = json.loads((sharded["whole"] / "results.json").read_text())["run"]
+    expected = {"device": "cuda:0", "gpu": torch.cuda.get_device_name(0)} if torch.cuda.is_available() else {"device": "cpu", "gpu": None}
+    assert {key: whole[key] for key in ("device", "gpu", "precision")} == {**expected, "precision": "fp32"}
+    out = sharded["root"] / "merged-run-block"
+    assert audit(["merge", *(sharded["parts"] / str(i) for i in (1, 2, 3)), "--out", out, "--quiet"], capsys)[0] == 0
+    merged = json.loads((out / "results.json").read_text())["run"]
+    assert {key: merged[key] for key in ("device", "gpu", "precision")} == {key: whole[key] for key in ("device", "gpu", "precision")}
+
+
+@pytest.mark.parametrize(("extra", "words"), [
+    (["--workers", "-1"], ["--workers"]),
+    (["--precision", "fp8"], ["--precision fp8", "fp32, bf16, fp16"]),
+    (["--device", "tpu"], ["--device tpu"]),
+])
+def test_bad_device_options_are_one_line_errors(extra, words, synthetic_root, tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = audit(run_args(synthetic_root / "valid", MODELS / "biased.onnx", "--out", "o", *extra), capsys)
+    assert_one_line_error(code, err, *words)
+    assert not (tmp_path / "o" / "results.json").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here: --device cuda is valid")
+def test_cuda_without_a_gpu_is_a_one_line_error(synthetic_root, tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = audit(run_args(synthetic_root / "valid", MODELS / "biased.onnx", "--out", "o", "--device", "cuda"), capsys)
+    assert_one_line_error(code, err, "--device cuda", "no CUDA GPU", "--device cpu")
