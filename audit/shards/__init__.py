@@ -8,7 +8,8 @@ from audit.errors import AuditError
 def parse_shard(text: str) -> tuple[int, int]:
     """``"I/N"`` → (I, N) with 1 <= I <= N; AuditError otherwise."""
     index, slash, count = str(text).strip().partition("/")
-    if not slash or not index.isdigit() or not count.isdigit() or not 1 <= int(index) <= int(count):
+    digits = all(part.isascii() and part.isdigit() for part in (index, count))  # not "²", "١"
+    if not slash or not digits or not 1 <= int(index) <= int(count):
         raise AuditError(f"--shard {text!r}: write I/N with 1 <= I <= N, e.g. --shard 1/4")
     return int(index), int(count)
 

@@ -33,10 +33,24 @@ def merged_state(parts: list[Part]) -> Any:
     """The run states of ``parts`` (in shard order) merged into one."""
     from audit.metrics.run_state import RunState
 
-    state = RunState.load(parts[0].folder)
-    for part in parts[1:]:
-        state.merge(RunState.load(part.folder))
+    state = None
+    for part in parts:
+        loaded = RunState.load(part.folder)
+        _check_images(loaded, part)
+        if state is None:
+            state = loaded
+        else:
+            state.merge(loaded)
     return state
+
+
+def _check_images(state: Any, part: Part) -> None:
+    """The state accounts for every image of its shard's range once: images read + skipped."""
+    shard = part.document["shard"]
+    seen = len(state.data.paths) + len(state.data.skipped)
+    if seen != shard["stop"] - shard["start"]:
+        raise AuditError(f"{part.folder}: its run state holds {seen} images, its shard {part.name} has "
+                         f"{shard['stop'] - shard['start']}; rerun the shard that wrote {part.folder}")
 
 
 def recorded_classifier(part: Part) -> Any:

@@ -162,18 +162,50 @@ def read_part(folder: Path) -> Part:
     _check_fields(document, path)
     verify_outputs(folder, document, path)
     for name in PART_OUTPUTS:
-        if not (folder / name).exists():
+        if not (folder / name).is_file() or (folder / name).is_symlink():
             raise AuditError(f"{folder / name}: missing from the part; rerun the shard that wrote {folder}")
+    _check_state(folder, document)
     return Part(folder, document)
+
+
+def _check_state(folder: Path, document: dict[str, Any]) -> None:
+    """The run state's metadata (state.json) is the one of part.json's shard, before anything
+    of the state is built or any file it names is read: the rows are this folder's
+    per_image.partial.csv and nothing else (never a path outside the folder), and the shard,
+    model, class names, map shape and options are part.json's (a hand-edited state.json, or
+    one copied from another part, is refused)."""
+    path = folder / STATE_JSON
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))["meta"]
+        config, options = meta["config"], document["options"]
+        expected = {
+            "csv": [ROWS],
+            "shard": [document["shard"]["index"], document["shard"]["count"]],
+            "model": document["model"]["sha256"],
+            "classes": options["classes"],
+            "shape": [options["input"]["height"], options["input"]["width"]],
+            **{key: options[key] for key in ("methods", "target", "seed", "batch_size", "examples",
+                                             "randomization_images", "precision")},
+        }
+        found = {"csv": meta["csv"], "shard": config["shard"], "model": meta["model"]["sha256"],
+                 "classes": meta["class_names"], "shape": meta["shape"], **{key: config[key] for key in expected if key in config}}
+    except (OSError, ValueError, RecursionError, KeyError, TypeError) as exc:
+        raise AuditError(f"{path}: not a readable run state ({type(exc).__name__}: {exc}); rerun the shard that wrote "
+                         f"{folder}") from None
+    if found != expected:
+        key = next(k for k in expected if found.get(k) != expected[k])
+        raise AuditError(f"{path}: its {key} ({json.dumps(found.get(key))[:80]}) is not its part.json's "
+                         f"({json.dumps(expected[key])[:80]}); rerun the shard that wrote {folder}")
 
 
 def _check_fields(document: dict[str, Any], path: Path) -> None:
     """The manifest's fields have their types and the shard's range is the one its I/N gives."""
     try:
         shard, listing = document["shard"], document["listing"]
-        index, count, images = int(shard["index"]), int(shard["count"]), int(listing["images"])
-        valid = 1 <= index <= count and isinstance(document["options"], dict) and isinstance(document["model"]["sha256"], str) \
-            and isinstance(listing["sha256"], str)
+        index, count, images = shard["index"], shard["count"], listing["images"]
+        valid = all(type(n) is int for n in (index, count, images, shard["start"], shard["stop"])) \
+            and 1 <= index <= count and isinstance(document["options"], dict) \
+            and isinstance(document["model"]["sha256"], str) and isinstance(listing["sha256"], str)
         span = shard_range(images, index, count) if valid else None
         valid = valid and (shard["start"], shard["stop"]) == (span.start, span.stop)
     except (KeyError, TypeError, ValueError):
