@@ -17,6 +17,9 @@ chunks per worker are in flight (``prefetch_factor``), plus the batch being re-b
 Default workers: ``os.cpu_count() - 1`` (the main process keeps one core for the model),
 within [0, ``MAX_WORKERS``], and never more than the pass has chunks after the first (a pass
 of one chunk has nothing to overlap, so it is read in-process without starting a process).
+An explicit ``--workers`` is capped at ``worker_limit()``, the larger of the CPU count and
+``MAX_WORKERS`` (said once): each worker holds ``PREFETCH`` chunks, so ``--workers 1000`` on a
+large dataset would otherwise start a thousand processes and hold two thousand batches.
 
 Workers start with ``multiprocessing`` context ``CONTEXT``, "forkserver": a fork of the
 audit's process would copy the threads' locks of whatever runs in it (torch's and
@@ -35,6 +38,7 @@ can be non-blocking; a batch joined from short chunks is pinned in the main proc
 
 from __future__ import annotations
 
+import functools
 import math
 import multiprocessing
 import os
@@ -60,13 +64,31 @@ def default_workers() -> int:
     return min(MAX_WORKERS, max(0, (os.cpu_count() or 1) - 1))
 
 
+def worker_limit() -> int:
+    """The most workers a pass starts: the CPU count, and at least ``MAX_WORKERS``."""
+    return max(MAX_WORKERS, os.cpu_count() or 1)
+
+
 def workers_for(dataset: Dataset, batch_size: int, workers: int | None) -> int:
-    """The worker processes a pass uses: ``workers`` (None: ``default_workers()``), at most the
-    number of chunks after the first (one chunk: 0, read in-process)."""
+    """The worker processes a pass uses: ``workers`` (None: ``default_workers()``) up to
+    ``worker_limit()``, at most the number of chunks after the first (one chunk: 0, read
+    in-process)."""
     wanted = default_workers() if workers is None else workers
     if wanted < 0:
         raise AuditError(f"--workers {wanted}: must be 0 (read in this process) or more")
+    if wanted > worker_limit():
+        _capped(wanted, worker_limit())
+        wanted = worker_limit()
     return min(wanted, math.ceil(len(dataset.entries) / batch_size) - 1)
+
+
+@functools.lru_cache(maxsize=None)
+def _capped(wanted: int, limit: int) -> None:
+    """Say once per process that ``--workers wanted`` was capped."""
+    from audit.device import warn
+
+    warn(f"--workers {wanted}: using {limit} worker processes (this machine's CPU count, at least {MAX_WORKERS}); "
+         f"more would only hold more batches in memory")
 
 
 @dataclass

@@ -167,3 +167,17 @@ def test_workers_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     assert loading.workers_for(ds, 10, 3) == 0  # one chunk: nothing to overlap, read in-process
     with pytest.raises(AuditError, match="--workers -1"):
         loading.workers_for(ds, 2, -1)
+
+
+def test_an_explicit_worker_count_is_capped_at_the_cpu_count_said_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
+    """--workers 1000 on 60 images in batches of 1 started 59 processes; on a large dataset it
+    would start 1000, each holding two batches."""
+    ds, _ = counting(tmp_path, 60)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert loading.worker_limit() == 8
+    assert [loading.workers_for(ds, 1, 1000) for _ in range(3)] == [8, 8, 8]
+    assert loading.workers_for(ds, 1, 8) == 8 and loading.workers_for(ds, 30, 1000) == 1
+    monkeypatch.setattr(os, "cpu_count", lambda: 32)
+    assert loading.workers_for(ds, 1, 1000) == 32 and loading.workers_for(ds, 1, 20) == 20
+    err = capsys.readouterr().err
+    assert err.count("--workers 1000: using 8 worker processes") == 1 and err.count("using 32") == 1
