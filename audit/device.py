@@ -62,13 +62,14 @@ def requested(device: str | None, precision: str | None, config: Path | None = N
     """(device text, precision text, the config file they came from or None): ``--device`` /
     ``--precision`` when given, else the ``device`` / ``precision`` keys of the config file
     (``--config``, else audit.toml or pyproject.toml's [tool.audit] in ``cwd``), else ``auto`` /
-    ``fp32``; not checked against this machine (a Ray task checks them on its own node)."""
+    ``fp32``; not checked against this machine (a Ray task checks them on its own node). The
+    precision is read in any case, as the device is (``FP32`` is ``fp32``)."""
     from audit.report.gate.config import run_settings
 
     source, table = run_settings(config, cwd or Path.cwd())
     from_file = source if (device is None and "device" in table or precision is None and "precision" in table) else None
-    return (device if device is not None else str(table.get("device", "auto")),
-            precision if precision is not None else str(table.get("precision", "fp32")), from_file)
+    precision_text = precision if precision is not None else str(table.get("precision", "fp32"))
+    return (device if device is not None else str(table.get("device", "auto")), precision_text.strip().lower(), from_file)
 
 
 def resolve(device: str | None, precision: str | None, config: Path | None = None,

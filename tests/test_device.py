@@ -279,3 +279,11 @@ def test_normalising_on_the_device_is_the_host_normalisation() -> None:
     on_device = spec.normalise(torch.from_numpy(images)).numpy()
     np.testing.assert_allclose(on_device, by_hand.transpose(0, 3, 1, 2), rtol=1e-5, atol=1e-4)
     np.testing.assert_array_equal(on_device, spec.to_tensor(images).numpy())
+
+
+def test_the_precision_is_read_in_any_case_like_the_device(tmp_path) -> None:
+    """--device CUDA was taken and --precision FP32 refused."""
+    assert resolve("CPU", " FP32 ", cwd=tmp_path) == (torch.device("cpu"), "fp32")
+    assert resolve("cpu", "Bf16", cwd=tmp_path)[1] == "bf16"
+    (tmp_path / "audit.toml").write_text('precision = "BF16"\n')
+    assert resolve("cpu", None, cwd=tmp_path)[1] == "bf16"
