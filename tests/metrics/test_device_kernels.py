@@ -105,3 +105,32 @@ def test_metrics_on_the_torch_kernels_equal_the_numpy_path(monkeypatch, blur):
         np.testing.assert_allclose(got[column], expected[column], rtol=1e-12, atol=1e-12, err_msg=column)
     for name, metric in host.parts().items():
         assert metric.excluded == device.parts()[name].excluded, name
+
+
+def test_example_keeper_on_the_device_path_keeps_the_same_maps(monkeypatch):
+    """Class sums by class on the device and only kept maps copied: the same state as numpy."""
+    from audit.report.examples import ExampleKeeper
+
+    batches = [random_batch(seed, n=12, size=16) for seed in range(3)]
+
+    def keep() -> ExampleKeeper:
+        keeper = ExampleKeeper(3, (16, 16), k=4)
+        for batch in batches:
+            maps = np.asarray(batch.maps)
+            batch.maps = torch.from_numpy(maps)
+            scores = np.where(np.arange(len(batch)) % 5 == 0, math.nan, maps.reshape(len(batch), -1).max(axis=1))
+            keeper.update(batch, np.zeros((len(batch), 16, 16, 1), np.float32), scores)
+        return keeper
+
+    host = keep().state_dict()
+    monkeypatch.setattr(base, "on_host", lambda maps: False)
+    device = keep().state_dict()
+    assert host.keys() == device.keys()
+    for name, value in host.items():
+        got = device[name]
+        if name == "sums":
+            np.testing.assert_allclose(got, value, rtol=1e-12, atol=1e-12)
+        elif isinstance(value, list) and value and isinstance(value[0], np.ndarray):
+            assert all(isinstance(g, np.ndarray) and np.array_equal(g, v) for g, v in zip(got, value, strict=True)), name
+        else:
+            assert np.array_equal(np.asarray(got), np.asarray(value), equal_nan=np.asarray(value).dtype.kind == "f"), name
