@@ -44,6 +44,7 @@ from audit.metrics.base import ImageColumns, MapBatch
 from audit.metrics.randomisation import sanity
 from audit.metrics.run_state import MethodState, RunState
 from audit.metrics.subsets import artefact_present
+from audit.metrics.tensors import Maps, all_finite
 from audit.models.classifier import Classifier
 from audit.report.finding import finding
 from audit.report.per_image import PerImageWriter, write_per_image
@@ -94,8 +95,8 @@ def build_methods(classifier: Classifier, config: RunConfig) -> dict[str, Salien
     return built
 
 
-def attribute(method: SaliencyMethod, classifier: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
-    """The method's maps, in chunks of ``classifier.batch_limit`` images for fixed-batch models,
+def attribute(method: SaliencyMethod, classifier: Classifier, x: torch.Tensor, target: torch.Tensor) -> Maps:
+    """The method's maps (a tensor on x's device for the built-in methods, numpy from some plugins), in chunks of ``classifier.batch_limit`` images for fixed-batch models,
     in halves of the batch where CUDA runs out of memory (``audit.device.in_halves``)."""
     return in_halves(lambda part: method.attribute(classifier, x[part], target[part]), len(x), step=classifier.batch_limit)
 
@@ -185,7 +186,7 @@ def _model_work(classifier: Classifier, built: dict[str, SaliencyMethod], target
     mapped = {}
     for name, method in built.items():
         maps = _maps(method, classifier, x, target, gradient)
-        if not np.isfinite(maps).all():
+        if not all_finite(maps):
             raise AuditError(f"{classifier.path}: method {name!r} gives NaN or infinite saliency for the batch "
                              f"starting at {batch.paths[0]}; check --mean, --std and --value-range, or use "
                              f"--method occlusion")
@@ -203,7 +204,7 @@ def _accumulate(state: RunState, batch: Batch, record: ImageColumns, mapped: dic
         method_state.intervention.update(ImageColumns(batch.paths, {"saliency": scores, "drop": -record["artefact_delta"]}))
 
 
-def _maps(method: SaliencyMethod, classifier: Classifier, x: torch.Tensor, target: torch.Tensor, gradient: torch.Tensor | None) -> np.ndarray:
+def _maps(method: SaliencyMethod, classifier: Classifier, x: torch.Tensor, target: torch.Tensor, gradient: torch.Tensor | None) -> Maps:
     if gradient is not None and method.uses_input_gradient:
         return method.from_input_gradient(x, gradient)
     return attribute(method, classifier, x, target)
@@ -281,7 +282,7 @@ def _check_finite(classifier: Classifier, batch: Batch, logits: torch.Tensor) ->
         )
 
 
-def _map_batch(batch: Batch, predictions: np.ndarray, probabilities: np.ndarray, maps: np.ndarray) -> MapBatch:
+def _map_batch(batch: Batch, predictions: np.ndarray, probabilities: np.ndarray, maps: Maps) -> MapBatch:
     return MapBatch.from_predictions(
         paths=batch.paths,
         labels=batch.labels,

@@ -45,7 +45,7 @@ from scipy import stats
 
 from audit.errors import AuditError
 from audit.metrics.base import MapBatch, Metric, scored_images
-from audit.metrics.global_saliency import mean_on_masks, peak_shares
+from audit.metrics.global_saliency import peak_count
 from audit.metrics.intervals import BINOMIAL_INTERVAL, json_number, proportion_interval
 
 MAX_CURVE_POINTS = 101
@@ -133,10 +133,15 @@ class Aurrac(Metric):
         scores = np.full(len(batch), math.nan)
         scored = scored_images(batch, self.excluded, labelled_only=True)
         if scored.any():
-            maps, masks = batch.maps[scored].astype(np.float64), batch.artefact[scored]
+            kernels = batch.kernels
+            flat, inside = kernels.float64(batch.rows("maps", scored)), batch.rows("artefact", scored)
             if self.absolute:
-                maps = np.abs(maps)
-            scores[scored] = mean_on_masks(maps, masks) if self.score == "mean" else peak_shares(maps, masks, self.percentile)
+                flat = abs(flat)
+            if self.score == "mean":
+                chosen = kernels.mean_on_rows(flat, inside)
+            else:
+                chosen = kernels.peak_on_rows(flat, inside, peak_count(flat.shape[1], self.percentile))
+            scores[scored] = kernels.to_host([chosen])
         self.scores.extend(scores.tolist())
         self.correct.extend((scored & np.asarray(batch.correct, dtype=bool)).tolist())
 

@@ -9,13 +9,17 @@ with the number of images, not with images × pixels. Metrics that look at maps 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import numpy as np
+import torch
 
 from audit.errors import AuditError
+from audit.metrics import device_kernels, host_kernels
 from audit.metrics.state import Stateful
+from audit.metrics.tensors import Maps, as_tensor
 
 
 @dataclass
@@ -26,7 +30,8 @@ class MapBatch:
     probabilities: (N,) probability of the predicted class.
     correct: (N,) bool, prediction == label; False where the label is unknown.
     labelled: (N,) bool, label known (label >= 0).
-    maps: (N, H, W) float32 saliency for the explained class (``--target``), possibly signed. Pixels equal in
+    maps: (N, H, W) float32 saliency for the explained class (``--target``), possibly signed: a
+    torch tensor on the device the method ran on (the metrics compute there), or numpy. Pixels equal in
     exact arithmetic must be bit-equal (methods compute them so: Grad-CAM's ``upsample``), so
     that the metrics' tie rules, not float32 rounding, decide ties, and an image gets the same
     rank-based values at every batch size (README, "Stable ranking").
@@ -40,11 +45,12 @@ class MapBatch:
     probabilities: np.ndarray
     correct: np.ndarray
     labelled: np.ndarray
-    maps: np.ndarray
+    maps: Maps
     artefact: np.ndarray
     region: np.ndarray
     has_artefact: np.ndarray
     has_region: np.ndarray
+    _on_device: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         n = len(self.paths)
@@ -52,7 +58,7 @@ class MapBatch:
             raise AuditError(f"saliency maps have shape {self.maps.shape}; expected ({n}, H, W)")
         for name in ("artefact", "region"):
             shape = np.shape(getattr(self, name))
-            if shape != self.maps.shape:
+            if shape != tuple(self.maps.shape):
                 raise AuditError(f"{name} masks have shape {shape}; expected {self.maps.shape}")
         for name in ("labels", "predictions", "probabilities", "correct", "labelled",
                      "has_artefact", "has_region"):
@@ -69,7 +75,7 @@ class MapBatch:
         labels: np.ndarray,
         predictions: np.ndarray,
         probabilities: np.ndarray,
-        maps: np.ndarray,
+        maps: Maps,
         artefact: np.ndarray,
         region: np.ndarray,
         has_artefact: np.ndarray,
@@ -86,7 +92,7 @@ class MapBatch:
             probabilities=np.asarray(probabilities),
             correct=labelled & (labels == predictions),
             labelled=labelled,
-            maps=np.asarray(maps),
+            maps=maps if isinstance(maps, torch.Tensor) else np.asarray(maps),
             artefact=np.asarray(artefact, dtype=bool),
             region=np.asarray(region, dtype=bool),
             has_artefact=np.asarray(has_artefact, dtype=bool),
@@ -95,6 +101,49 @@ class MapBatch:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    @property
+    def on_host(self) -> bool:
+        """Whether the maps are in host memory (numpy, or a CPU tensor)."""
+        return on_host(self.maps)
+
+    @property
+    def kernels(self) -> ModuleType:
+        """The metric kernels for these maps (``kernels_for``)."""
+        return kernels_for(self.maps)
+
+    def rows_index(self, chosen: np.ndarray) -> np.ndarray | torch.Tensor:
+        """``chosen`` (N,) bool as an index of rows where the maps are."""
+        chosen = np.asarray(chosen, dtype=bool)
+        return chosen if self.on_host else torch.from_numpy(chosen).to(self.maps.device)
+
+    def rows(self, name: str, chosen: np.ndarray) -> np.ndarray | torch.Tensor:
+        """The ``chosen`` (N,) bool images of ``maps``, ``artefact`` or ``region`` as (E, H·W)
+        rows where the maps are (``rows_like``); the masks move to the maps' device once per
+        batch, whichever metrics ask."""
+        if name not in self._on_device:
+            self._on_device[name] = rows_like(getattr(self, name), self.maps)
+        return self._on_device[name][self.rows_index(chosen)]
+
+
+def on_host(maps: Maps) -> bool:
+    """Whether ``maps`` are in host memory (numpy, or a CPU tensor)."""
+    return not isinstance(maps, torch.Tensor) or maps.device.type == "cpu"
+
+
+def kernels_for(maps: Maps) -> ModuleType:
+    """``host_kernels`` (numpy) for maps in host memory, ``device_kernels`` (torch, on the
+    maps' device) otherwise: numpy's sort and partition are far faster on the CPU."""
+    return host_kernels if on_host(maps) else device_kernels
+
+
+def rows_like(values: Maps, maps: Maps) -> np.ndarray | torch.Tensor:
+    """(E, ...) ``values`` as (E, N) rows where ``maps`` are: numpy for maps in host memory (a
+    CPU tensor is viewed, not copied), a tensor on the maps' device otherwise."""
+    if on_host(maps):
+        array = values.detach().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+        return array.reshape(len(array), -1)
+    return as_tensor(values, maps.device).reshape(len(values), -1)
 
 
 @dataclass

@@ -21,17 +21,16 @@ import math
 
 import numpy as np
 
-from audit.metrics.base import MapBatch, Metric, scored_images
+from audit.metrics.base import MapBatch, Metric, kernels_for, rows_like, scored_images
 from audit.metrics.grouping import by_group
 from audit.metrics.intervals import json_number, mean_interval
+from audit.metrics.tensors import Maps
 
 
-def saliency_shares(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
+def saliency_shares(maps: Maps, masks: Maps) -> np.ndarray:
     """(E,) Σ_{mask} |g| / Σ |g| per image of (E, H, W) maps and masks; NaN for an all-zero map."""
-    magnitude = np.abs(np.asarray(maps, dtype=np.float64)).reshape(len(maps), -1)
-    total = magnitude.sum(axis=1)
-    inside = magnitude.sum(axis=1, where=masks.reshape(len(masks), -1))
-    return np.divide(inside, total, out=np.full(len(total), math.nan), where=total > 0)
+    kernels = kernels_for(maps)
+    return kernels.to_host([kernels.shares_on_rows(kernels.float64(rows_like(maps, maps)), rows_like(masks, maps))])
 
 
 class ArtefactEnrichment(Metric):
@@ -58,13 +57,15 @@ class ArtefactEnrichment(Metric):
         self.predictions.extend(int(p) for p in batch.predictions)
         shares, areas = np.full(len(batch), math.nan), np.full(len(batch), math.nan)
         scored = scored_images(batch, self.excluded)
-        zero = scored & ~batch.maps.reshape(len(batch), -1).any(axis=1)
-        self.excluded["zero_map"] += int(zero.sum())
-        scored &= ~zero
-        if scored.any():
+        if scored.any():  # where the maps are; one copy of the shares to the host
+            kernels = batch.kernels
+            flat = kernels.float64(batch.rows("maps", scored))
+            shares[scored] = kernels.to_host([kernels.shares_on_rows(flat, batch.rows("artefact", scored))])
             masks = batch.artefact[scored]
-            shares[scored] = saliency_shares(batch.maps[scored], masks)
             areas[scored] = masks.reshape(len(masks), -1).mean(axis=1)
+        zero = scored & np.isnan(shares)  # Σ |g| = 0: an all-zero map
+        self.excluded["zero_map"] += int(zero.sum())
+        areas[zero] = math.nan
         self.saliency_share.extend(shares.tolist())
         self.area_share.extend(areas.tolist())
         return shares / areas

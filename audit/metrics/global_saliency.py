@@ -43,21 +43,25 @@ from __future__ import annotations
 
 import math
 
+from types import ModuleType
+from typing import Any
+
 import numpy as np
 from scipy import stats
 
 from audit.errors import AuditError
-from audit.metrics.base import MapBatch, Metric, scored_images
+from audit.metrics.base import MapBatch, Metric, kernels_for, rows_like, scored_images
 from audit.metrics.grouping import summarise
 from audit.metrics.intervals import json_number
 from audit.metrics.running import RunningMoments
-from audit.metrics.top_k import kept_inside
+from audit.metrics.tensors import Maps
 
 
-def mean_on_masks(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """(E,) m per image of (E, H, W) maps and non-empty masks (Pfau Eq. 2)."""
-    flat, inside = np.asarray(maps, dtype=np.float64).reshape(len(maps), -1), masks.reshape(len(masks), -1)
-    return flat.sum(axis=1, where=inside) / np.count_nonzero(inside, axis=1)
+def mean_on_masks(maps: Maps, masks: Maps) -> np.ndarray:
+    """(E,) m per image of (E, H, W) maps and non-empty masks (Pfau Eq. 2), in float64, where
+    the maps are (``host_kernels`` / ``device_kernels``)."""
+    kernels, flat, inside = _rows(maps, masks)
+    return kernels.to_host([kernels.mean_on_rows(kernels.float64(flat), inside)])
 
 
 def peak_count(pixels: int, percentile: float) -> int:
@@ -65,14 +69,16 @@ def peak_count(pixels: int, percentile: float) -> int:
     return max(1, math.ceil(round((100.0 - percentile) * pixels / 100.0, 9)))
 
 
-def peak_shares(maps: np.ndarray, masks: np.ndarray, percentile: float = 98.0) -> np.ndarray:
+def peak_shares(maps: Maps, masks: Maps, percentile: float = 98.0) -> np.ndarray:
     """(E,) n = Σ_{i ∈ A} w_i / k per image, the share of the top k pixels on the artefact with
     ties by expected value (Pfau Eq. 3; see the module docstring)."""
-    flat, inside = np.asarray(maps, dtype=np.float64).reshape(len(maps), -1), masks.reshape(len(masks), -1)
-    pixels = flat.shape[1]
-    k = peak_count(pixels, percentile)
-    threshold = np.partition(flat, pixels - k, axis=1)[:, pixels - k, None]
-    return kept_inside(flat, threshold, np.full(len(flat), k), inside) / k
+    kernels, flat, inside = _rows(maps, masks)
+    return kernels.to_host([kernels.peak_on_rows(kernels.float64(flat), inside, peak_count(flat.shape[1], percentile))])
+
+
+def _rows(maps: Maps, masks: Maps) -> tuple[ModuleType, Any, Any]:
+    """The kernels for ``maps`` and the maps and masks as (E, N) rows where the maps are."""
+    return kernels_for(maps), rows_like(maps, maps), rows_like(masks, maps)
 
 
 def mean_on_mask(saliency: np.ndarray, mask: np.ndarray) -> float:
@@ -136,22 +142,29 @@ class GlobalSaliency(Metric):
         self.add_state("excluded", {"no_artefact_mask": 0, "empty_artefact_mask": 0}, "sum")
 
     def update(self, batch: MapBatch) -> None:
-        maps = batch.maps.astype(np.float64)
+        """Per image, where the maps are: its own pixel moments (so that they do not depend on
+        the batch size), and m and n where it has an artefact mask; one copy to the host."""
+        n, kernels = len(batch), batch.kernels
+        flat = kernels.float64(batch.rows("maps", np.ones(n, dtype=bool)))
         if self.absolute:
-            maps = np.abs(maps)
-        for image in maps:  # image by image, so the moments do not depend on the batch size
-            moments = RunningMoments.of(image)
-            self.pixel_count.append(moments.count)
-            self.pixel_mean.append(moments.mean)
-            self.pixel_m2.append(moments.m2)
+            flat = abs(flat)
+        scored = scored_images(batch, self.excluded)
+        columns = [kernels.pixel_moments(flat)]
+        if scored.any():
+            chosen, inside = flat[batch.rows_index(scored)], batch.rows("artefact", scored)
+            k = peak_count(flat.shape[1], self.percentile)
+            columns += [kernels.mean_on_rows(chosen, inside), kernels.peak_on_rows(chosen, inside, k)]
+        host = kernels.to_host(columns)
+        moments = host[: 2 * n].reshape(n, 2)
+        mean, peak = np.full(n, math.nan), np.full(n, math.nan)
+        if scored.any():
+            mean[scored], peak[scored] = np.split(host[2 * n:], 2)
+        self.pixel_count.extend([flat.shape[1]] * n)
+        self.pixel_mean.extend(moments[:, 0].tolist())
+        self.pixel_m2.extend(moments[:, 1].tolist())
         self.paths.extend(batch.paths)
         self.labels.extend(int(label) for label in batch.labels)
         self.predictions.extend(int(p) for p in batch.predictions)
-        mean, peak = np.full(len(batch), math.nan), np.full(len(batch), math.nan)
-        scored = scored_images(batch, self.excluded)
-        if scored.any():
-            mean[scored] = mean_on_masks(maps[scored], batch.artefact[scored])
-            peak[scored] = peak_shares(maps[scored], batch.artefact[scored], self.percentile)
         self.mean.extend(mean.tolist())
         self.peak.extend(peak.tolist())
 

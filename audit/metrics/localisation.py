@@ -13,7 +13,9 @@ map scores chance (IoP = |L|/HW), and nothing depends on pixel position. With |S
 IoP = IoT = relevance rank accuracy (below), and IoU = IoP / (2 − IoP). Percentile thresholds
 that keep fewer than k pixels (the pitfall noted in ALGORITHMS.md) are never used.
 Blur (``blur_sigma``, default 0 = off; Viviano used σ = 1 on gradient maps, Cohen none): a
-Gaussian filter (scipy.ndimage, reflect borders) on the map before every metric below.
+Gaussian filter (scipy.ndimage, reflect borders) on the map before every metric below; it runs
+on the host (one copy of the blurred batch's maps there and back), every other step on the
+maps' device.
 
 Localisation utility (Aggarwal et al. 2020, Appendix B): per image, the AUPRC with the mask as
 labels and the map as scores, as average precision AP = Σ_k (R_k − R_{k−1}) P_k over the
@@ -49,61 +51,25 @@ import numpy as np
 from scipy import ndimage
 
 from audit.errors import AuditError
-from audit.metrics.base import MapBatch, Metric, scored_images
+from audit.metrics import host_kernels
+from audit.metrics.base import MapBatch, Metric, rows_like, scored_images
 from audit.metrics.intervals import mean_interval, proportion_interval
-from audit.metrics.top_k import count, kept_inside, kth_largest
+from audit.metrics.tensors import host_maps
 
 TIES = "top-k pixels with ties at the threshold by expected value (random tie break)"
 COLUMNS = ("region_iou", "region_iop", "region_iot", "region_auprc", "region_pointing_game",
            "region_relevance_mass", "region_relevance_rank_accuracy")
 
 
-# Every metric works on a batch of E images flattened to rows: scores (E, N), masks (E, N) bool,
-# and each row's scores sorted ascending (values only: numpy's vectorised sort is several times
-# faster than an argsort, and no metric needs the order).
-
-
-def overlap_rows(scores: np.ndarray, mask: np.ndarray, ascending: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(IoU, IoP, IoT) per row: the top-|L| pixels S, ties by expected value, against L."""
-    k = count(mask)
-    inside = kept_inside(scores, kth_largest(ascending, k), k, mask)
-    return inside / (2 * k - inside), inside / k, inside / k
-
-
-def average_precision_rows(scores: np.ndarray, mask: np.ndarray, ascending: np.ndarray) -> np.ndarray:
-    """AP = Σ_k (R_k − R_{k−1}) P_k over each row's distinct thresholds, highest first (as
-    sklearn). Equivalently AP = (1/|L|) Σ_{i ∈ L} |{j ∈ L : s_j ≥ s_i}| / |{j : s_j ≥ s_i}|: the
-    precision at the end of pixel i's tie group, counted by binary search in the sorted scores."""
-    n = scores.shape[1]
-    result = np.empty(len(scores))
-    for row in range(len(scores)):
-        positives = np.sort(scores[row][mask[row]])
-        at_least_all = n - np.searchsorted(ascending[row], positives, side="left")
-        at_least_positive = len(positives) - np.searchsorted(positives, positives, side="left")
-        result[row] = np.mean(at_least_positive / at_least_all)
-    return result
-
-
-def pointing_game_rows(scores: np.ndarray, mask: np.ndarray, ascending: np.ndarray) -> np.ndarray:
-    """Expected hit per row: the top-1 pixel's weight inside the mask (the share of maximal
-    pixels in it; 1 or 0 without ties)."""
-    return kept_inside(scores, ascending[:, -1:], np.ones(len(scores), dtype=np.int64), mask)
-
-
-def relevance_mass_rows(saliency: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Σ_{mask} max(g, 0) / Σ max(g, 0) per row (in float64); NaN without positive relevance."""
-    positive = np.maximum(saliency, 0)
-    total = positive.sum(axis=1, dtype=np.float64)
-    inside = positive.sum(axis=1, dtype=np.float64, where=mask)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, inside / total, math.nan)
+# The per-row kernels (IoU/IoP/IoT, AP, pointing game, relevance mass) are in ``host_kernels``
+# (numpy) and ``device_kernels`` (torch, for maps on a GPU), with the same definitions.
 
 
 def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
-    """AP of one map against its labels (see ``average_precision_rows``)."""
+    """AP of one map against its labels (``host_kernels.average_precision_rows``)."""
     row = np.asarray(scores).reshape(1, -1)
-    return float(average_precision_rows(row, np.asarray(labels, dtype=bool).reshape(1, -1),
-                                        np.sort(row, axis=1))[0])
+    return float(host_kernels.average_precision_rows(row, np.asarray(labels, dtype=bool).reshape(1, -1),
+                                                     np.sort(row, axis=1))[0])
 
 
 class RegionLocalisation(Metric):
@@ -127,25 +93,23 @@ class RegionLocalisation(Metric):
         self.add_state("excluded", {"no_region_mask": 0, "empty_region_mask": 0,
                                     "relevance_mass_without_positive_saliency": 0}, "sum")
 
-    def _values(self, maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
-        """(E, 7) metric values, columns as ``COLUMNS``, for E maps with non-empty masks."""
+    def _values(self, batch: MapBatch, scored: np.ndarray) -> np.ndarray:
+        """(E, 7) metric values, columns as ``COLUMNS``, for the E ``scored`` images (non-empty
+        masks), where the maps are. The blur runs on the host (scipy.ndimage); blurred maps of a
+        GPU batch go back to its device."""
+        kernels, saliency = batch.kernels, batch.rows("maps", scored)
         if self.blur_sigma > 0:
-            maps = ndimage.gaussian_filter(maps.astype(np.float64), (0, self.blur_sigma, self.blur_sigma))
-        saliency = maps.reshape(len(maps), -1)
-        mask = masks.reshape(len(masks), -1)
-        scores = np.abs(saliency) if self.absolute else saliency
-        ascending = np.sort(scores, axis=1)
-        iou, iop, iot = overlap_rows(scores, mask, ascending)
-        return np.stack([iou, iop, iot, average_precision_rows(scores, mask, ascending),
-                         pointing_game_rows(scores, mask, ascending), relevance_mass_rows(saliency, mask),
-                         iop], axis=1)
+            maps = host_maps(saliency).reshape(-1, *batch.region.shape[1:]).astype(np.float64)
+            blurred = ndimage.gaussian_filter(maps, (0, self.blur_sigma, self.blur_sigma))
+            saliency = rows_like(blurred, batch.maps)
+        return kernels.to_host([kernels.localisation_rows(saliency, batch.rows("region", scored), self.absolute)]).reshape(-1, len(COLUMNS))
 
     def update(self, batch: MapBatch) -> None:
         self.paths.extend(batch.paths)
         values = np.full((len(batch), len(COLUMNS)), math.nan)
         scored = scored_images(batch, self.excluded, "region")
         if scored.any():
-            values[scored] = self._values(batch.maps[scored], batch.region[scored])
+            values[scored] = self._values(batch, scored)
         mass = values[scored, COLUMNS.index("region_relevance_mass")]
         self.excluded["relevance_mass_without_positive_saliency"] += int(np.isnan(mass).sum())
         self.values.extend(values)

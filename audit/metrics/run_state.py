@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,7 @@ class RunState(Composite):
         """``folder/state.json`` + ``folder/state.npz``; CSV paths inside ``folder`` are stored relative to it."""
         folder.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, np.ndarray] = {}
-        meta = {**self.meta, "csv": [_relative(Path(p), folder) for p in self.meta["csv"]]}
+        meta = {**self.meta, "csv": [_relative(Path(p), folder, i) for i, p in enumerate(self.meta["csv"])]}
         tree = {"format": FORMAT, "meta": meta, "states": split_arrays(self.state_dict(), "", arrays)}
         with zipfile.ZipFile(folder / STATE_NPZ, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
             for key, array in arrays.items():
@@ -156,7 +157,7 @@ class RunState(Composite):
             if tree.get("format") != FORMAT:
                 raise AuditError(f"format {tree.get('format')!r}, expected {FORMAT}")
             meta = tree["meta"]
-            meta["csv"] = [str(folder / p) if not Path(p).is_absolute() else p for p in meta["csv"]]
+            meta["csv"] = [str(inside(folder, p)) for p in meta["csv"]]
             state = cls(meta)
         except Exception as exc:
             raise AuditError(f"{folder / STATE_JSON}: not a readable run state ({first_line(exc)}); rerun that part") from exc
@@ -168,11 +169,22 @@ class RunState(Composite):
         return state
 
 
-def _relative(path: Path, folder: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(folder.resolve()))
-    except ValueError:
-        return str(path.resolve())
+def _relative(path: Path, folder: Path, index: int) -> str:
+    """``path`` relative to ``folder``; a file outside it is copied in first (a saved state
+    holds its own per-image rows, and names nothing outside its folder)."""
+    path, folder = path.resolve(), folder.resolve()
+    if not path.is_relative_to(folder):
+        path = Path(shutil.copyfile(path, folder / f"per_image.partial.{index + 1}.csv"))
+    return str(path.relative_to(folder))
+
+
+def inside(folder: Path, relative: str) -> Path:
+    """``folder/relative`` when it stays inside ``folder``: a state names only its own files, so
+    a hand-edited state.json cannot make a merge read /etc/passwd or another part's rows."""
+    path = (folder / relative).resolve()
+    if Path(relative).is_absolute() or not path.is_relative_to(folder.resolve()):
+        raise AuditError(f"the per-image rows {relative!r} are not a file inside the part folder")
+    return path
 
 
 def split_arrays(value: Any, key: str, arrays: dict[str, np.ndarray]) -> Any:

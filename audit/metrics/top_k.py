@@ -16,7 +16,8 @@ A constant map keeps every pixel with weight k/HW, so |S ∩ L| / k = |L|/HW: ch
 the positions.
 
 Maps come as rows (E, N); the threshold t of each row comes from a sort (``kth_largest``,
-one sort per map shared by every metric of the batch) or a partition.
+one sort per map shared by every metric of the batch) or a partition. These are the host's
+(numpy) functions; ``device_kernels`` has the same rule in torch for maps on a GPU.
 """
 
 from __future__ import annotations

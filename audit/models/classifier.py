@@ -63,7 +63,8 @@ class Classifier:
         which overlaps the work already queued there, and are normalised on the GPU."""
         if self.device.type != "cuda":
             return self.spec.to_tensor(images).to(self.device)
-        pinned = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).pin_memory()
+        raw = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+        pinned = raw if raw.is_pinned() else raw.pin_memory()  # the data loader's workers pinned it already
         return self.spec.normalise(pinned.to(self.device, non_blocking=True)).contiguous()
 
     @torch.no_grad()

@@ -21,8 +21,9 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from audit.metrics.base import MapBatch
+from audit.metrics.base import MapBatch, rows_like
 from audit.metrics.state import Stateful
 from audit.stages.randomisation import selection_key
 
@@ -52,11 +53,21 @@ class ExampleKeeper(Stateful):
                 self.add_state(f"{group}/{field}", [], "cat", dtype=dtype)
 
     def update(self, batch: MapBatch, images: np.ndarray, scores: np.ndarray) -> None:
-        """Add the batch's maps to the class sums and its candidates to the groups."""
-        for i, label in enumerate(batch.labels.tolist()):
-            if 0 <= label < len(self.counts):
-                self.sums[label] += batch.maps[i]
-                self.counts[label] += 1
+        """Add the batch's maps to the class sums and its candidates to the groups. Maps on a
+        GPU are summed by class there (one (H, W) copy per class in the batch); only the maps
+        the groups keep are copied to the host."""
+        labels = np.asarray(batch.labels)
+        if batch.on_host:
+            maps = rows_like(batch.maps, batch.maps).reshape(np.shape(batch.maps))
+            for i, label in enumerate(labels.tolist()):
+                if 0 <= label < len(self.counts):
+                    self.sums[label] += maps[i]
+        else:
+            for label in np.unique(labels[(labels >= 0) & (labels < len(self.counts))]).tolist():
+                chosen = torch.from_numpy(labels == label).to(batch.maps.device)
+                self.sums[label] += batch.maps[chosen].to(torch.float64).sum(dim=0).cpu().numpy()
+        known = labels[(labels >= 0) & (labels < len(self.counts))]
+        self.counts += np.bincount(known, minlength=len(self.counts))
         finite = np.isfinite(scores)
         misclassified = batch.labelled & (batch.labels != batch.predictions)
         for group, eligible in zip(GROUPS, (finite, finite, misclassified)):
@@ -64,7 +75,7 @@ class ExampleKeeper(Stateful):
             order = _order(group, [batch.paths[i] for i in candidates], [float(scores[i]) for i in candidates])
             for i in candidates[order[: self.k]]:
                 row = {"path": batch.paths[i], "label": int(batch.labels[i]), "prediction": int(batch.predictions[i]),
-                       "score": float(scores[i]), "image": images[i].copy(), "map": batch.maps[i].copy(),
+                       "score": float(scores[i]), "image": images[i].copy(), "map": batch.maps[i],
                        "artefact": batch.artefact[i].copy(), "region": batch.region[i].copy()}
                 for field, value in row.items():
                     getattr(self, f"{group}/{field}").append(value)
@@ -81,6 +92,7 @@ class ExampleKeeper(Stateful):
         keep = _order(group, columns["path"], columns["score"])[: self.k]
         for field, values in columns.items():
             setattr(self, f"{group}/{field}", [values[i] for i in keep])
+        setattr(self, f"{group}/map", [_host_copy(m) for m in getattr(self, f"{group}/map")])
 
     def save(self, path: Path) -> Path:
         arrays: dict[str, np.ndarray] = {
@@ -97,6 +109,15 @@ class ExampleKeeper(Stateful):
         path.parent.mkdir(parents=True, exist_ok=True)
         save_npz(path, arrays)
         return path
+
+
+def _host_copy(saliency: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A kept map as its own float32 host array (a batch's map is a view of the batch)."""
+    if isinstance(saliency, torch.Tensor):
+        saliency = saliency.detach().to("cpu", torch.float32).numpy()
+    if saliency.base is None and saliency.dtype == np.float32:
+        return saliency  # already its own array
+    return np.array(saliency, dtype=np.float32)
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 
 from audit.errors import AuditError
@@ -59,12 +58,12 @@ class AttentionMethod(SaliencyMethod):
         """(N, T, T) float64 relevance R."""
         raise NotImplementedError
 
-    def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         relevance = self.relevance(model, x, target)
         extra, height, width = self._grid(model, relevance.shape[-1])
         row = relevance[:, 0] if extra else relevance.mean(1)
         grid = row[:, extra:].reshape(len(x), 1, height, width)
-        return upsample(grid.float(), tuple(x.shape[2:])).cpu().numpy()
+        return upsample(grid.float(), tuple(x.shape[2:])).detach()
 
 
 @methods.register("attention-rollout")

@@ -4,9 +4,12 @@ A method is a class registered under its CLI name; it is constructed with its op
 (keyword arguments, all with defaults) and called per batch::
 
     method = methods.get("integrated-gradients")(n_steps=50)
-    maps = method.attribute(classifier, x, target)   # (N, H, W) float32 numpy
+    maps = method.attribute(classifier, x, target)   # (N, H, W) float32 tensor on x's device
 
 ``x`` is the normalised (N, C, H, W) input, ``target`` a (N,) int64 tensor of class indices.
+Maps are a float32 torch tensor on the input's device (the built-in methods: the metrics then
+run there and only per-image numbers come back), or a float32 numpy array (a plugin may compute
+on the host, e.g. audit-rise); every consumer accepts both (``audit.metrics.tensors``).
 Attributions are taken on the logit of the target class. Maps are reduced over channels by
 each method as its docstring says and are at the input's spatial size.
 """
@@ -43,7 +46,7 @@ class SaliencyMethod(ABC):
     #: and calls ``from_input_gradient`` instead of ``attribute`` (same numbers, one pass).
     uses_input_gradient: ClassVar[bool] = False
 
-    def from_input_gradient(self, x: torch.Tensor, gradient: torch.Tensor) -> np.ndarray:
+    def from_input_gradient(self, x: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor | np.ndarray:
         """Maps from ``gradient`` = ∂y_t/∂x (N, C, H, W); only for ``uses_input_gradient`` methods."""
         raise NotImplementedError
 
@@ -56,8 +59,9 @@ class SaliencyMethod(ABC):
         return {}
 
     @abstractmethod
-    def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
-        """Return (N, H, W) float32 saliency maps for ``target`` classes."""
+    def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor | np.ndarray:
+        """Return (N, H, W) float32 saliency maps for ``target`` classes: a tensor on x's
+        device, or numpy."""
 
 
 def method_problem(entry: object) -> str | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import numpy as np
 import torch
 
 from audit.models.classifier import Classifier
@@ -29,7 +28,7 @@ class CompetitiveGxI(SaliencyMethod):
 
     signed: ClassVar[bool] = True
 
-    def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         x = leaf_input(x)
         logits = model.differentiable(x)
         num_classes = logits.shape[1]
@@ -49,4 +48,4 @@ class CompetitiveGxI(SaliencyMethod):
         wins_negative = (target_map < 0) & (target_map <= worst)
         wins = wins_positive | wins_negative
         competitive = torch.where(wins, target_map, torch.zeros_like(target_map))
-        return competitive.cpu().numpy().astype(np.float32, copy=False)
+        return competitive.detach().float()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from captum.attr import LayerGradCam
 
@@ -119,5 +118,5 @@ class GradCam(LayerMethod):
 
     label: ClassVar[str] = "grad-cam"
 
-    def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
-        return self.grad_cam(model, x, target).cpu().numpy()
+    def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.grad_cam(model, x, target).detach().float()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import numpy as np
 import torch
 from captum.attr import Saliency
 
@@ -20,10 +19,10 @@ class Gradient(SaliencyMethod):
 
     uses_input_gradient: ClassVar[bool] = True
 
-    def from_input_gradient(self, x: torch.Tensor, gradient: torch.Tensor) -> np.ndarray:
+    def from_input_gradient(self, x: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
         return max_abs_over_channels(gradient)
 
-    def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         gradient = Saliency(model.differentiable).attribute(
             leaf_input(x), target=target, abs=True
         )

@@ -6,7 +6,6 @@ from __future__ import annotations
 import warnings
 from typing import ClassVar
 
-import numpy as np
 import torch
 from captum.attr import GuidedBackprop as CaptumGuidedBackprop
 
@@ -24,7 +23,7 @@ class GuidedBackprop(SaliencyMethod):
     signed: ClassVar[bool] = True
     needs_hooks: ClassVar[bool] = True
 
-    def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         require_relu_modules(model, "guided-backprop")
         with warnings.catch_warnings():  # captum announces its ReLU hooks on every call
             warnings.simplefilter("ignore", UserWarning)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 from typing import ClassVar
 
-import numpy as np
 import torch
 from captum.attr import GuidedBackprop as CaptumGuidedBackprop
 
@@ -31,11 +30,11 @@ class GuidedGradCam(LayerMethod):
         require_relu_modules(model, self.label)
         super().prepare(model)
 
-    def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.chosen is None:  # called without the pipeline's prepare
             self.prepare(model)
         cam = self.grad_cam(model, x, target)
         with warnings.catch_warnings():  # captum announces its ReLU hooks on every call
             warnings.simplefilter("ignore", UserWarning)
             guided = CaptumGuidedBackprop(model.layered).attribute(leaf_input(x), target=target)
-        return (guided.detach().sum(dim=1).float() * cam).cpu().numpy()
+        return (guided.detach().sum(dim=1).float() * cam).detach()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import numpy as np
 import torch
 from captum.attr import InputXGradient as CaptumInputXGradient
 
@@ -20,10 +19,10 @@ class InputXGradient(SaliencyMethod):
     signed: ClassVar[bool] = True
     uses_input_gradient: ClassVar[bool] = True
 
-    def from_input_gradient(self, x: torch.Tensor, gradient: torch.Tensor) -> np.ndarray:
+    def from_input_gradient(self, x: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
         return sum_over_channels(x * gradient)
 
-    def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         attribution = CaptumInputXGradient(model.differentiable).attribute(
             leaf_input(x), target=target
         )

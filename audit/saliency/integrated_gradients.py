@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import numpy as np
 import torch
 from captum.attr import IntegratedGradients as CaptumIntegratedGradients
 
@@ -49,6 +48,6 @@ class IntegratedGradients(SaliencyMethod):
     def __init__(self, *, n_steps: int = 50) -> None:
         self.n_steps = check_steps(n_steps)
 
-    def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         attribution = integrated_gradients(model.differentiable, x, target, self.n_steps)
         return sum_over_channels(attribution)

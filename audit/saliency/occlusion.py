@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import numpy as np
 import torch
 from captum.attr import Occlusion as CaptumOcclusion
 
@@ -63,7 +62,7 @@ class Occlusion(SaliencyMethod):
         stride = (channels, _pixels(self.stride, height), _pixels(self.stride, width))
         return window, stride
 
-    def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         window, stride = self.window_and_stride(x.shape)
         with torch.no_grad():
             attribution = CaptumOcclusion(model.logits).attribute(

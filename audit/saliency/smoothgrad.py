@@ -3,7 +3,6 @@ adding noise")."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from captum.attr import Saliency
 
@@ -26,7 +25,7 @@ class SmoothGrad(SaliencyMethod):
         check_noise_options(samples, noise_level)
         self.samples, self.noise_level, self.seed = samples, noise_level, seed
 
-    def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         saliency = Saliency(model.differentiable)
         mean_gradient = smooth(
             lambda noisy: saliency.attribute(leaf_input(noisy), target=target, abs=False),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from audit.models.classifier import Classifier
@@ -28,7 +27,7 @@ class SmoothGradIG(SaliencyMethod):
         self.samples, self.noise_level, self.seed = samples, noise_level, seed
         self.n_steps = check_steps(n_steps)
 
-    def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         module = model.differentiable
         mean_ig = smooth(
             lambda noisy: integrated_gradients(module, noisy, target, self.n_steps),

@@ -78,6 +78,7 @@ from audit.data.dataset import MaskReport
 from audit.data.names import escape_path
 from audit.errors import AuditError
 from audit.metrics.randomisation import RandomisationCheck
+from audit.metrics.tensors import host_maps
 from audit.models.classifier import Classifier
 from audit.models.layer_names import named_layers, run_with_hooks
 from audit.models.native import script_execution_order
@@ -201,8 +202,8 @@ def randomisation_records(
     def maps_of(model: Classifier) -> np.ndarray:
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            return np.concatenate([method.attribute(model, x[s:s + batch_size], target[s:s + batch_size])
-                                   for s in range(0, len(x), batch_size)])
+            return np.concatenate([host_maps(method.attribute(model, x[s:s + batch_size], target[s:s + batch_size]))
+                                   for s in range(0, len(x), batch_size)])  # Spearman runs in scipy, on the host
 
     reference = maps_of(with_module(classifier, original))
     elapsed, steps = 0.0, 0

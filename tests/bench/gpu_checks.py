@@ -11,6 +11,8 @@ the ONNX twin and onnxruntime) and 16 synthetic images, TF32 off so that CUDA co
   within 1%, the bound measured for bf16 on the CPU);
 - the ONNX model on cuda: onnxruntime's provider (CUDA with onnxruntime-gpu), its logits on the
   device and within 1e-4 of the CPU's, the twin's within the twin tolerance;
+- the metric kernels on 64 maps of 224×224 with ties on the GPU (``device_kernels``) against the
+  host's numpy (``host_kernels``): every per-image column within 1e-12; both times printed;
 - Latent Shift (sample autoencoder): λ_low and p_end within 1e-3;
 - one actdiff fine-tuning step from the same weights: loss within 1e-4 relative, updated
   weights within 1e-4.
@@ -64,6 +66,7 @@ def check_methods(batch) -> None:
     """Every method on both formats; a method a model cannot take (guided backprop needs
     nn.ReLU modules, which an exported program's functional ReLUs are not) is skipped."""
     from audit.errors import AuditError
+    from audit.metrics.tensors import host_maps
     from audit.saliency import methods
 
     for model in ("biased.pt2", "biased.onnx"):
@@ -76,7 +79,7 @@ def check_methods(batch) -> None:
                 method = methods.get(name)(**options)
                 try:
                     method.prepare(classifier)
-                    maps[name, device] = method.attribute(classifier, x, target)
+                    maps[name, device] = host_maps(method.attribute(classifier, x, target))
                 except AuditError as exc:
                     maps[name, device] = str(exc)
         for name in METHODS:
@@ -103,6 +106,33 @@ def check_run(valid: Path, out: Path) -> None:
         for method in ("gradient", "grad-cam"):
             got, expected = (results[k]["methods"][method]["artefact"]["enrichment"]["overall"] for k in (key, ("cpu", "fp32")))
             report(f"run {key[0]} {key[1]}: {method} enrichment vs cpu fp32", abs(got - expected) / abs(expected), tolerance)
+
+
+def check_metric_kernels(batch) -> None:
+    import time
+
+    from audit.metrics.base import MapBatch
+    from audit.metrics.suite import MethodMetrics
+
+    rng = np.random.default_rng(0)
+    n, side = 64, 224
+    maps = rng.normal(size=(n, side, side)).astype(np.float32)
+    maps[::4] = np.round(maps[::4] * 2) / 2  # bit-equal pixels: the tie rules decide
+    artefact, region = rng.random((2, n, side, side)) < 0.2
+    columns, seconds = {}, {}
+    for device in ("cpu", "cuda"):
+        metrics = MethodMetrics(["a", "b"])
+        tensor = torch.from_numpy(maps).to(device)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        metrics.update(MapBatch.from_predictions([f"{i}" for i in range(n)], np.zeros(n, int), np.zeros(n, int),
+                                                 np.full(n, 0.9), tensor, artefact, region, np.ones(n, bool),
+                                                 np.ones(n, bool)))
+        seconds[device] = time.perf_counter() - start
+        columns[device] = metrics.per_image()
+    worst = max(float(np.nanmax(np.abs(np.subtract(columns["cuda"][c], columns["cpu"][c])))) for c in columns["cpu"])
+    report("metric kernels cuda vs numpy (64 maps of 224x224)", worst, 1e-12,
+           f"(cpu {seconds['cpu'] * 1000:.0f} ms, cuda {seconds['cuda'] * 1000:.0f} ms per batch, first call)")
 
 
 def check_onnx(batch) -> None:
@@ -168,7 +198,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         valid = make_synthetic(Path(folder) / "data", seed=0, n_train=2, n_valid=16, n_test=2) / "valid"
         batch = next(iter(dataset(valid).batches(16)))
-        for check in (check_methods, check_onnx, check_counterfactual, check_finetune):
+        for check in (check_methods, check_metric_kernels, check_onnx, check_counterfactual, check_finetune):
             check(batch)
         check_run(valid, Path(folder) / "runs")
     print(f"{len(failures)} check(s) failed: {', '.join(failures)}" if failures else "all GPU checks passed")

@@ -149,7 +149,7 @@ def test_an_early_stop_shuts_the_workers_down(tmp_path: Path):
         for _ in loading.stream_batches(ds, 2, workers=2):
             raise RuntimeError("the model failed")
     workers = set(reads(log))
-    assert len(workers) == 2
+    assert 1 <= len(workers) <= 2  # the second worker may not have read a chunk before the stop
     for pid in workers:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)

@@ -142,3 +142,16 @@ def test_a_shard_beyond_the_images_is_empty_and_merges_to_nothing_more(runs, syn
     merged.merge(RunState.load(runs["root"] / "parts" / "2"))
     merged.merge(empty)
     assert_close(comparable(finish_run(merged, tmp_path / "merged")), comparable(runs["whole"]))
+
+
+@pytest.mark.parametrize("csv", ["/etc/passwd", "../1/per_image.partial.csv"])
+def test_a_state_naming_rows_outside_its_folder_is_refused(runs, tmp_path, csv):
+    """A hand-edited state.json cannot make a merge read a file outside the part folder."""
+    folder = tmp_path / "part"
+    RunState.load(runs["root"] / "parts" / "2").save(folder)
+    assert sorted(p.name for p in folder.glob("*.csv")) == ["per_image.partial.1.csv"]  # the rows came along
+    tree = json.loads((folder / STATE_JSON).read_text())
+    tree["meta"]["csv"] = [csv]
+    (folder / STATE_JSON).write_text(json.dumps(tree))
+    with pytest.raises(AuditError, match=rf"^{folder / STATE_JSON}: not a readable run state .*not a file inside the part folder"):
+        RunState.load(folder)

@@ -1,4 +1,5 @@
-"""Every built-in method: registered under its CLI name, (N, H, W) float32 maps, no side effects."""
+"""Every built-in method: registered under its CLI name, (N, H, W) float32 tensors on the
+input's device, no side effects."""
 
 from __future__ import annotations
 
@@ -58,7 +59,9 @@ def check_contract(case, name):
     x_before = case.x.clone()
     maps = cls(**FAST_OPTIONS.get(name, {})).attribute(case.model, case.x, case.target)
     n, _, h, w = case.x.shape
-    assert isinstance(maps, np.ndarray) and maps.shape == (n, h, w) and maps.dtype == np.float32
+    assert isinstance(maps, torch.Tensor) and maps.device == case.x.device and maps.dtype == torch.float32
+    maps = maps.numpy()
+    assert maps.shape == (n, h, w)
     assert np.isfinite(maps).all() and (maps != 0).any()
     assert cls.signed == (name in SIGNED)
     if not cls.signed:

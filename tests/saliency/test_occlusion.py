@@ -92,8 +92,9 @@ def test_onnxruntime_matches_captum_on_torch(tmp_path, channels, classes):
     model = onnx_classifier(case.module, channels, classes, tmp_path / "m.onnx", batch_sizes)
     method = methods.get("occlusion")(window=0.25, stride=0.125, perturbations_per_eval=8)
     maps = method.attribute(model, case.x, case.target)
+    assert isinstance(maps, torch.Tensor) and maps.dtype == torch.float32
     expected = captum_occlusion(case.module, case.x, case.target, window=4, stride=2)
-    np.testing.assert_allclose(maps, expected, rtol=1e-4, atol=1e-4)
-    assert maps.shape == (len(case.x), SIZE, SIZE) and maps.dtype == np.float32
+    np.testing.assert_allclose(maps.numpy(), expected, rtol=1e-4, atol=1e-4)
+    assert maps.shape == (len(case.x), SIZE, SIZE)
     assert max(batch_sizes) == 8 * len(case.x)  # occluded copies are batched
     assert model._differentiable is None

@@ -25,5 +25,5 @@ def test_shared_gradient_equals_captum(name: str, channels: int) -> None:
     shared = SharedGradient(classifier, x)
     np.testing.assert_allclose(shared.logits.numpy(), classifier.logits(x).numpy(), atol=1e-6)
     got = method.from_input_gradient(x, shared.gradient(target))
-    np.testing.assert_allclose(got, method.attribute(classifier, x, target), rtol=1e-5, atol=1e-7)
-    assert got.shape == (5, 28, 28) and got.dtype == np.float32
+    np.testing.assert_allclose(got.numpy(), method.attribute(classifier, x, target).numpy(), rtol=1e-5, atol=1e-7)
+    assert got.shape == (5, 28, 28) and got.dtype == torch.float32

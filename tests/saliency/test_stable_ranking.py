@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from sklearn.metrics import average_precision_score
 
 from audit.data.dataset import open_dataset
-from audit.metrics.localisation import average_precision, pointing_game_rows
+from audit.metrics.host_kernels import pointing_game_rows
+from audit.metrics.localisation import average_precision
 from audit.models.loader import load_classifier
 from audit.pipeline import RunConfig, run_audit
 from audit.saliency.grad_cam import upsample

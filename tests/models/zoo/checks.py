@@ -80,5 +80,5 @@ def gradient_error(model: Path, architecture: str) -> tuple[float, float]:
     reference = Saliency(eager).attribute(x.clone().requires_grad_(True), target=target, abs=True).amax(dim=1)
     options = ModelOptions(input_size=(SIZE, SIZE), channels=3, multilabel=ARCHITECTURES[architecture].multilabel)
     classifier = load_classifier(model, options)
-    maps = torch.from_numpy(methods.get("gradient")().attribute(classifier, x, target))
+    maps = methods.get("gradient")().attribute(classifier, x, target)
     return float((maps - reference).abs().max()), float(reference.abs().max())
