@@ -131,7 +131,7 @@ def stream_run(
     share_gradient = any(method.uses_input_gradient for method in built.values())
     out_dir.mkdir(parents=True, exist_ok=True)
     state = RunState(_meta(classifier, dataset, config, built))
-    part = _shard(dataset, config.shard)
+    part = _shard(dataset, config.shard, config.batch_size)
     writer = PerImageWriter(out_dir)
     try:
         with precision_context(classifier.device, config.precision):  # autocast for --precision bf16/fp16
@@ -156,12 +156,12 @@ def stream_run(
     return state
 
 
-def _shard(dataset: Any, shard: tuple[int, int] | None) -> Any:
-    """The dataset restricted to the shard's contiguous range of its listing (itself without a
-    shard; None for an empty range: more shards than images)."""
+def _shard(dataset: Any, shard: tuple[int, int] | None, batch: int) -> Any:
+    """The dataset restricted to the shard's contiguous range of its listing, cut at batch
+    boundaries (itself without a shard; None for an empty range: more shards than batches)."""
     if shard is None:
         return dataset
-    chosen = shard_range(len(dataset.entries), *shard)
+    chosen = shard_range(len(dataset.entries), *shard, batch)
     return dataclasses.replace(dataset, entries=dataset.entries[chosen.start : chosen.stop]) if chosen else None
 
 

@@ -16,7 +16,7 @@ describe the last pass of ``batches``.
 A pass reads ``Chunk`` s: ``read_chunk`` loads a list of entries and returns their readable
 images stacked with what they add to the pass's bookkeeping, touching no state of the dataset,
 so a worker process can build one from its own copy; ``fold`` adds a chunk's bookkeeping to the
-dataset's and ``Rebatch`` turns chunks (some short of skipped images) into full batches. Both
+dataset's and ``fold_chunks`` yields each chunk's readable images as one batch. Both
 ``batches`` and the worker processes of ``audit.data.loading`` go through them, so a pass gives
 the same batches and bookkeeping either way.
 
@@ -270,12 +270,12 @@ class Dataset:
         )
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
-        """Stream full batches of ``batch_size`` readable images (the last may be smaller), read
-        in this process one chunk of ``batch_size`` entries at a time."""
+        """Stream the readable images of each window of ``batch_size`` listed images as one
+        batch (``fold_chunks``), read in this process one window at a time."""
         check_batch_size(batch_size)
         self.start_pass()
         chunks = (self.read_chunk(part) for part in entry_chunks(self.entries, batch_size))
-        yield from rebatch(self, chunks, batch_size)
+        yield from fold_chunks(self, chunks)
 
 
 def check_batch_size(batch_size: int) -> None:
@@ -289,43 +289,20 @@ def entry_chunks(entries: list[Entry], size: int) -> Iterator[list[Entry]]:
         yield entries[start : start + size]
 
 
-def _concatenate(parts: list[Batch]) -> Batch:
-    if len(parts) == 1:
-        return parts[0]
-    return Batch(
-        paths=[path for part in parts for path in part.paths],
-        **{name: np.concatenate([getattr(part, name) for part in parts])
-           for name in ("labels", "images", "artefact", "region", "has_artefact", "has_region")},
-    )
-
-
-def _slice(batch: Batch, part: slice) -> Batch:
-    return Batch(batch.paths[part], batch.labels[part], batch.images[part], batch.artefact[part],
-                 batch.region[part], batch.has_artefact[part], batch.has_region[part])
-
-
-def rebatch(dataset: Dataset, chunks: Iterable[Chunk], batch_size: int) -> Iterator[Batch]:
-    """Fold each chunk's bookkeeping into ``dataset`` as it arrives and yield full batches of
-    ``batch_size`` readable images in order (the last may be smaller). A full chunk passes
-    through without a copy; chunks short of skipped images are joined. Raises the all-skipped
-    error when the pass yields nothing."""
-    pending: list[Batch] = []
-    held = 0
+def fold_chunks(dataset: Dataset, chunks: Iterable[Chunk]) -> Iterator[Batch]:
+    """Fold each chunk's bookkeeping into ``dataset`` as it arrives and yield its readable
+    images as one batch, in order: a batch is a window of ``--batch-size`` listed images, shorter
+    by the images skipped in it (our choice, rather than joining windows into full batches: the
+    batches, and so the maps to the last bit, then depend only on the listing, and a shard cut
+    at batch boundaries computes exactly the whole run's batches). Raises the all-skipped error
+    when the pass yields nothing."""
     yielded = False
     for chunk in chunks:
         batch = dataset.fold(chunk)
-        if batch is None:
-            continue
-        pending.append(batch)
-        held += len(batch)
-        while held >= batch_size:
-            joined = _concatenate(pending)
-            yield _slice(joined, slice(0, batch_size)) if len(joined) > batch_size else joined
-            rest = _slice(joined, slice(batch_size, None))
-            pending, held, yielded = ([rest] if len(rest) else []), len(rest), True
-    if pending:
-        yield _concatenate(pending)
-    elif not yielded:
+        if batch is not None and len(batch):
+            yield batch
+            yielded = True
+    if not yielded:
         raise dataset.all_skipped()
 
 

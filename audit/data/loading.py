@@ -6,8 +6,8 @@ of handing work to a process stays low). With ``workers`` ≥ 1 the chunks are r
 worker processes (``torch.utils.data.DataLoader`` over a map-style dataset of chunk indices,
 which hands the chunks back in index order); with 0, by a background thread of this process
 (``prefetch``). Either way the main process folds each chunk's bookkeeping (skipped images,
-masks resized or unreadable, images with a mask) into the dataset as it arrives and re-batches
-the chunks into full batches of readable images (``dataset.rebatch``), so the batches,
+masks resized or unreadable, images with a mask) into the dataset as it arrives and yields each
+chunk's readable images as one batch (``dataset.fold_chunks``), so the batches,
 ``Dataset.skipped`` and ``Dataset.mask_report`` of a pass are the same with any number of
 workers. Rank-based metrics do not depend on batch boundaries anyway.
 
@@ -33,7 +33,7 @@ message; the consumer stopping early (an error in the model) shuts the workers d
 
 Pinned memory (``pin_memory``, asked for when the model is on CUDA): the images of each chunk
 are copied into page-locked memory by the loader's pinning thread, so the copy to the device
-can be non-blocking; a batch joined from short chunks is pinned in the main process.
+can be non-blocking.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from audit.data.batch import Batch
-from audit.data.dataset import Chunk, Dataset, check_batch_size, rebatch
+from audit.data.dataset import Chunk, Dataset, check_batch_size, fold_chunks
 from audit.data.prefetch import prefetch
 from audit.errors import AuditError
 
@@ -168,7 +168,7 @@ def _chunks_from_workers(dataset: Dataset, batch_size: int, workers: int, pin: b
 
 
 def stream_batches(dataset: Dataset, batch_size: int, *, workers: int | None = None, pin_memory: bool = False) -> Iterator[Batch]:
-    """The dataset's full batches of readable images in order (the last may be smaller), read
+    """The readable images of each window of ``batch_size`` listed images, a batch each, in order, read
     ahead by ``workers`` processes (None: the default rule; 0: a thread of this process). See
     the module docstring."""
     check_batch_size(batch_size)
@@ -179,10 +179,7 @@ def stream_batches(dataset: Dataset, batch_size: int, *, workers: int | None = N
         yield from prefetch(_pin_all(batches) if pin else batches)
         return
     dataset.start_pass()
-    for batch in rebatch(dataset, _chunks_from_workers(dataset, batch_size, count, pin), batch_size):
-        if pin and not torch.from_numpy(batch.images).is_pinned():
-            batch.images = _pinned(batch.images)
-        yield batch
+    yield from fold_chunks(dataset, _chunks_from_workers(dataset, batch_size, count, pin))
 
 
 def _pin_all(batches: Iterator[Batch]) -> Iterator[Batch]:

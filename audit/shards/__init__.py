@@ -14,9 +14,18 @@ def parse_shard(text: str) -> tuple[int, int]:
     return int(index), int(count)
 
 
-def shard_range(total: int, index: int, count: int) -> range:
-    """The ``index``-th (1-based) of ``count`` contiguous, unpadded ranges of ``range(total)``:
-    sizes differ by at most one, the first ``total % count`` ranges one larger."""
-    size, larger = divmod(total, count)
+def batch_count(total: int, batch: int) -> int:
+    """⌈total / batch⌉: the batches of a pass over ``total`` listed images."""
+    return -(-total // batch)
+
+
+def shard_range(total: int, index: int, count: int, batch: int = 1) -> range:
+    """The ``index``-th (1-based) of ``count`` contiguous, unpadded ranges of ``range(total)``,
+    cut at batch boundaries: the ⌈total/batch⌉ batches of ``batch`` listed images are shared out
+    (counts differ by at most one, the first ranges one batch larger), so every shard's batches
+    are the whole run's batches and its maps the same to the last bit (a map depends on the
+    batch it was computed in, in float rounding)."""
+    size, larger = divmod(batch_count(total, batch), count)
     start = (index - 1) * size + min(index - 1, larger)
-    return range(start, start + size + (index <= larger))
+    stop = start + size + (index <= larger)
+    return range(min(start * batch, total), min(stop * batch, total))

@@ -93,7 +93,7 @@ def identity(classifier: Any, dataset: Any, masks: bool, regions: bool, config: 
 
 def manifest(run: dict[str, Any], index: int, count: int, model_path: Path, device: str, command: str) -> dict[str, Any]:
     """part.json's content for shard ``index``/``count`` of the run ``identity`` describes."""
-    span = shard_range(run["listing"]["images"], index, count)
+    span = shard_range(run["listing"]["images"], index, count, run["options"]["batch_size"])
     return {
         "format": FORMAT,
         "shard": {"index": index, "count": count, "start": span.start, "stop": span.stop},
@@ -203,10 +203,11 @@ def _check_fields(document: dict[str, Any], path: Path) -> None:
     try:
         shard, listing = document["shard"], document["listing"]
         index, count, images = shard["index"], shard["count"], listing["images"]
-        valid = all(type(n) is int for n in (index, count, images, shard["start"], shard["stop"])) \
+        batch = document["options"]["batch_size"]
+        valid = all(type(n) is int for n in (index, count, images, shard["start"], shard["stop"], batch)) and batch >= 1 \
             and 1 <= index <= count and isinstance(document["options"], dict) \
             and isinstance(document["model"]["sha256"], str) and isinstance(listing["sha256"], str)
-        span = shard_range(images, index, count) if valid else None
+        span = shard_range(images, index, count, batch) if valid else None
         valid = valid and (shard["start"], shard["stop"]) == (span.start, span.stop)
     except (KeyError, TypeError, ValueError):
         valid = False

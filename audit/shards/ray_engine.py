@@ -34,6 +34,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from audit.errors import AuditError
+from audit.shards import batch_count
 from audit.shards.job import RunInputs
 from audit.shards.part import read_part
 from audit.shards.run import check_shard_count, run_identity, run_part
@@ -124,10 +125,11 @@ def uses_gpus(device: str, resources: dict[str, float]) -> bool:
     return device.startswith("cuda") or (device == "auto" and gpus >= 1)
 
 
-def default_shards(resources: dict[str, float], gpus: bool, images: int) -> int:
-    """One shard per GPU (``gpus``) or CPU of the cluster, at most MAX_DEFAULT_SHARDS and ``images``."""
+def default_shards(resources: dict[str, float], gpus: bool, batches: int) -> int:
+    """One shard per GPU (``gpus``) or CPU of the cluster, at most MAX_DEFAULT_SHARDS and the
+    pass's ``batches`` (shards are cut at batch boundaries)."""
     slots = int(resources.get("GPU" if gpus else "CPU", 1))
-    return max(1, min(slots, MAX_DEFAULT_SHARDS, images))
+    return max(1, min(slots, MAX_DEFAULT_SHARDS, batches))
 
 
 def _finished(folder: Path, run: dict[str, Any], index: int, count: int) -> bool:
@@ -186,8 +188,8 @@ def run_on_ray(inputs: RunInputs, config: RunConfig, parts: Path, shards: int | 
     with cluster(ray, address):
         resources = ray.cluster_resources()
         gpus = uses_gpus(config.device, resources)
-        count = shards or default_shards(resources, gpus, len(dataset))
-        check_shard_count(len(dataset), count, f"--shards {count}")
+        count = shards or default_shards(resources, gpus, batch_count(len(dataset), config.batch_size))
+        check_shard_count(len(dataset), count, config.batch_size, f"--shards {count}")
         folders = [parts / str(i) for i in range(1, count + 1)]
         pending = [i for i in range(1, count + 1) if not _finished(folders[i - 1], run, i, count)]
         if len(pending) < count:

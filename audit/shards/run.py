@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from audit.errors import AuditError
+from audit.shards import batch_count
 from audit.shards.job import RunInputs
 from audit.shards.part import MANIFEST, PART_OUTPUTS, identity, manifest, write_manifest
 
@@ -13,10 +14,12 @@ if TYPE_CHECKING:
     from audit.pipeline import RunConfig
 
 
-def check_shard_count(images: int, count: int, flag: str) -> None:
-    """Every shard must hold an image: ``count`` ≤ the listing's length."""
-    if count > images:
-        raise AuditError(f"{flag}: {count} shards of {images} images leave some empty; use at most {images} shards")
+def check_shard_count(images: int, count: int, batch: int, flag: str) -> None:
+    """Every shard must hold a batch: ``count`` ≤ the listing's ⌈images / batch⌉ batches."""
+    batches = batch_count(images, batch)
+    if count > batches:
+        raise AuditError(f"{flag}: {count} shards of {images} images in {batches} batch(es) of {batch} leave some empty "
+                         f"(shards are cut at batch boundaries); use at most {batches} shards, or a smaller --batch-size")
 
 
 def run_identity(inputs: RunInputs, config: RunConfig) -> tuple[dict[str, Any], Any, Any]:
@@ -37,7 +40,7 @@ def run_part(inputs: RunInputs, config: RunConfig, out: Path, on_batch: Callable
     with OutputFolder(out, MANIFEST, reserved=PART_OUTPUTS, inputs=inputs.paths()) as folder:
         run, classifier, dataset = run_identity(inputs, config)
         folder.protect(dataset.base / relative for relative, _ in dataset.entries)
-        check_shard_count(len(dataset), count, f"--shard {index}/{count}")
+        check_shard_count(len(dataset), count, config.batch_size, f"--shard {index}/{count}")
         state = stream_run(classifier, dataset, config, folder.staging, on_batch=on_batch)
         state.save(folder.staging)
         document = manifest(run, index, count, inputs.model.absolute(), str(classifier.device), config.command)

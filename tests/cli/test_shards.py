@@ -74,7 +74,7 @@ def assert_same_arrays(merged: Path, whole: Path) -> None:
 
 @pytest.fixture(scope="module")
 def sharded(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The unsharded run and 3 parts (8 images each, batches of 5: other batch boundaries)."""
+    """The unsharded run and 3 parts (10, 10 and 4 images: shards are cut at the batches of 5)."""
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("sharded")
     valid = synthetic_root / "valid"
@@ -88,10 +88,11 @@ def test_merged_parts_equal_the_unsharded_run(sharded, capsys) -> None:
     parts = sharded["parts"]
     for i in (1, 2, 3):
         document = json.loads((parts / str(i) / "part.json").read_text())
-        assert document["shard"] == {"index": i, "count": 3, "start": 8 * (i - 1), "stop": 8 * i}
+        start, stop = [(0, 10), (10, 20), (20, 24)][i - 1]  # 5 batches of 5 (the last of 4) = 2 + 2 + 1
+        assert document["shard"] == {"index": i, "count": 3, "start": start, "stop": stop}
         assert document["listing"]["images"] == 24 and len(document["model"]["sha256"]) == 64
         assert not (parts / str(i) / "results.json").exists() and not (parts / str(i) / "report.pdf").exists()
-        assert len((parts / str(i) / "per_image.partial.csv").read_text().splitlines()) == 1 + 8
+        assert len((parts / str(i) / "per_image.partial.csv").read_text().splitlines()) == 1 + stop - start
     out = sharded["root"] / "merged"
     code, _, err = audit(["merge", parts / "3", parts / "1", parts / "2", "--out", out, "--quiet"], capsys)
     assert code == 0, err
@@ -166,7 +167,7 @@ def test_bad_shard_options_are_one_line_errors(extra, words, synthetic_root, tmp
 
 def test_more_shards_than_images_is_a_one_line_error(synthetic_root, tmp_path, capsys) -> None:
     code, _, err = audit(run_args(synthetic_root / "valid", MODELS / "biased.onnx", "--shard", "30/30", "--out", tmp_path / "p"), capsys)
-    assert_one_line_error(code, err, "30 shards of 24 images", "at most 24")
+    assert_one_line_error(code, err, "30 shards of 24 images", "5 batch(es) of 5", "at most 5 shards")
 
 
 def test_a_latent_shift_merge_reads_the_recorded_model_again(synthetic_root, tmp_path, capsys) -> None:

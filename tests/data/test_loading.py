@@ -70,7 +70,11 @@ def test_workers_give_the_batches_and_bookkeeping_of_an_in_process_read(messy: P
     got = run_pass(ds, batch_size, workers=2)
     assert loading.workers_for(ds, batch_size, 2) == 2
     assert [b.paths for b in got] == [b.paths for b in expected]
-    assert [len(b) for b in got] == [batch_size] * (10 // batch_size) + ([10 % batch_size] if 10 % batch_size else [])
+    # one batch per window of batch_size listed images, shorter by the skipped a/05.png
+    listed = [path for path, _ in ds.entries]
+    sizes = [len(listed[start:start + batch_size]) for start in range(0, len(listed), batch_size)]
+    sizes[listed.index('a/05.png') // batch_size] -= 1
+    assert [len(b) for b in got] == sizes
     for mine, theirs in zip(got, expected):
         for name in ("labels", "images", "artefact", "region", "has_artefact", "has_region"):
             np.testing.assert_array_equal(getattr(mine, name), getattr(theirs, name))

@@ -13,14 +13,17 @@ from audit.shards import parse_shard, shard_range
 from audit.shards.part import FORMAT, MANIFEST, Part, difference, in_shard_order, listing_sha256, read_part
 
 
-@pytest.mark.parametrize(("total", "count", "expected"), [
-    (10, 3, [(0, 4), (4, 7), (7, 10)]),  # 10 = 4 + 3 + 3: the first 10 % 3 = 1 range is larger
-    (24, 3, [(0, 8), (8, 16), (16, 24)]),
-    (5, 5, [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]),
-    (7, 1, [(0, 7)]),
+@pytest.mark.parametrize(("total", "count", "batch", "expected"), [
+    (10, 3, 1, [(0, 4), (4, 7), (7, 10)]),  # 10 = 4 + 3 + 3: the first 10 % 3 = 1 range is larger
+    (24, 3, 1, [(0, 8), (8, 16), (16, 24)]),
+    (5, 5, 1, [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]),
+    (7, 1, 1, [(0, 7)]),
+    (24, 3, 5, [(0, 10), (10, 20), (20, 24)]),  # 5 batches (the last of 4 images) = 2 + 2 + 1
+    (10, 3, 4, [(0, 4), (4, 8), (8, 10)]),  # 3 batches, one each
+    (64, 2, 32, [(0, 32), (32, 64)]),
 ])
-def test_shard_ranges_are_the_hand_counted_contiguous_unpadded_ranges(total, count, expected) -> None:
-    assert [(r.start, r.stop) for r in (shard_range(total, i, count) for i in range(1, count + 1))] == expected
+def test_shard_ranges_are_the_hand_counted_contiguous_unpadded_ranges(total, count, batch, expected) -> None:
+    assert [(r.start, r.stop) for r in (shard_range(total, i, count, batch) for i in range(1, count + 1))] == expected
 
 
 @pytest.mark.parametrize("text", ["3/2", "0/2", "a/b", "2", "1/0", "-1/2", ""])
@@ -39,9 +42,9 @@ def test_the_listing_hash_is_sha256_over_json_lines_of_path_and_label() -> None:
 
 
 def manifest(index: int, count: int, images: int = 10, seed: int = 0, model: str = "m" * 64, listing: str = "l" * 64) -> dict:
-    span = shard_range(images, index, count)
+    span = shard_range(images, index, count, 1)
     return {"format": FORMAT, "shard": {"index": index, "count": count, "start": span.start, "stop": span.stop},
-            "model": {"path": "model.onnx", "sha256": model}, "options": {"seed": seed, "methods": ["gradient"]},
+            "model": {"path": "model.onnx", "sha256": model}, "options": {"seed": seed, "methods": ["gradient"], "batch_size": 1},
             "listing": {"sha256": listing, "images": images}, "device": "cpu", "command": "audit run"}
 
 
