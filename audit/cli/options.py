@@ -61,7 +61,7 @@ Precision = Annotated[Optional[str], typer.Option("--precision", help="fp32, bf1
 Workers = Annotated[
     Optional[int],
     typer.Option("--workers", min=0, help="Processes that decode and resize images ahead of the model; 0 reads them in this "
-                 "process (a background thread). Default: CPU cores − 1, at most 8; never more than the CPU count (at least 8)."),
+                 "process (a background thread). Default: CPU cores − 1, at most 8, for a model on a GPU, 0 on the CPU; never more than the CPU count (at least 8)."),
 ]
 
 

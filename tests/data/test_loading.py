@@ -165,6 +165,7 @@ def test_workers_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     ds, _ = counting(tmp_path, 10)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert loading.default_workers() == 1
+    assert loading.default_workers(model_on_gpu=False) == 0  # the model's threads keep the cores
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
     assert loading.default_workers() == loading.MAX_WORKERS == 8
     assert loading.workers_for(ds, 2, None) == 4  # 5 chunks: at most one worker per chunk after the first
