@@ -259,7 +259,8 @@ def sharding(path: Path, root: Path, args: argparse.Namespace) -> dict:
     if "--engine" not in usage or "--shard" not in usage:
         return {"skipped": "audit run has no --engine/--shard options in this tree (issue 15, sharded runs)"}
     common = ["run", path, "--data", root / "images", "--masks", root / "artefacts", "--regions", root / "regions",
-              "--method", "gradient", "--batch-size", args.batch_size, *(["--device", args.device] if "--device" in usage else [])]
+              "--method", "gradient", "--batch-size", args.batch_size, *(["--device", args.device] if "--device" in usage else []),
+              "--randomization-images", 0]  # run by shard 1 alone: it would measure the imbalance, not Ray (README)
     ray, sequential = [], []
     for repeat in range(args.repeats):
         out = args.cache / "shards" / str(repeat)
