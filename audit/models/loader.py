@@ -360,6 +360,9 @@ def _load_onnx(path: Path, device: torch.device):
     # onnxruntime's worker threads spin after each run by default, taking the cores that torch
     # (the differentiable model) and the data loader need next; let them sleep instead.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # and as many of them as torch has threads (OMP_NUM_THREADS, a Ray task's CPUs): by default
+    # onnxruntime takes every core, so two tasks on one machine ran four threads on two cores
+    options.intra_op_num_threads = torch.get_num_threads()
     try:
         session = onnxruntime.InferenceSession(str(path), options, providers=onnx_providers(device))
     except Exception as exc:

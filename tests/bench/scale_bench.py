@@ -41,6 +41,7 @@ import contextlib
 import io
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -264,6 +265,7 @@ def sharding(path: Path, root: Path, args: argparse.Namespace) -> dict:
     ray, sequential = [], []
     for repeat in range(args.repeats):
         out = args.cache / "shards" / str(repeat)
+        shutil.rmtree(out, ignore_errors=True)  # finished parts of an earlier bench would be resumed, not run
         start = time.perf_counter()
         code, printed = cli([*common, "--engine", "ray", "--shards", "2", "--out", out / "ray"])
         ray.append(time.perf_counter() - start)
