@@ -4,7 +4,8 @@ Each task runs ``audit.shards.run.run_part``, the function ``audit run --shard``
 worker process, so a part written by Ray is the part the same shard run by hand writes. A task
 asks for one GPU when the run uses CUDA (``--device cuda``, or ``auto`` on a cluster that has
 GPUs) and one CPU otherwise, and runs torch with one thread per CPU it holds; with ``--workers``
-unset a CPU task decodes in its own process (a task is one core). Ray retries a task whose
+unset a CPU task decodes in its own process (the default for a model on the CPU,
+``audit.data.loading.default_workers``). Ray retries a task whose
 worker died (killed, out of memory) up to ``RETRIES`` times; an ``AuditError`` in a task (bad
 input) is not retried. A shard whose part folder already holds a finished part of the same run
 (same model, options, listing and I/N) is skipped, so rerunning an interrupted run resumes.
@@ -194,10 +195,9 @@ def run_on_ray(inputs: RunInputs, config: RunConfig, parts: Path, shards: int | 
         pending = [i for i in range(1, count + 1) if not _finished(folders[i - 1], run, i, count)]
         if len(pending) < count:
             echo(f"resuming: {count - len(pending)} of {count} shards already finished in {parts}")
-        workers = config.workers if gpus or config.workers is not None else 0
         task = ray.remote(_shard_task).options(num_cpus=CPUS_PER_TASK, num_gpus=1 if gpus else 0, max_retries=RETRIES)
         marker = os.environ.get(CRASH_ONCE)
-        refs = {task.remote(inputs, replace(config, shard=(i, count), workers=workers), str(folders[i - 1]), CPUS_PER_TASK, marker): i
+        refs = {task.remote(inputs, replace(config, shard=(i, count)), str(folders[i - 1]), CPUS_PER_TASK, marker): i
                 for i in pending}
         errors: list[AuditError] = []
         while refs:
