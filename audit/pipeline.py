@@ -96,8 +96,9 @@ def build_methods(classifier: Classifier, config: RunConfig) -> dict[str, Salien
 
 
 def attribute(method: SaliencyMethod, classifier: Classifier, x: torch.Tensor, target: torch.Tensor) -> Maps:
-    """The method's maps (a tensor on x's device for the built-in methods, numpy from some plugins), in chunks of ``classifier.batch_limit`` images for fixed-batch models,
-    in halves of the batch where CUDA runs out of memory (``audit.device.in_halves``)."""
+    """The method's maps (a tensor on x's device for the built-in methods, numpy from some
+    plugins), in chunks of ``classifier.batch_limit`` images for fixed-batch models, in halves
+    of the batch where CUDA runs out of memory (``audit.device.in_halves``)."""
     return in_halves(lambda part: method.attribute(classifier, x[part], target[part]), len(x), step=classifier.batch_limit)
 
 
@@ -195,7 +196,8 @@ def _model_work(classifier: Classifier, built: dict[str, SaliencyMethod], target
 
 
 def _accumulate(state: RunState, batch: Batch, record: ImageColumns, mapped: dict[str, MapBatch]) -> None:
-    """The batch's record and maps into the metrics (host-side work only)."""
+    """The batch's record and maps into the metrics (their kernels run where the maps are;
+    only per-image values and the kept examples reach the host)."""
     state.update(record)
     for name, maps in mapped.items():
         method_state = state.methods[name]
