@@ -262,7 +262,7 @@ def sharding(path: Path, root: Path, args: argparse.Namespace) -> dict:
     common = ["run", path, "--data", root / "images", "--masks", root / "artefacts", "--regions", root / "regions",
               "--method", "gradient", "--batch-size", args.batch_size, *(["--device", args.device] if "--device" in usage else []),
               "--randomization-images", 0]  # run by shard 1 alone: it would measure the imbalance, not Ray (README)
-    ray, sequential = [], []
+    ray, running, sequential = [], [], []
     for repeat in range(args.repeats):
         out = args.cache / "shards" / str(repeat)
         shutil.rmtree(out, ignore_errors=True)  # finished parts of an earlier bench would be resumed, not run
@@ -271,6 +271,7 @@ def sharding(path: Path, root: Path, args: argparse.Namespace) -> dict:
         ray.append(time.perf_counter() - start)
         if code != 0:
             return {"error": f"--engine ray exited {code}: {printed.strip()[-300:]}"}
+        running.append(on_running_cluster(common, out / "running"))
         start = time.perf_counter()
         for shard in (1, 2):
             code, printed = cli([*common, "--shard", f"{shard}/2", "--out", out / "parts" / str(shard)])
@@ -285,8 +286,29 @@ def sharding(path: Path, root: Path, args: argparse.Namespace) -> dict:
         "ray_2_shards_s": round(min(ray), 2),
         "sequential_2_shards_and_merge_s": round(min(sequential), 2),
         "ray_overhead": round(min(ray) / min(sequential) - 1, 3),
+        "ray_on_running_cluster_s": round(min(running), 2),
+        "ray_overhead_on_running_cluster": round(min(running) / min(sequential) - 1, 3),
         "goal": "<= 0.15",
     }
+
+
+def on_running_cluster(common: list, out: Path) -> float:
+    """Seconds of ``--engine ray --shards 2`` on a cluster that is already up, as with
+    ``--address`` (a connection made before the run is used and kept): the cluster's start and
+    shutdown are not in the run; its second use finds Ray's worker processes warm."""
+    import ray
+
+    ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        cli([*common, "--engine", "ray", "--shards", "2", "--out", out / "warm-up"])
+        start = time.perf_counter()
+        code, printed = cli([*common, "--engine", "ray", "--shards", "2", "--out", out / "timed"])
+        seconds = time.perf_counter() - start
+    finally:
+        ray.shutdown()
+    if code != 0:
+        raise RuntimeError(f"--engine ray on a running cluster exited {code}: {printed.strip()[-300:]}")
+    return seconds
 
 
 def workers(path: Path, root: Path, args: argparse.Namespace, device: torch.device) -> dict:
