@@ -117,3 +117,26 @@ def test_delta_values_and_missing_sides() -> None:
     assert "base" not in gate["checks"][3]
     with pytest.raises(AuditError, match="the closest valid key is 'delta.methods.c.e'"):
         evaluate_gate(new, ["delta.methods.cc.e > 2"], False, base=base)
+
+
+CASCADE_END = "methods.gradient.randomization.cascading.-1.spearman"
+
+
+def test_a_list_entry_the_run_did_not_compute_is_missing_not_unknown(results: dict[str, dict]) -> None:
+    """The fixture ran with --randomization-images 0: the cascade is null, so its last entry is a
+    metric without a value (skipped with allow_missing), not a misspelt key."""
+    assert results["biased"]["methods"]["gradient"]["randomization"]["cascading"] is None
+    skipped = evaluate_gate(results["biased"], [f"{CASCADE_END} > 0.5"], True)
+    assert skipped["passed"] and skipped["checks"][0]["outcome"] == "skipped"
+    assert "methods.gradient.randomization.cascading is null" in skipped["checks"][0]["reason"]
+    failed = evaluate_gate(results["biased"], [f"{CASCADE_END} > 0.5"], False)
+    assert not failed["passed"] and failed["checks"][0]["outcome"] == "fail"
+
+
+def test_an_index_past_the_end_of_a_list_is_missing(results: dict[str, dict]) -> None:
+    run = {"methods": {"gradient": {"randomization": {"cascading": [{"spearman": 0.2}]}}}}
+    check = evaluate_gate(run, ["methods.gradient.randomization.cascading.3.spearman > 0.5"], True)["checks"][0]
+    assert check["outcome"] == "skipped" and "has 1 entries" in check["reason"]
+    assert evaluate_gate(run, ["methods.gradient.randomization.cascading.-1.spearman < 0.5"], True)["checks"][0]["outcome"] == "fail"
+    with pytest.raises(AuditError, match="no key 'methods.gradient.randomization.cascading.0.spearmann'"):
+        evaluate_gate(run, ["methods.gradient.randomization.cascading.0.spearmann > 0.5"], True)

@@ -18,7 +18,8 @@ from typing import Any
 
 from audit.errors import AuditError
 from audit.report.gate.expressions import DELTA, Check, parse_expression
-from audit.report.gate.keys import MISSING, closest_key, is_metric, lookup, null_reason, suggestion_for_group, value_keys
+from audit.report.gate.keys import (MISSING, closest_key, data_gap, is_metric, lookup, null_reason, suggestion_for_group,
+                                    value_keys)
 
 
 @dataclass
@@ -45,7 +46,10 @@ def evaluate_gate(
 def _resolve(check: Check, results: dict[str, Any]) -> _Resolved:
     value = lookup(results, check.segments)
     if value is MISSING:
-        raise _unknown(check, value_keys(results))
+        gap = data_gap(results, check.segments)
+        if gap is None:
+            raise _unknown(check, value_keys(results))
+        return _Resolved(None, f"{check.key} has no value in results.json: {gap}")
     _require_comparable(check, check.key, value)
     if value is None:
         return _Resolved(None, _no_value(check.key, "results.json", results, check.segments))
@@ -57,7 +61,8 @@ def _resolve_delta(check: Check, base: dict[str, Any] | None, new: dict[str, Any
         raise AuditError(f"gate check {check.expression!r}: delta. keys compare two runs; use them with `audit compare BASE NEW`")
     key = check.key.removeprefix(DELTA)
     sides = {"base": lookup(base, check.segments), "new": lookup(new, check.segments)}
-    if sides["base"] is MISSING and sides["new"] is MISSING:
+    gaps = {side: data_gap(run, check.segments) for side, run in (("base", base), ("new", new)) if sides[side] is MISSING}
+    if sides["base"] is MISSING and sides["new"] is MISSING and None in gaps.values():
         raise _unknown(check, sorted({DELTA + k for k in value_keys(base) + value_keys(new)}))
     if check.is_text:
         raise AuditError(f"gate check {check.expression!r}: a delta. is NEW − BASE, a number; compare it with a number, "
@@ -69,7 +74,8 @@ def _resolve_delta(check: Check, base: dict[str, Any] | None, new: dict[str, Any
     problems = []
     for side, run in (("base", base), ("new", new)):
         if sides[side] is MISSING:
-            problems.append(f"{key} is not in {side.upper()} (the runs differ)")
+            gap = gaps[side]
+            problems.append(f"{key} has no value in {side.upper()}: {gap}" if gap else f"{key} is not in {side.upper()} (the runs differ)")
         else:
             _require_comparable(check, key, sides[side])
             if sides[side] is None:

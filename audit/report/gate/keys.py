@@ -29,6 +29,26 @@ def lookup(results: Any, segments: list[str]) -> Any:
     return node
 
 
+def data_gap(results: Any, segments: list[str]) -> str | None:
+    """Why a key that the data decides is absent (None when the key itself is wrong): a list
+    index past the end of a list that is there (``randomization.cascading.-1`` of a run without
+    the check has no entries), or a group that is null in this run (with its reason)."""
+    node = results
+    for depth, segment in enumerate(segments):
+        where = ".".join(segments[:depth]) or "the results"
+        if node is None:
+            reason = null_reason(results, segments[:depth])
+            return f"{where} is null" + (f" ({reason})" if reason else "")
+        if isinstance(node, list) and _is_index(segment) and not -len(node) <= int(segment) < len(node):
+            reason = null_reason(results, segments[:depth])
+            return f"{where} has {len(node)} entries" + (f" ({reason})" if reason else "")
+        child = lookup(node, [segment])
+        if child is MISSING:
+            return None
+        node = child
+    return None
+
+
 def is_metric(value: Any) -> bool:
     return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
 
