@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from audit.cli.options import Channels, Device, InputSize, Mean, Precision, Seed, Std, ValueRange, fraction, model_options
+from audit.cli.summary import print_failed_checks
 
 
 def finetune(
@@ -132,12 +133,9 @@ def finetune(
     if not quiet:
         models = ", ".join(str(out / name) for name in results["model"]["fine_tuned"].values())
         err.print(f"wrote {out / 'results.json'}, {out / 'report.pdf'} and {models}", highlight=False)
-    if fail_on:
-        for check in results["gate"]["checks"]:
-            if check["outcome"] == "fail":
-                err.print(f"FAIL {check['expression']}: {check['reason']}", highlight=False)
-        if not results["gate"]["passed"]:
-            raise typer.Exit(1)
+    if fail_on and not results["gate"]["passed"]:
+        print_failed_checks(results["gate"])
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

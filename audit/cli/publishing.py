@@ -75,7 +75,7 @@ def publish_run(results: dict[str, Any], folder: OutputFolder, gate: Gate, where
 
 def announce(results: dict[str, Any], out: Path, report: Path, gate: Gate, json_out: bool, quiet: bool) -> None:
     """Print the warnings, results.json (``--json``) and the summary; exit 1 when the gate failed."""
-    from audit.cli.summary import print_summary
+    from audit.cli.summary import print_failed_checks, print_summary
     from audit.report.results_file import dumps
 
     err = Console(stderr=True)
@@ -86,4 +86,5 @@ def announce(results: dict[str, Any], out: Path, report: Path, gate: Gate, json_
     if not quiet:
         print_summary(Console(stderr=json_out), results, out, report)
     if gate.expressions and not results["gate"]["passed"]:
+        print_failed_checks(results["gate"])
         raise typer.Exit(1)

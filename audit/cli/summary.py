@@ -59,6 +59,15 @@ def _gate_table(gate: dict[str, Any]) -> Table:
     return table
 
 
+def print_failed_checks(gate: dict[str, Any]) -> None:
+    """Every failed gate check, one line each, on stderr, whatever ``--quiet`` hides: an exit
+    code of 1 always comes with its reasons."""
+    err = Console(stderr=True, highlight=False)
+    for check in gate["checks"]:
+        if check["outcome"] == "fail":
+            err.print(f"audit: gate: FAIL {check['expression']}: {check['reason']}", markup=False, soft_wrap=True)
+
+
 def print_summary(console: Console, results: dict[str, Any], out: Path, report: Path | None = None) -> None:
     model, data, performance = results["model"], results["data"], results["performance"]
     table = Table(title=f"audit: {model['path']} ({model['format']})", show_header=False, title_justify="left")

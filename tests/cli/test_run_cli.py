@@ -237,3 +237,8 @@ def test_fail_on_gates_the_exit_code_and_writes_gate_junit_and_report(synthetic_
     code, _, err = run(base + ["--fail-on", "performance.accuracy > 2"], capsys)
     assert code == 0, err
     assert json.loads((out / "results.json").read_text())["gate"]["passed"] is True
+    code, printed, err = run(base + ["--quiet", "--fail-on", "performance.accuracy < 2", "--fail-on", "data.images < 0"], capsys)
+    accuracy = json.loads((out / "results.json").read_text())["performance"]["accuracy"]
+    assert code == 1 and printed == ""  # --quiet hides the summary, never the reasons for exit 1
+    assert err.splitlines()[-1] == f"audit: gate: FAIL performance.accuracy < 2: {accuracy:.6g} < 2 holds", err
+    assert "data.images" not in err  # a passing check is not a failure line
