@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.text import Text
 
 from audit.allocator import reuse_freed_memory
-from audit.cli.usage import ClickException, NoArgsIsHelpError, usage_message
+from audit.cli.usage import ClickException, NoArgsIsHelpError, tidy_metavars, usage_message
 from audit.errors import AuditError, AuditWarning, first_line
 
 app = typer.Typer(
@@ -31,10 +31,29 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # click's plain help: whole option names and metavars at any width
 )
 
 INTERNAL_ERROR = 3
 INTERRUPTED = 130
+
+
+def _print_version(requested: bool) -> None:
+    if requested:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("audit")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            number = "unknown (not installed)"
+        typer.echo(f"audit {number}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(show_version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                            help="Print audit's version and exit.")) -> None:
+    """Is an image classifier right for the right reasons? Saliency, masks, counterfactuals, gating."""
 
 
 def _register_commands() -> None:
@@ -64,7 +83,9 @@ def _run(argv: list[str], debug: bool) -> int:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         _register_commands()
-        code = app(args=argv, prog_name="audit", standalone_mode=False)
+        command = typer.main.get_command(app)
+        tidy_metavars(command)
+        code = command.main(args=argv, prog_name="audit", standalone_mode=False)
     except BaseException as exc:  # noqa: BLE001 (every exception becomes an exit code; see _handle)
         return _handle(exc, argv, debug, err)
     if code == INTERRUPTED:  # typer turns a KeyboardInterrupt into Exit(130), silently

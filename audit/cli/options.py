@@ -16,6 +16,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from audit.errors import AuditError
+from audit.saliency.options import unknown_option
 
 #: Seeds are integers in [0, 2**32 - 1], the range numpy's ``np.random.seed`` takes.
 SEED_MAX = 2**32 - 1
@@ -152,10 +153,10 @@ def _parameter(item: str, cls: type, key: str) -> inspect.Parameter | None:
     named = {n: p for n, p in parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     if key in named:
         return named[key]
-    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        return None
-    valid = ", ".join(named) or "none"
-    raise AuditError(f"--option {item}: {item.partition('.')[0]} has no option {key!r}; its options: {valid}")
+    refused = unknown_option(item.partition(".")[0], cls, key)  # **kwargs: its ``extra_options``, if it lists them
+    if refused:
+        raise AuditError(f"--option {item}: {refused}")
+    return None
 
 
 def _accepted(cls: type, parameter: inspect.Parameter) -> set[type] | None:

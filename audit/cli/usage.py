@@ -19,7 +19,10 @@ except ImportError:  # pragma: no cover - older typer on click
 
     NoArgsIsHelpError = getattr(_click_exceptions, "NoArgsIsHelpError", type("NoArgsIsHelpError", (ClickException,), {}))
 
-__all__ = ["ClickException", "NoArgsIsHelpError", "usage_message"]
+__all__ = ["ClickException", "NoArgsIsHelpError", "tidy_metavars", "usage_message"]
+
+#: what a repeatable option's value is, in the help (typer would print ``<list[str]>``)
+LIST_METAVARS = {"method": "<name>", "option": "<method.key=value>", "fail_on": "<expr>", "loss": "<name>"}
 
 # typer validates values with pydantic; its messages, shortened
 _SHORTER = (
@@ -32,6 +35,25 @@ _SHORTER = (
     (r"Input should be a finite number.*", "must be a finite number"),
     (r"Input should be a valid boolean.*", "must be true or false"),
 )
+
+
+def tidy_metavars(command: Any) -> None:
+    """Help metavars a user can read: a repeatable option names its value (``--method <name>``,
+    not ``<list[str]>``) and a bounded number is ``<int>``/``<float>`` (not ``<int range>``;
+    the bound is printed beside it). Every sub-command, in place."""
+    for sub in getattr(command, "commands", {}).values():
+        tidy_metavars(sub)
+    for param in getattr(command, "params", []):
+        describe = getattr(param, "type_descriptor", None)
+        if param.metavar is not None or describe is None or getattr(param, "is_flag", False):
+            continue
+        if describe.is_list and not param.param_type_name == "option":  # an argument keeps its name
+            label = "<path>" if "Path" in str(describe.annotation) else "<name>"
+            param.display_type = lambda ctx, label=label: label
+        elif describe.is_list:
+            param.metavar = LIST_METAVARS.get(param.name, "<value>")
+        elif describe.is_ranged:
+            param.metavar = f"<{describe.ranged_type_name}>"
 
 
 def usage_message(exc: ClickException, argv: list[str], commands: set[str]) -> str:

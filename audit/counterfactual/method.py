@@ -12,6 +12,7 @@ Options: ``autoencoder`` (required: ``AE.pt``, a TorchScript file or ``ENC.onnx,
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,6 +26,19 @@ from audit.counterfactual.storage import check_autoencoder, load_autoencoder
 from audit.errors import AuditError
 from audit.models.classifier import Classifier
 from audit.saliency.base import SaliencyMethod, methods
+from audit.saliency.options import MethodOption
+
+#: what each λ search threshold means (``audit methods``)
+RULE_THRESHOLDS = {
+    "drop": "stop lowering λ once the prediction fell by this much",
+    "rise": "stop raising λ once the prediction rose by this much (none: no upper search)",
+    "floor": "stop once the prediction is within this of 0 (or 1)",
+    "bound": "largest |λ| searched",
+    "step": "λ step",
+    "fine_step": "λ step while |λ| < step (none: no fine steps)",
+    "max_pixel_change": "stop once Σ|x_0 − x_λ| / Σ|x_0| exceeds this (none: no limit)",
+    "turn_tolerance": "stop when the prediction turns back by more than this",
+}
 
 _loaded: dict[tuple[str, tuple[int, int, int]], nn.Module] = {}
 
@@ -46,6 +60,19 @@ class LatentShift(SaliencyMethod):
     """M = the ``map`` of the Latent Shift frames for the target class (see ``maps.py``)."""
 
     map: ClassVar[str]
+    option_help: ClassVar[dict[str, str]] = {
+        "autoencoder": "required: AE.pt (a TorchScript file from `audit train-autoencoder`) or ENC.onnx,DEC.onnx",
+        "rule": "λ search rule: paper or public (its thresholds below override the rule's)",
+        "frames": "frames between the two λ bounds",
+        "upper_frames": "frames on the side that raises the prediction",
+        "direction": "unit (normalised gradient step) or gradient (the raw gradient)"}
+
+    @classmethod
+    def extra_options(cls) -> list[MethodOption]:
+        """The λ search rule's thresholds (``SearchRule``), given as ``**thresholds``."""
+        paper = search_rule("paper")
+        return [MethodOption(field.name, str(field.type), getattr(paper, field.name), RULE_THRESHOLDS[field.name])
+                for field in dataclasses.fields(paper) if field.name != "name"]
 
     def __init__(
         self,

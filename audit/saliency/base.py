@@ -40,6 +40,8 @@ class SaliencyMethod(ABC):
     needs_hooks: ClassVar[bool] = False
     #: True when the map is signed (otherwise non-negative).
     signed: ClassVar[bool] = False
+    #: One line of meaning per ``__init__`` keyword option (``audit methods``, ``saliency.options``).
+    option_help: ClassVar[dict[str, str]] = {}
 
     #: True when the map is a function of x and the target logit's input gradient alone. The
     #: pipeline then computes that gradient once per batch, in the pass that gives the predictions,

@@ -64,6 +64,9 @@ class LayerMethod(SaliencyMethod):
 
     needs_layer: ClassVar[bool] = True
     needs_hooks: ClassVar[bool] = True
+    option_help: ClassVar[dict[str, str]] = {
+        "layer": "the layer whose activations are read (`audit layers MODEL` lists them); default: the input of "
+                 "the global pooling that feeds the classifier head"}
     #: The method's CLI name, for messages.
     label: ClassVar[str]
 

@@ -44,6 +44,8 @@ class IntegratedGradients(SaliencyMethod):
     """
 
     signed: ClassVar[bool] = True
+    option_help: ClassVar[dict[str, str]] = {"n_steps": "integration points of the path from the zero baseline "
+                                                        "(one forward and backward pass each)"}
 
     def __init__(self, *, n_steps: int = 50) -> None:
         self.n_steps = check_steps(n_steps)

@@ -10,6 +10,12 @@ import torch
 from audit.errors import AuditError
 
 
+#: ``option_help`` of the smoothgrad methods
+NOISE_OPTIONS = {"samples": "noisy copies averaged per image (one pass each)",
+                 "noise_level": "σ of the Gaussian noise as a fraction of the image's value range",
+                 "seed": "seed of the noise"}
+
+
 def check_noise_options(samples: int, noise_level: float) -> None:
     if samples < 1:
         raise AuditError(f"samples must be at least 1, got {samples}; the paper uses 50")

@@ -32,6 +32,11 @@ class Occlusion(SaliencyMethod):
     forward_only: ClassVar[bool] = True
     #: Occluding a window can raise the target logit, so maps have both signs.
     signed: ClassVar[bool] = True
+    option_help: ClassVar[dict[str, str]] = {
+        "window": "side of the occluded square as a fraction of the image side, in (0, 1]",
+        "stride": "step between windows as a fraction of the image side, in (0, 1]",
+        "baseline": "value of occluded pixels in the normalised input (0 = the normalisation mean)",
+        "perturbations_per_eval": "occluded copies per forward pass (memory against speed)"}
 
     def __init__(
         self,

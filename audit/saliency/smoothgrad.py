@@ -3,12 +3,14 @@ adding noise")."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from captum.attr import Saliency
 
 from audit.models.classifier import Classifier
 from audit.saliency.base import SaliencyMethod, leaf_input, methods
-from audit.saliency.noise import check_noise_options, smooth
+from audit.saliency.noise import NOISE_OPTIONS, check_noise_options, smooth
 from audit.saliency.reduce import max_abs_over_channels
 
 
@@ -20,6 +22,8 @@ class SmoothGrad(SaliencyMethod):
     channels, as for ``gradient``. Options: ``samples`` (50), ``noise_level`` (0.15, the
     fraction of the image's value range used as σ), ``seed`` (0).
     """
+
+    option_help: ClassVar[dict[str, str]] = NOISE_OPTIONS
 
     def __init__(self, *, samples: int = 50, noise_level: float = 0.15, seed: int = 0) -> None:
         check_noise_options(samples, noise_level)

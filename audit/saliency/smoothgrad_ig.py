@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from audit.models.classifier import Classifier
 from audit.saliency.base import SaliencyMethod, methods
 from audit.saliency.integrated_gradients import check_steps, integrated_gradients
-from audit.saliency.noise import check_noise_options, smooth
+from audit.saliency.noise import NOISE_OPTIONS, check_noise_options, smooth
 from audit.saliency.reduce import max_abs_over_channels
 
 
@@ -19,6 +21,9 @@ class SmoothGradIG(SaliencyMethod):
     ``samples`` (50), ``noise_level`` (0.15), ``seed`` (0), ``n_steps`` (50); the cost is
     samples × n_steps forward/backward passes per image.
     """
+
+    option_help: ClassVar[dict[str, str]] = {
+        **NOISE_OPTIONS, "n_steps": "integration points per noisy copy (samples × n_steps passes per image)"}
 
     def __init__(
         self, *, samples: int = 50, noise_level: float = 0.15, seed: int = 0, n_steps: int = 50

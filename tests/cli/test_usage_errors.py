@@ -128,7 +128,10 @@ def test_normalisation_flags_are_finite_and_std_positive(command: str, flag: str
         ("smoothgrad.noise_level=high", "noise_level takes a number, not high, e.g. smoothgrad.noise_level=0.15"),
         ("smoothgrad.seed=-1", "a seed must be an integer from 0 to 2**32 - 1"),
         ("smoothgrad.seed=1180591620717411303424", "a seed must be an integer from 0 to 2**32 - 1"),
-        ("smoothgrad.noise=0.1", "smoothgrad has no option 'noise'; its options: samples, noise_level, seed"),
+        ("smoothgrad.noise=0.1", "smoothgrad has no option 'noise'; its options: samples (int, default 50), "
+                                 "noise_level (float, default 0.15), seed (int, default 0) (`audit methods smoothgrad` explains them)"),
+        ("latentshift-max.drp=0.2", "latentshift-max has no option 'drp'; its options: autoencoder (str | None, default None)"),
+        ("gradient.steps=2", "method 'gradient' takes no options"),
         ("integrated-gradients.n_steps=[1]", "n_steps takes an integer, not [1]"),
         ("occlusion.window=null", "window takes a number, not null"),
         ("latentshift-max.drop=NaN", "NaN is not a finite number"),

@@ -31,6 +31,13 @@ class Rise(SaliencyMethod):
 
     forward_only: ClassVar[bool] = True
 
+    option_help: ClassVar[dict[str, str]] = {
+        "masks": "random masks per image (one forward pass each, batch_size at a time)",
+        "cells": "cells per side of the mask grid (s)",
+        "p": "probability that a cell is kept",
+        "seed": "seed of the masks (every image gets the same)",
+        "batch_size": "masked images per forward pass"}
+
     def __init__(
         self,
         *,
