@@ -10,7 +10,7 @@ import typer
 
 def report(
     results: Path = typer.Argument(..., help="results.json written by `audit run`, or its folder."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="PDF to write (default: report.pdf beside results.json)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="PDF to write (default: report.pdf beside results.json)."),
 ) -> None:
     """Write the PDF bias report of a run (maps/ and per_image.csv are read from the run's folder)."""
     from audit.report.gate.compare import load_run

@@ -81,7 +81,7 @@ def test_report_names_the_path_given(tmp_path: Path, capsys) -> None:
 def test_report_out_below_a_file(runs, tmp_path: Path, capsys) -> None:
     blocker = tmp_path / "model.onnx"
     blocker.write_bytes(b"not a folder")
-    code, _, err = run(["report", runs[0], "-o", blocker / "r.pdf"], capsys)
+    code, _, err = run(["report", runs[0], "--out", blocker / "r.pdf"], capsys)
     assert_one_line_error(code, err, "--out", f"lies below the file {blocker}")
     assert blocker.read_bytes() == b"not a folder"
 

@@ -11,7 +11,7 @@ from tests.report.conftest import Report, read_pages
 
 def test_report_command_writes_the_pdf(report: Report, tmp_path: Path, capsys) -> None:
     out = tmp_path / "sub" / "again.pdf"
-    assert main(["report", str(report.run_dir / "results.json"), "-o", str(out)]) == 0
+    assert main(["report", str(report.run_dir / "results.json"), "--out", str(out)]) == 0
     assert out.read_bytes().startswith(b"%PDF-")
     assert f"report: {out}" in capsys.readouterr().out
     assert report.results["model"]["sha256"][:12] in read_pages(out)[0]
@@ -31,3 +31,10 @@ def test_results_file_without_sections_is_a_one_line_error(tmp_path: Path, capsy
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "missing data, performance, methods" in err
     assert not (tmp_path / "report.pdf").exists()
+
+
+def test_short_o_means_option_only(report, tmp_path, capsys) -> None:
+    """`-o` is `--option` (run); `audit report` takes `--out` only, so `-o` there is a usage error."""
+    assert main(["report", str(report.run_dir / "results.json"), "-o", str(tmp_path / "x.pdf")]) == 2
+    assert "-o: no such option" in capsys.readouterr().err
+    assert not (tmp_path / "x.pdf").exists()
