@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -80,6 +82,7 @@ def counterfactual_command(
         None, "--batch-size", min=1, help="Images per batch [default: as many as keep a batch's frames within 256 MiB, at most 128]."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    json_out: bool = typer.Option(False, "--json", help="Print summary.json to stdout, everything else to stderr."),
     device: Device = None,
     precision: Precision = None,
 ) -> None:
@@ -125,6 +128,8 @@ def counterfactual_command(
             )
         summary["run"] = describe(chosen, precision)
         folder.publish(summary, write_summary)
+    if json_out:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     if not quiet:
         rec = summary["reconstruction"]
         err.print(

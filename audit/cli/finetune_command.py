@@ -49,6 +49,7 @@ def finetune(
     allow_missing: bool = typer.Option(False, "--allow-missing", help="A check on a null value is skipped instead of failing."),
     junit: Optional[Path] = typer.Option(None, "--junit", help="Write the gate checks as JUnit XML."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    json_out: bool = typer.Option(False, "--json", help="Print results.json to stdout, everything else to stderr."),
     device: Device = None,
     precision: Precision = None,
 ) -> None:
@@ -128,8 +129,12 @@ def finetune(
         if junit_path is not None:
             write_junit(results.get("gate", {"checks": [], "passed": True, "allow_missing": allow_missing}), junit_path)
         folder.publish(results, write_results)
+    if json_out:
+        from audit.report.results_file import dumps
+
+        sys.stdout.write(dumps(results) + "\n")
     for block in results["verdict"].values():
-        Console(highlight=False).print(block["sentence"])
+        Console(highlight=False, stderr=json_out, soft_wrap=True).print(block["sentence"], markup=False)
     if not quiet:
         models = ", ".join(str(out / name) for name in results["model"]["fine_tuned"].values())
         err.print(f"wrote {out / 'results.json'}, {out / 'report.pdf'} and {models}", highlight=False)

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import json
+import sys
+
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 
-def plugins() -> None:
+def plugins(json_out: bool = typer.Option(False, "--json", help="Print the registries as JSON.")) -> None:
     """List saliency methods, image readers and losses, built in or from installed plugins; then,
     one line each, the plugins that failed to load or whose name is taken."""
     from audit.data.readers import readers
     from audit.finetune.losses import losses
     from audit.saliency import methods
 
+    if json_out:
+        listing = [{"group": r.group, "name": name, "from": r.origin(name)} for r in (methods, readers, losses) for name in r.names()]
+        unloaded = [{"group": r.group, "name": e.name, "value": e.value, "package": e.package, "failed": e.failed,
+                     "reason": e.reason} for r in (methods, readers, losses) for e in r.unloaded()]
+        sys.stdout.write(json.dumps({"registered": listing, "not_loaded": unloaded}, indent=2) + "\n")
+        return
     console = Console(highlight=False, soft_wrap=True)
     table = Table(title="audit plugins")
     for column in ("entry-point group", "name", "from"):

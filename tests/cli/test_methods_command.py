@@ -57,3 +57,14 @@ def test_version(flag: str, capsys) -> None:
 
     assert main([flag]) == 0
     assert capsys.readouterr().out.strip() == f"audit {version('audit')}"
+
+
+def test_plugins_json_lists_the_registries(capsys) -> None:
+    from audit.data.readers import readers
+
+    assert main(["plugins", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    names = {(entry["group"], entry["name"]) for entry in listing["registered"]}
+    assert {("audit.methods", name) for name in methods.names()} <= names
+    assert {("audit.readers", name) for name in readers.names()} <= names
+    assert ("audit.methods", "rise") in names and isinstance(listing["not_loaded"], list)

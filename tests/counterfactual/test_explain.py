@@ -142,7 +142,8 @@ def test_counterfactual_target_by_the_run_s_rule(tmp_path, capsys):
     assert code == 2 and err == "audit: error: --target '2': use predicted, label or a class index 0..1" and not bad.exists()
     out = tmp_path / "cf"
     code = main(["counterfactual", "sample_models/biased.onnx", "--autoencoder", ae, "--data", str(data), "--out", str(out),
-                 "--target", "1", "--bound", "20", "--quiet"])
+                 "--target", "1", "--bound", "20", "--quiet", "--json"])
     assert code == 0
+    assert json.loads(capsys.readouterr().out) == json.loads((out / "summary.json").read_text())
     assert [row["target"] for row in csv.DictReader((out / "counterfactuals.csv").open())] == ["1", "1"]
     assert json.loads((out / "summary.json").read_text())["target"] == {"option": "1", "rule": "class 1 (1-two-crosses) for every image"}

@@ -53,11 +53,12 @@ def test_finetune_writes_results_report_and_a_loadable_model(synthetic_root, tin
     assert "audit finetune" in PdfReader(out / "report.pdf").pages[0].extract_text()
     tuned = load_classifier(out / "model-actdiff.onnx")
     assert tuned.num_classes == 2 and tuned.sha256 != results["model"]["sha256"]
-    # a second run resumes from the checkpoints instead of training again
-    code, _, err = run(arguments, capsys)
+    # a second run resumes from the checkpoints instead of training again; --json: results.json on stdout
+    code, stdout, err = run([*arguments, "--json"], capsys)
     assert code == 0, err
     again = json.loads((out / "results.json").read_text())
     assert again["arms"]["actdiff"]["per_seed"] == results["arms"]["actdiff"]["per_seed"]
+    assert json.loads(stdout) == again and verdict["sentence"] in err
 
 
 def test_several_losses_share_one_control_and_make_the_table(synthetic_root, tiny_model_files, tmp_path, capsys) -> None:
