@@ -123,15 +123,19 @@ def stream_run(
     config: RunConfig,
     out_dir: Path,
     on_batch: Callable[[int], None] = lambda n: None,
+    on_start: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunState:
     """Stream the dataset (only ``config.shard``'s range of its listing when set), writing the
-    base rows of ``out_dir/per_image.partial.csv``; returns the accumulated state."""
+    base rows of ``out_dir/per_image.partial.csv``; returns the accumulated state. ``on_start``
+    gets ``results_outline`` before the first image is read (the gate checks its keys)."""
     seed_everything(config.seed)
     target_rule = Target.parse(config.target, classifier.num_classes)
     built = build_methods(classifier, config)
     share_gradient = any(method.uses_input_gradient for method in built.values())
     out_dir.mkdir(parents=True, exist_ok=True)
     state = RunState(_meta(classifier, dataset, config, built))
+    if on_start is not None:
+        on_start(results_outline(state))
     part = _shard(dataset, config.shard, config.batch_size)
     writer = PerImageWriter(out_dir)
     try:
@@ -237,6 +241,15 @@ def _randomisation_stage(classifier: Classifier, dataset: Any, config: RunConfig
             checks[name].skip(f"the check failed to run: {exc}")
 
 
+def results_outline(state: RunState) -> dict[str, Any]:
+    """results.json of ``state``'s run as it is before any image: every key a run with these
+    model, data and options writes, its values null where the data decides them (with the
+    ``finding``). The gate checks its keys against it before the first image is read."""
+    outline = _results(state)
+    outline["finding"] = finding(outline)
+    return outline
+
+
 def finish_run(state: RunState, out_dir: Path, classifier: Classifier | None = None) -> dict[str, Any]:
     """Write ``out_dir/per_image.csv`` (the base rows of the state's partial CSV files, in order,
     and the metric columns of the state), ``out_dir/maps/*.npz`` and ``out_dir/results.json``.
@@ -269,9 +282,10 @@ def run_audit(
     config: RunConfig,
     out_dir: Path,
     on_batch: Callable[[int], None] = lambda n: None,
+    on_start: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run the audit and write ``out_dir/per_image.csv``, ``out_dir/maps/*.npz`` and ``out_dir/results.json``."""
-    return finish_run(stream_run(classifier, dataset, config, out_dir, on_batch), out_dir, classifier)
+    return finish_run(stream_run(classifier, dataset, config, out_dir, on_batch, on_start), out_dir, classifier)
 
 
 def _check_finite(classifier: Classifier, batch: Batch, logits: torch.Tensor) -> None:

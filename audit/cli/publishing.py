@@ -42,6 +42,21 @@ class Gate:
         validate_expressions(expressions, groups={"methods": Group("method", "--method", methods)})
         return cls(expressions, allow)
 
+    def check_keys(self, outline: dict[str, Any]) -> None:
+        """Refuse, before any image is read, a key that no run shaped like ``outline``
+        (``audit.pipeline.results_outline``) has, naming the closest valid key; a key the data
+        decides (a list entry, a class name) is checked as far as the outline goes."""
+        from audit.report.gate.expressions import parse_expression
+        from audit.report.gate.keys import closest_key, outline_lacks, value_keys
+
+        for expression in self.expressions:
+            check = parse_expression(expression)
+            if not check.is_delta and outline_lacks(outline, check.segments):
+                closest = closest_key(check.key, value_keys(outline))
+                hint = f"; the closest valid key is {closest!r}" if closest else ""
+                raise AuditError(f"gate check {expression!r}: no key {check.key!r} in this run's results{hint} "
+                                 f"(checked before any image was read)")
+
 
 @dataclass(frozen=True)
 class Destinations:

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from audit.cli.options import (Channels, Device, InputSize, Mean, Multilabel, Precision, Seed, Std, ValueRange, Workers,
                                 method_options, model_options)
-from audit.cli.publishing import AllowMissing, FailOn, GateConfig, JsonOut, Junit, Quiet, Report
+from audit.cli.publishing import AllowMissing, FailOn, Gate, GateConfig, JsonOut, Junit, Quiet, Report
 
 if TYPE_CHECKING:
     from audit.pipeline import RunConfig
@@ -73,7 +73,7 @@ def run(
     json_out: JsonOut = False,
 ) -> None:
     """Audit a classifier on a dataset: predictions, saliency maps and their metrics."""
-    from audit.cli.publishing import Destinations, Gate, announce, publish_run
+    from audit.cli.publishing import Destinations, announce, publish_run
     from audit.device import device_line, requested, resolve
     from audit.pipeline import RunConfig
     from audit.report.output_folder import OutputFolder
@@ -117,7 +117,7 @@ def run(
         if engine is Engine.ray:
             results = _run_on_ray(inputs, run_config, out, folder.staging, shards, address, err, quiet)
         else:
-            results = _run_here(inputs, run_config, folder, err, quiet)
+            results = _run_here(inputs, run_config, folder, err, quiet, gate)
         publish_run(results, folder, gate, where)
     announce(results, out, folder.published(where.report), gate, json_out, quiet)
 
@@ -151,8 +151,9 @@ def _progress(err: Console, quiet: bool) -> Progress:
     )
 
 
-def _run_here(inputs: RunInputs, run_config: RunConfig, folder: OutputFolder, err: Console, quiet: bool) -> dict[str, Any]:
-    """The whole audit in this process, into ``folder``'s staging folder."""
+def _run_here(inputs: RunInputs, run_config: RunConfig, folder: OutputFolder, err: Console, quiet: bool, gate: Gate) -> dict[str, Any]:
+    """The whole audit in this process, into ``folder``'s staging folder; the gate's keys are
+    checked against the run's outline before the first image."""
     from audit.pipeline import run_audit
 
     classifier, dataset = inputs.open()
@@ -161,7 +162,8 @@ def _run_here(inputs: RunInputs, run_config: RunConfig, folder: OutputFolder, er
     folder.protect(dataset.base / relative for relative, _ in dataset.entries)
     with _progress(err, quiet) as progress:
         task = progress.add_task("auditing", total=len(dataset))
-        return run_audit(classifier, dataset, run_config, folder.staging, on_batch=lambda n: progress.advance(task, n))
+        return run_audit(classifier, dataset, run_config, folder.staging, on_batch=lambda n: progress.advance(task, n),
+                         on_start=gate.check_keys if gate.expressions else None)
 
 
 def _run_shard(inputs: RunInputs, run_config: RunConfig, out: Path, err: Console, quiet: bool) -> None:

@@ -97,9 +97,12 @@ class RandomisationCheck(Metric):
         self.reason = reason
 
     def compute(self) -> dict[str, Any]:
-        if not self.paths:
+        if not self.paths:  # the same keys as a check that ran, without values (a gate key stays valid)
             reason = self.reason or "the randomisation check saw no images"
-            return {"cascading": None, "independent": None, "reason": reason}
+            return {"method": self.method or None, "images": 0, "seed": self.seed[0] if self.seed else None,
+                    "layers": list(self.layers), "not_executed": list(self.not_executed), "constant_original": 0,
+                    "interval": T_INTERVAL, "cascading": None, "independent": None, "seconds_per_layer_per_image": None,
+                    "reason": reason}
         images = len(self.paths)
 
         def entries(layers: list[str], rows: list[np.ndarray]) -> list[dict[str, Any]]:

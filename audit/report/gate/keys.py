@@ -49,6 +49,23 @@ def data_gap(results: Any, segments: list[str]) -> str | None:
     return None
 
 
+def outline_lacks(outline: Any, segments: list[str]) -> bool:
+    """Whether ``segments`` cannot be a key of any run shaped like ``outline`` (the results of the
+    same run before any image: ``audit.pipeline.results_outline``). What the data decides is
+    left open: a null, a list (its entries), an empty table (keys such as class names under
+    ``by_class``), and a ``*reason`` beside a value (there only when the value is null)."""
+    node = outline
+    for depth, segment in enumerate(segments):
+        if node is None or isinstance(node, list) or (isinstance(node, dict) and not node):
+            return False
+        if not isinstance(node, dict):
+            return True  # a key below a number or a string
+        if segment not in node:
+            return not (depth == len(segments) - 1 and segment.endswith("reason"))
+        node = node[segment]
+    return False
+
+
 def is_metric(value: Any) -> bool:
     return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
 

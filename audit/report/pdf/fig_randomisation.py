@@ -66,7 +66,7 @@ def randomisation(results: dict[str, Any]) -> Figure:
     for ax in axes:
         ax.set_ylabel("Spearman ρ with original map")
     axes[0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    images = {get(e, "randomization", "images") for e in results["methods"].values()} - {None}
+    images = {get(e, "randomization", "images") for e in results["methods"].values()} - {None, 0}
     if images:
         figure.notes.append(f"images checked: {', '.join(str(i) for i in sorted(images))}")
     return plot.finish(figure, fig)
