@@ -79,9 +79,9 @@ class DataCounts(Metric):
 class MethodState(Composite):
     """Everything streamed for one saliency method."""
 
-    def __init__(self, class_names: list[str], shape: tuple[int, int], examples: int) -> None:
+    def __init__(self, class_names: list[str], shape: tuple[int, int], examples: int, channels: int = 1) -> None:
         self.metrics = MethodMetrics(class_names)
-        self.examples = ExampleKeeper(len(class_names), shape, examples)
+        self.examples = ExampleKeeper(len(class_names), shape, examples, channels)
         self.intervention = SaliencyIntervention()
         self.randomisation = RandomisationCheck()
 
@@ -104,7 +104,9 @@ class RunState(Composite):
         self.outputs = ProbabilityOutputs()
         self.explained = ExplainedClasses(self.target, classes)
         shape = tuple(meta["shape"])
-        self.methods = {name: MethodState(classes, shape, meta["config"]["examples"]) for name in meta["config"]["methods"]}
+        channels = meta["model"]["input"]["channels"]
+        self.methods = {name: MethodState(classes, shape, meta["config"]["examples"], channels)
+                        for name in meta["config"]["methods"]}
 
     def parts(self) -> dict[str, Any]:
         return {"data": self.data, "performance": self.performance, "subsets": self.subsets, "ablation": self.ablation,

@@ -1,7 +1,8 @@
 """A bounded set of saliency maps kept for the report, whatever the size of the dataset.
 
-Per method: the mean map per class (sums and counts) and up to ``k`` examples in each of three
-groups, chosen by rules that do not depend on arrival order, batch size or shards:
+Per method: the mean map per class (sums and counts), the mean image and the share of images
+with the artefact at each pixel per class (the mean map figure draws them under and over the
+map), and up to ``k`` examples in each of three groups, chosen by rules that do not depend on arrival order, batch size or shards:
 
     most_artefact_salient    the k highest scores, ties by path
     least_artefact_salient   the k lowest scores, ties by path
@@ -44,10 +45,12 @@ def _order(group: str, paths: list[str], scores: list[float]) -> list[int]:
 
 
 class ExampleKeeper(Stateful):
-    def __init__(self, num_classes: int, shape: tuple[int, int], k: int = 8) -> None:
+    def __init__(self, num_classes: int, shape: tuple[int, int], k: int = 8, channels: int = 1) -> None:
         self.k = k
         self.add_state("sums", np.zeros((num_classes, *shape), dtype=np.float64), "sum")
         self.add_state("counts", np.zeros(num_classes, dtype=np.int64), "sum")
+        self.add_state("image_sums", np.zeros((num_classes, *shape, channels), dtype=np.float64), "sum")
+        self.add_state("artefact_counts", np.zeros((num_classes, *shape), dtype=np.int64), "sum")
         for group in GROUPS:
             for field, dtype in FIELDS.items():
                 self.add_state(f"{group}/{field}", [], "cat", dtype=dtype)
@@ -68,6 +71,10 @@ class ExampleKeeper(Stateful):
                 self.sums[label] += batch.maps[chosen].to(torch.float64).sum(dim=0).cpu().numpy()
         known = labels[(labels >= 0) & (labels < len(self.counts))]
         self.counts += np.bincount(known, minlength=len(self.counts))
+        for label in np.unique(known).tolist():
+            chosen = labels == label
+            self.image_sums[label] += images[chosen].sum(axis=0, dtype=np.float64)
+            self.artefact_counts[label] += np.asarray(batch.artefact)[chosen].sum(axis=0)
         finite = np.isfinite(scores)
         misclassified = batch.labelled & (batch.labels != batch.predictions)
         for group, eligible in zip(GROUPS, (finite, finite, misclassified)):
@@ -95,9 +102,12 @@ class ExampleKeeper(Stateful):
         setattr(self, f"{group}/map", [_host_copy(m) for m in getattr(self, f"{group}/map")])
 
     def save(self, path: Path) -> Path:
+        per_class = np.maximum(self.counts, 1)
         arrays: dict[str, np.ndarray] = {
-            "mean_by_class": (self.sums / np.maximum(self.counts, 1)[:, None, None]).astype(np.float32),
+            "mean_by_class": (self.sums / per_class[:, None, None]).astype(np.float32),
             "count_by_class": self.counts,
+            "mean_image_by_class": (self.image_sums / per_class[:, None, None, None]).astype(np.float32),
+            "artefact_share_by_class": (self.artefact_counts / per_class[:, None, None]).astype(np.float32),
         }
         for group in GROUPS:
             for field, dtype in FIELDS.items():

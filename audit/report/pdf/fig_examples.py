@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.lines import Line2D
-from scipy.ndimage import binary_erosion
 
-from audit.report.pdf import plot, style
+from audit.report.pdf import plot
 from audit.report.pdf.inputs import GROUPS, Maps, RunFiles, class_names
+from audit.report.pdf.outlines import WIDTH_SHARE, OutlineColours, as_rgb, choose_colours, draw_outline
 from audit.report.pdf.plot import Figure
 from audit.report.pdf.text import is_number, plain, shorten
 
@@ -27,20 +27,17 @@ HEAT = colormaps["viridis"]
 UPSAMPLE = 224  # cells are composed at about this many pixels a side, so outlines stay thin
 
 
-def _rgb(hex_colour: str) -> np.ndarray:
-    return np.array([int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)])
-
-
 def _upsample(array: np.ndarray, factor: int) -> np.ndarray:
     return array.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
-def compose(image: np.ndarray, saliency: np.ndarray, artefact: np.ndarray, region: np.ndarray) -> np.ndarray:
+def compose(image: np.ndarray, saliency: np.ndarray, artefact: np.ndarray, region: np.ndarray,
+            colours: OutlineColours | None = None) -> np.ndarray:
     """One RGB picture: the grey or colour image, |saliency| (scaled to its maximum) laid over it in
-    viridis with opacity rising with the value, and each mask's border drawn along pixel edges."""
-    picture = np.clip(image.astype(float), 0, 1)
-    picture = picture[..., None] if picture.ndim == 2 else picture
-    picture = np.repeat(picture, 3, axis=-1) if picture.shape[-1] == 1 else picture[..., :3]
+    viridis with opacity rising with the value, and each mask's border drawn along pixel edges
+    with a halo (``outlines``; colours chosen per figure, the defaults without ``colours``)."""
+    colours = colours or choose_colours([], [], [])
+    picture = as_rgb(image)
     magnitude = np.abs(saliency.astype(float))
     top = magnitude.max()
     magnitude = magnitude / top if top > 0 else magnitude
@@ -48,16 +45,14 @@ def compose(image: np.ndarray, saliency: np.ndarray, artefact: np.ndarray, regio
     picture = (1 - alpha) * picture + alpha * HEAT(magnitude)[..., :3]
     factor = max(1, UPSAMPLE // min(image.shape[:2]))
     picture = _upsample(picture, factor)
-    width = max(1, factor // 4)
-    for mask, colour in ((artefact, style.ARTEFACT), (region, style.REGION)):
-        big = _upsample(mask.astype(bool), factor)
-        border = big & ~binary_erosion(big, iterations=width, border_value=0)
-        picture[border] = _rgb(colour)
+    width = max(2, round(min(picture.shape[:2]) * WIDTH_SHARE))
+    for mask, colour in ((region, colours.region), (artefact, colours.artefact)):
+        draw_outline(picture, _upsample(mask.astype(bool), factor), colour, width)
     return picture
 
 
-def _cell(ax: Any, group: dict[str, np.ndarray], i: int, classes: list[str]) -> None:
-    picture = compose(group["image"][i], group["map"][i], group["artefact"][i], group["region"][i])
+def _cell(ax: Any, group: dict[str, np.ndarray], i: int, classes: list[str], colours: OutlineColours) -> None:
+    picture = compose(group["image"][i], group["map"][i], group["artefact"][i], group["region"][i], colours)
     ax.imshow(picture, interpolation="nearest")
 
     def name(k: int) -> str:
@@ -78,17 +73,25 @@ def _cell(ax: Any, group: dict[str, np.ndarray], i: int, classes: list[str]) -> 
 
 
 def _grid(method: str, maps: Maps, classes: list[str]) -> Figure:
+    shown = [name for name in GROUPS if len(maps.groups[name]["path"])]
+    kept = [(maps.groups[name], i) for name in shown for i in range(min(COLUMNS, len(maps.groups[name]["path"])))]
+    colours = choose_colours([g["image"][i] for g, i in kept], [g["artefact"][i] for g, i in kept],
+                             [g["region"][i] for g, i in kept])
     figure = Figure(
         f"Examples: {method}",
         f"Images with the {method} saliency overlaid (yellow = most salient, through green and blue to transparent = none; each image scaled to "
-        "its own maximum), the artefact outlined in vermilion and the region in sky blue. Rows: the images whose saliency "
+        f"its own maximum), the artefact outlined in {colours.artefact_name} and the region in {colours.region_name} (each "
+        "with a dark or light halo; the colours are chosen against the images). Rows: the images whose saliency "
         "is most concentrated on the artefact, the least, and misclassified images. Above each: file name, true and "
         "predicted class, and E, the image's artefact enrichment (share of saliency on the artefact over its share of "
         "the area; 1 = chance).",
     )
-    fig, axes = plot.new(len(GROUPS), COLUMNS + 1, height=1.3 * len(GROUPS) + 0.3, width=6.4, squeeze=False,
+    figure.notes += [f"{TITLES[name].replace(chr(10), ' ')}: none" for name in GROUPS if name not in shown]
+    if not shown:
+        return plot.unavailable(figure, "Unavailable: no example image was kept.")
+    fig, axes = plot.new(len(shown), COLUMNS + 1, height=1.3 * len(shown) + 0.3, width=6.4, squeeze=False,
                          gridspec_kw={"width_ratios": [0.55] + [1] * COLUMNS, "hspace": 0.62, "wspace": 0.16})
-    for row, group_name in enumerate(GROUPS):
+    for row, group_name in enumerate(shown):
         group = maps.groups[group_name]
         label_ax = axes[row, 0]
         label_ax.set_axis_off()
@@ -98,12 +101,11 @@ def _grid(method: str, maps: Maps, classes: list[str]) -> Figure:
             ax = axes[row, col + 1]
             ax.grid(False)
             if col < count:
-                _cell(ax, group, col, classes)
+                _cell(ax, group, col, classes, colours)
             else:
                 ax.set_axis_off()
-                if col == 0:
-                    ax.text(0.0, 0.5, "none", ha="left", va="center", color=style.NEUTRAL, fontsize=7, transform=ax.transAxes)
-    handles = [Line2D([], [], color=style.ARTEFACT, linewidth=1.2, label="artefact"), Line2D([], [], color=style.REGION, linewidth=1.2, label="region")]
+    handles = [Line2D([], [], color=colours.artefact, linewidth=1.2, label="artefact"),
+               Line2D([], [], color=colours.region, linewidth=1.2, label="region")]
     fig.legend(handles=handles, loc="lower center", ncol=2, bbox_to_anchor=(0.55, -0.02), fontsize=6.5)
     return plot.finish(figure, fig)
 

@@ -57,6 +57,9 @@ def performance(results: dict[str, Any]) -> Figure:
         "AUROC 0.5 is chance; below 0.5 the model ranks the classes the wrong way round.",
     )
     perf = results.get("performance") or {}
+    one_sided = _one_subset(perf)
+    if one_sided:
+        return plot.unavailable(figure, one_sided)
     groups, accuracy, auc = [], [], []
     for label, keys in SUBSETS:
         block = get(perf, *keys) if keys else perf
@@ -74,6 +77,18 @@ def performance(results: dict[str, Any]) -> Figure:
     ax.set_ylim(0, 1.12)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return plot.finish(figure, fig)
+
+
+def _one_subset(perf: dict[str, Any]) -> str | None:
+    """The sentence that replaces the chart when every labelled image, or none, carries the
+    artefact: one of the two subsets is empty and there is nothing to compare."""
+    present, absent = (get(perf, "by_artefact", side) or {} for side in ("present", "absent"))
+    if not perf.get("by_artefact") or not perf.get("n") or (present.get("n") and absent.get("n")):
+        return None
+    which = "All" if present.get("n") else "None"
+    overall = f"accuracy {number(perf.get('accuracy'))}, AUROC {number(perf.get('auc'))}"
+    return (f"{which} of the {perf['n']} labelled images carry the artefact, so there is no subset "
+            f"{'without' if which == 'All' else 'with'} it to compare with; on all of them: {overall}.")
 
 
 def _ablation_series(results: dict[str, Any], key: str) -> tuple[list[Any], list[Any]]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from audit.report.pdf import plot, style
-from audit.report.pdf.inputs import RunFiles, class_names, column
+from audit.report.pdf.inputs import Maps, RunFiles, class_names, column
+from audit.report.pdf.outlines import as_rgb, choose_colours, halo_colour
 from audit.report.pdf.plot import Figure
 from audit.report.pdf.text import get, plain, shorten
 from audit.report.finding import ENRICHMENT
@@ -111,6 +113,26 @@ def enrichment(results: dict[str, Any]) -> Figure:
     return plot.finish(figure, fig)
 
 
+#: opacity of a mean map over its class's mean image
+MAP_ALPHA = 0.7
+
+
+@dataclass(frozen=True)
+class _Outline:
+    share: np.ndarray  # (K, H, W) share of the class's images with the artefact at the pixel
+    colour: str
+    halo: str
+
+
+def _artefact_outline(maps: Maps, shown: list[int]) -> _Outline | None:
+    """The artefact's outline for the mean maps: a colour against the mean images, a contrasting halo."""
+    if maps.artefact_share_by_class is None or maps.mean_image_by_class is None:
+        return None
+    masks = [maps.artefact_share_by_class[c] >= 0.5 for c in shown]
+    colours = choose_colours([maps.mean_image_by_class[c] for c in shown], masks, [])
+    return _Outline(maps.artefact_share_by_class, colours.artefact, halo_colour(colours.artefact))
+
+
 def _limits(maps: np.ndarray) -> tuple[str, float, float]:
     """Colour map and limits shared by a method's maps: diverging around 0 when signed."""
     low, high = float(np.nanmin(maps)), float(np.nanmax(maps))
@@ -127,7 +149,9 @@ def mean_maps(results: dict[str, Any], files: RunFiles) -> Figure:
         "Average saliency map over the images of each true class, one row per method, one colour scale per method "
         "(colour bar on the right; blue–red around 0 for signed maps). Bright areas shared by a whole class show where "
         "the model looks for that class; a bright spot at a fixed place (a corner, a label, a ruler) is typical of an "
-        "artefact. n is the number of images averaged.",
+        "artefact. Under each map, semi-transparent, the class's mean image; the outline (with a halo, its colour chosen "
+        "against the image) surrounds the pixels where at least half of the class's images carry the artefact. n is the "
+        "number of images averaged.",
     )
     methods = [m for m in results["methods"] if m in files.maps]
     if not methods:
@@ -146,6 +170,7 @@ def mean_maps(results: dict[str, Any], files: RunFiles) -> Figure:
         len(methods) * rows_per_method, cols + 1, height=cell * len(methods) * rows_per_method + 0.3,
         width=cell * cols + 1.6, squeeze=False, gridspec_kw={"width_ratios": [1] * cols + [0.06]},
     )
+    outline = _artefact_outline(files.maps[methods[0]], shown)
     for m, method in enumerate(methods):
         maps = files.maps[method]
         colours, low, high = _limits(maps.mean_by_class[shown])
@@ -156,7 +181,14 @@ def mean_maps(results: dict[str, Any], files: RunFiles) -> Figure:
             if k >= count:
                 continue
             c = shown[k]
-            image = ax.imshow(maps.mean_by_class[c], cmap=colours, vmin=low, vmax=high, interpolation="nearest")
+            underlay = maps.mean_image_by_class is not None
+            if underlay:
+                ax.imshow(as_rgb(maps.mean_image_by_class[c]), interpolation="nearest")
+            image = ax.imshow(maps.mean_by_class[c], cmap=colours, vmin=low, vmax=high, interpolation="nearest",
+                              alpha=MAP_ALPHA if underlay else 1.0)
+            if outline is not None and outline.share[c].max() >= 0.5:
+                for colour, width in ((outline.halo, 2.6), (outline.colour, 1.2)):
+                    ax.contour(outline.share[c], levels=[0.5], colors=[colour], linewidths=width)
             ax.set_title(f"{plain(shorten(names[c], 18))}\nn = {int(maps.count_by_class[c])}", fontsize=6.5, fontweight="normal")
             if k % cols == 0:
                 ax.text(-0.08, 0.5, plain(method), transform=ax.transAxes, rotation=90, ha="right", va="center", fontsize=7.5, fontweight="bold")

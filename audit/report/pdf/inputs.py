@@ -25,6 +25,9 @@ class Maps:
     mean_by_class: np.ndarray
     count_by_class: np.ndarray
     groups: dict[str, dict[str, np.ndarray]]
+    #: (K, H, W, C) and (K, H, W); None in maps written before they were kept
+    mean_image_by_class: np.ndarray | None = None
+    artefact_share_by_class: np.ndarray | None = None
 
 
 @dataclass
@@ -44,7 +47,8 @@ class RunFiles:
 def _load_maps(path: Path) -> Maps:
     with np.load(path, allow_pickle=False) as data:
         groups = {group: {name: data[f"{group}/{name}"] for name in FIELDS} for group in GROUPS}
-        return Maps(data["mean_by_class"], data["count_by_class"], groups)
+        optional = {name: data[name] if name in data.files else None for name in ("mean_image_by_class", "artefact_share_by_class")}
+        return Maps(data["mean_by_class"], data["count_by_class"], groups, **optional)
 
 
 def load_run_files(run_dir: Path, methods: list[str]) -> RunFiles:
