@@ -11,11 +11,14 @@ from reportlab.platypus import Flowable
 
 from audit.report.pdf.definitions import METRICS, REFERENCES
 from audit.report.pdf.first_page import P, T, WIDTH, grid
-from audit.report.pdf.text import NA, clip, escape
+from audit.report.pdf import style
+from audit.report.pdf.text import NA, clip, escape, escape_wrapped
 from audit.report.finding import THRESHOLDS
 
 PACKAGES = ("audit", "torch", "onnxruntime", "onnxruntime-gpu", "captum", "numpy", "scikit-learn", "scipy", "reportlab", "matplotlib")
 LISTED_FILES = 40
+KEY_COLUMN = 38 * mm  # the metric column of the definitions table: name, and its results.json key beneath
+KEY_SIZE = 6
 
 
 def versions() -> list[tuple[str, str]]:
@@ -72,11 +75,12 @@ def appendix(results: dict[str, Any]) -> list[Flowable]:
     rows = [[T("metric", "cell_head"), T("definition", "cell_head"), T("source", "cell_head")]]
     for name, key, definition, source in METRICS:
         rows.append([
-            P(f"<b>{escape(name)}</b><br/><font name='DejaVuSansMono' size='6'>{escape(key)}</font>", "cell"),
+            P(f"<b>{escape(name)}</b><br/><font name='{style.MONO}' size='{KEY_SIZE}'>"
+              f"{escape_wrapped(key, KEY_COLUMN - 6, style.MONO, KEY_SIZE)}</font>", "cell"),
             T(definition),
             T(source),
         ])
-    flowables.append(grid(rows, [38 * mm, 94 * mm, WIDTH - 132 * mm]))
+    flowables.append(grid(rows, [KEY_COLUMN, 94 * mm, WIDTH - KEY_COLUMN - 94 * mm]))
     flowables.append(P("References", "h2"))
     flowables += [P(f"<b>{escape(short)}</b>: {escape(full)}", "small") for short, full in REFERENCES]
     flowables.append(P("C. Reproducing this run", "h2"))

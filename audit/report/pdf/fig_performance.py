@@ -23,7 +23,7 @@ def aurrac(results: dict[str, Any]) -> Figure:
         "and the area under the curve (AURRAC, in the legend) exceeds the accuracy. A flat curve means it does not.",
     )
     fig, ax = plot.new(height=2.4)
-    drawn, accuracy = False, None
+    drawn, accuracy, flat = False, None, {}
     for index, (name, entry) in enumerate(results["methods"].items()):
         block = entry.get("aurrac") or {}
         curve = block.get("curve") or {}
@@ -34,7 +34,14 @@ def aurrac(results: dict[str, Any]) -> Figure:
         ax.plot(curve["r"], curve["accuracy"], drawstyle="steps-pre", color=style.method_colour(index),
                 label=f"{plain(name)}: AURRAC {number(block['value'])}{tau}")
         accuracy = block.get("accuracy") if accuracy is None else accuracy
+        if len(set(curve["accuracy"])) == 1:
+            flat.setdefault(curve["accuracy"][0], []).append(name)
         drawn = True
+    for level, names in flat.items():
+        figure.notes.append(
+            f"{', '.join(names)}: flat at accuracy {number(level)}" + (" (the curves lie on top of each other)" if len(names) > 1 else "")
+            + f": the accuracy is {number(level)} at every response rate, so no order of the images can change it and "
+            "the curve says nothing about the artefact")
     if not drawn:
         return plot.unavailable(figure, "Unavailable: " + "; ".join(figure.notes or ["no saliency method was run"]))
     if is_number(accuracy):

@@ -19,7 +19,7 @@ from audit.metrics.randomisation import FAILED, NOT_RUN
 from audit.report.finding import finding_of, method_sanity
 from audit.report.pdf import style
 from audit.report.pdf.style import STYLES
-from audit.report.pdf.text import NA, bounded_list, clip, escape, get, interval, is_number, number, percent, shorten, timestamp
+from audit.report.pdf.text import NA, bounded_list, clip, escape, escape_wrapped, get, interval, is_number, number, percent, shorten, timestamp
 
 GUIDE = (
     "Section 1: how much saliency falls on the artefact, per class. Section 2: whether the predictions change "
@@ -203,7 +203,7 @@ def headlines(results: dict[str, Any]) -> list[Flowable]:
 def method_cell(name: str, entry: dict[str, Any]) -> Paragraph:
     """The method's name, with its sanity check beneath when it failed or did not run."""
     check = method_sanity(entry)
-    text = f"<b>{escape(clip(name, 80))}</b>"
+    text = f"<b>{escape_wrapped(clip(name, 80), METHOD_WIDTH - 6, style.BOLD, STYLES['cell'].fontSize)}</b>"
     if check.get("status") == FAILED:
         text += f"<br/><font size='6.5' color='{style.FAIL}'>failed sanity check: not evidence</font>"
     elif check.get("status") == NOT_RUN:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from typing import Any
 from xml.sax.saxutils import escape as _xml_escape
 
@@ -18,6 +19,27 @@ NA = "n/a"
 def escape(value: Any) -> str:
     """``value`` as text that a reportlab Paragraph shows literally."""
     return _xml_escape(str(value), {'"': "&quot;"})
+
+
+SEPARATORS = re.compile(r"(?<=[-._/])")
+
+
+def escape_wrapped(value: Any, width: float, font: str, size: float) -> str:
+    """``escape(value)`` with a line break (``<br/>``) before any word that would overflow
+    ``width`` points, placed after a hyphen, dot, underscore or slash: reportlab would otherwise
+    cut such a word between two letters ("input-x-g / radient", "enrichmen / t")."""
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+
+    words = []
+    for word in str(value).split(" "):
+        lines, line = [], ""
+        for piece in SEPARATORS.split(word):
+            if line and stringWidth(line + piece, font, size) > width:
+                lines.append(line)
+                line = ""
+            line += piece
+        words.append("<br/>".join(escape(part) for part in [*lines, line]))
+    return " ".join(words)
 
 
 def plain(value: Any) -> str:
