@@ -333,9 +333,9 @@ def fold_chunks(dataset: Dataset, chunks: Iterable[Chunk]) -> Iterator[Batch]:
         raise dataset.all_skipped()
 
 
-def _existing_folder(path: Path | None, what: str) -> Path | None:
+def _existing_folder(path: Path | None, what: str, alternative: str = "") -> Path | None:
     if path is not None and not path.is_dir():
-        raise AuditError(f"{path}: {what} folder not found; give the folder that mirrors the image tree")
+        raise AuditError(f"{path}: {what} folder not found; give the folder that mirrors the image tree{alternative}")
     return path
 
 
@@ -387,7 +387,7 @@ def open_dataset(
         size=size,
         channels=channels,
         masks=_existing_folder(masks, "mask"),
-        regions=regions if boxes is not None else _existing_folder(regions, "region"),
+        regions=regions if boxes is not None else _existing_folder(regions, "region", ", or a .csv of boxes"),
         region_boxes=boxes,
         mask_blur=mask_blur,
         mask_dilate=mask_dilate,
