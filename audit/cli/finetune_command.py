@@ -21,7 +21,7 @@ def finetune(
     data: Path = typer.Option(..., "--data", help="Training images: folder with one sub-folder per class, or CSV manifest."),
     valid: Path = typer.Option(..., "--valid", help="Validation images: select the epoch and stop early."),
     test: Optional[Path] = typer.Option(None, "--test", help="Test images the verdict reports on (default: half of --valid, held out)."),
-    regions: Optional[Path] = typer.Option(None, "--regions", help="Training region masks: keep the region, permute the rest (the paper)."),
+    regions: Optional[Path] = typer.Option(None, "--regions", help="Training region masks (a folder, or a boxes CSV: path,x,y,width,height): keep the region, permute the rest (the paper)."),
     masks: Optional[Path] = typer.Option(None, "--masks", help="Training artefact masks: permute the artefact pixels instead."),
     valid_regions: Optional[Path] = typer.Option(None, "--valid-regions", help="Validation region masks (IoU of the saliency maps)."),
     valid_masks: Optional[Path] = typer.Option(None, "--valid-masks", help="Validation artefact masks (enrichment on the artefact)."),

@@ -37,7 +37,7 @@ def run(
     model: Path = typer.Argument(..., help="TorchScript (.pt/.ts), torch.export (.pt2) or ONNX (.onnx) classifier."),
     data: Path = typer.Option(..., "--data", help="Image folder (one sub-folder per class) or CSV manifest (path,label)."),
     masks: Optional[Path] = typer.Option(None, "--masks", help="Artefact masks: pixels that must not drive the decision."),
-    regions: Optional[Path] = typer.Option(None, "--regions", help="Region-of-interest masks: where the evidence should be."),
+    regions: Optional[Path] = typer.Option(None, "--regions", help="Region-of-interest masks (a folder, or a boxes CSV: path,x,y,width,height): where the evidence should be."),
     method: list[str] = typer.Option(["gradient"], "--method", "-m", help="Saliency method (repeatable); `audit plugins` lists them."),
     option: list[str] = typer.Option([], "--option", "-o", help="Method option METHOD.KEY=VALUE (repeatable)."),
     counterfactuals: bool = typer.Option(False, "--counterfactuals", help="Add Latent Shift counterfactual maps (method latentshift-max); needs --autoencoder."),
