@@ -99,13 +99,16 @@ def test_the_cut_is_the_map_the_global_pooling_reads(make, layer: str, shape: tu
     assert grads["head.transfer.weight"] is not None and any(grads[n] is not None for n in grads if n.endswith("0.weight"))
 
 
-@pytest.mark.xfail(strict=True, reason="VGG-style heads without a global pooling: helper A's head_feature_map extension (wc-A)")
-def test_a_vgg_style_model_is_cut_at_the_input_of_its_adaptive_pooling() -> None:
+def test_a_vgg_style_model_is_cut_at_its_last_convolutional_map() -> None:
+    """The head flattens AdaptiveAvgPool2d(MaxPool2d(ReLU(conv))): the cut is read back through
+    both poolings to the ReLU's 14 × 14 map (Grad-CAM's layer; Selvaraju et al. use conv5_3)."""
     module = VGGStyle().eval()
     _, net = _built(module, ["a", "b"])
-    assert net.layer == "features.5"
+    assert net.layer == "features.4"
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        assert net(torch.rand(2, 1, 28, 28))[1].shape == (2, 2, 7, 7)
+        assert torch.allclose(net.features(x), module.features[:5](x))
+        assert net(x)[1].shape == (2, 2, 14, 14)
 
 
 def test_the_cut_on_onnx_files_of_both_exporters(tmp_path: Path) -> None:
