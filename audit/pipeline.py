@@ -191,7 +191,7 @@ def _model_work(classifier: Classifier, built: dict[str, SaliencyMethod], target
             raise AuditError(f"{classifier.path}: method {name!r} gives NaN or infinite saliency for the batch "
                              f"starting at {batch.paths[0]}; check --mean, --std and --value-range, or use "
                              f"--method occlusion")
-        mapped[name] = _map_batch(batch, predictions, probabilities, maps)
+        mapped[name] = _map_batch(batch, predictions, probabilities[np.arange(len(batch)), classes], maps)
     return record, mapped
 
 
@@ -284,12 +284,13 @@ def _check_finite(classifier: Classifier, batch: Batch, logits: torch.Tensor) ->
         )
 
 
-def _map_batch(batch: Batch, predictions: np.ndarray, probabilities: np.ndarray, maps: Maps) -> MapBatch:
+def _map_batch(batch: Batch, predictions: np.ndarray, explained: np.ndarray, maps: Maps) -> MapBatch:
+    """``explained``: (N,) probability of each image's explained class."""
     return MapBatch.from_predictions(
         paths=batch.paths,
         labels=batch.labels,
         predictions=predictions,
-        probabilities=probabilities[np.arange(len(batch)), predictions],
+        probabilities=explained,
         maps=maps,
         artefact=batch.artefact,
         region=batch.region,

@@ -27,7 +27,8 @@ class MapBatch:
     """One batch of saliency maps for one method, with everything the metrics need.
 
     paths: image ids (N). labels: (N,) int, -1 where unknown. predictions: (N,) int.
-    probabilities: (N,) probability of the predicted class.
+    probabilities: (N,) probability of the explained class (``--target``, the class the maps
+    explain; the predicted class by default): pointwise detection's confidence.
     correct: (N,) bool, prediction == label; False where the label is unknown.
     labelled: (N,) bool, label known (label >= 0).
     maps: (N, H, W) float32 saliency for the explained class (``--target``), possibly signed: a

@@ -1,7 +1,7 @@
 """All saliency metrics of one method, and their place in results.json.
 
 ``MethodMetrics`` feeds each batch of maps to the streaming metrics (global saliency,
-enrichment, AURRAC, region localisation) and lays their results out as the schema in the
+enrichment, AURRAC, region localisation, pointwise detection) and lays their results out as the schema in the
 README: gate-able numbers at fixed keys (``artefact.enrichment.overall``), 95% intervals
 beside them (``ci95``), class names instead of indices, and null with a ``reason`` where a
 metric cannot be computed.
@@ -18,6 +18,7 @@ from audit.metrics.base import MapBatch, exclusion_reason
 from audit.metrics.enrichment import ArtefactEnrichment
 from audit.metrics.global_saliency import GlobalSaliency
 from audit.metrics.localisation import RegionLocalisation
+from audit.metrics.pointwise_detection import PointwiseDetection
 from audit.metrics.state import Composite
 
 REGION_KEYS = {
@@ -85,7 +86,8 @@ class MethodMetrics(Composite):
         self.enrichment = ArtefactEnrichment()
         self.aurrac = Aurrac(percentile=percentile)
         self.localisation = RegionLocalisation(blur_sigma=region_blur)
-        self._metrics = (self.global_saliency, self.enrichment, self.aurrac, self.localisation)
+        self.pointwise = PointwiseDetection()
+        self._metrics = (self.global_saliency, self.enrichment, self.aurrac, self.localisation, self.pointwise)
 
     def parts(self) -> dict[str, Any]:
         return {metric.name: metric for metric in self._metrics}
@@ -93,7 +95,7 @@ class MethodMetrics(Composite):
     def update(self, batch: MapBatch) -> np.ndarray:
         """Update every metric; returns the batch's per-image enrichment E(X) (NaN where
         undefined), the artefact score that examples and the intervention check rank by."""
-        for metric in (self.global_saliency, self.aurrac, self.localisation):
+        for metric in (self.global_saliency, self.aurrac, self.localisation, self.pointwise):
             metric.update(batch)
         return self.enrichment.update(batch)
 
@@ -141,6 +143,7 @@ class MethodMetrics(Composite):
                           "interval": region[source]["interval"]}
                     for key, source in REGION_KEYS.items()
                 },
+                "pointwise_detection": self.pointwise.compute(),
                 "blur_sigma": region["blur_sigma"],
                 "ties": region["ties"],
                 "excluded": region["excluded"],

@@ -25,6 +25,7 @@ from audit.metrics.global_saliency import GlobalSaliency
 from audit.metrics.intervention import SaliencyIntervention
 from audit.metrics.localisation import RegionLocalisation
 from audit.metrics.performance import Performance
+from audit.metrics.pointwise_detection import PointwiseDetection
 from audit.metrics.run_state import DataCounts, join_arrays, split_arrays
 from audit.metrics.running import RunningMoments
 from audit.metrics.subsets import PerformanceBySubset, artefact_present
@@ -87,6 +88,7 @@ CASES: dict[str, tuple[Callable[[], Any], Callable[[Any, dict], None]]] = {
     "aurrac": (Aurrac, feed_maps),
     "aurrac_peak": (lambda: Aurrac(score="peak"), feed_maps),
     "localisation": (lambda: RegionLocalisation(blur_sigma=1.0), feed_maps),
+    "pointwise_detection": (PointwiseDetection, feed_maps),
     "method_metrics": (lambda: MethodMetrics(["0", "1"]), feed_maps),
     "performance": (Performance, feed_record),
     "subsets": (PerformanceBySubset, feed_record),

@@ -56,6 +56,9 @@ def test_schema_keys_and_null_with_reason_without_region_masks() -> None:
     for key in ("iou", "iop", "iot", "auprc", "pointing_game", "relevance_mass", "rank_accuracy"):
         assert result["region"][key]["mean"] is None
     assert "no region mask: 6" in result["region"]["reason"]
+    detection = result["region"]["pointwise_detection"]
+    assert detection["map"] is None and detection["positives"] == 0 and detection["images"] == 6
+    assert "no region mask: 6" in detection["reason"]
     assert result["aurrac"]["accuracy"] == pytest.approx(0.5)
 
 
