@@ -23,16 +23,14 @@ OUTPUTS = ("report.pdf", "base", "wildcat", "model-wildcat.onnx", "model-wildcat
 
 
 def check_head(maps: int, k_max: float, k_min: float, alpha: float) -> None:
-    """The WILDCAT head's options, before anything loads: M ≥ 1; k⁺ a count ≥ 1 or a fraction in
-    (0, 1) of the map's h·w, k⁻ the same or 0 (no minimum term); α ≥ 0, finite. Whether a count
-    fits the map is known once the model is cut (``build_wildcat``)."""
-    if maps < 1:
-        raise AuditError(f"--maps {maps}: give at least 1 map per class (the paper searched M; Durand et al. use 8)")
-    for flag, k, smallest in (("--k-max", k_max, "a count ≥ 1"), ("--k-min", k_min, "0 (no minimum term), a count ≥ 1")):
-        if not math.isfinite(k) or k < 0 or (k == 0 and flag == "--k-max") or (k > 1 and k != int(k)):
-            raise AuditError(f"{flag} {k:g}: give {smallest} or a fraction in (0, 1) of the feature map's pixels, e.g. {flag} 0.2")
-    if not math.isfinite(alpha) or alpha < 0:
-        raise AuditError(f"--alpha {alpha:g}: give a weight ≥ 0 for the minimum term (0: maxima only; Durand et al. use 0.7)")
+    """The WILDCAT head's options, before anything loads (``finetune.wildcat.head``: M ≥ 1, α ≥ 0,
+    k⁺ / k⁻ counts ≥ 1 or fractions in (0, 1), k⁻ = 0 allowed); whether a count fits the feature
+    map is known once the model is cut (``build_wildcat``)."""
+    from audit.finetune.wildcat.head import check_options, region_count
+
+    check_options(maps, alpha)
+    region_count(k_max, 1 << 62, "--k-max")
+    region_count(k_min, 1 << 62, "--k-min", allow_zero=True)
 
 
 def wildcat(
@@ -43,12 +41,12 @@ def wildcat(
     regions: Optional[Path] = typer.Option(None, "--regions", help="Training region masks or boxes CSV (optional: WILDCAT trains on the labels alone; recorded)."),
     test_regions: Path = typer.Option(..., "--test-regions", help="Test region masks (folder) or boxes CSV: what localisation is scored against."),
     out: Path = typer.Option(..., "--out", help="Output folder (results.json, report.pdf, the model, base/ and wildcat/ audits)."),
-    maps: int = typer.Option(8, "--maps", help="M, class maps per class, averaged (Durand et al.'s code: 8)."),
+    maps: int = typer.Option(4, "--maps", help="M, maps per class, averaged into its class map."),
     k_max: float = typer.Option(0.2, "--k-max", help="k⁺: highest pixels averaged, a count ≥ 1 or a fraction in (0, 1) of h·w."),
     k_min: float = typer.Option(0.2, "--k-min", help="k⁻: lowest pixels averaged, as --k-max; 0: no minimum term."),
     alpha: float = typer.Option(0.7, "--alpha", help="α ≥ 0, weight of the k⁻ lowest pixels' mean."),
     lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
-    epochs: int = typer.Option(30, "--epochs", min=1, help="Epochs at most."),
+    epochs: int = typer.Option(100, "--epochs", min=1, help="Epochs at most (early stopping usually ends sooner)."),
     patience: int = typer.Option(10, "--patience", min=1, help="Stop after this many epochs without a lower validation loss (the paper: 10)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Training and audit batch size (the paper: 64)."),
     freeze_features: bool = typer.Option(False, "--freeze-features", help="Train the head only (default: fine-tune every layer)."),
@@ -164,6 +162,8 @@ def run_wildcat(opened: Opened, settings: Settings, out: Path, bar: Progress) ->
     """Cut and train, write the model, audit both models, write report.pdf; the results document."""
     import datetime as dt
 
+    import torch
+
     import audit
     from audit.device import describe
     from audit.finetune.export import SUFFIXES
@@ -175,7 +175,10 @@ def run_wildcat(opened: Opened, settings: Settings, out: Path, bar: Progress) ->
     from audit.report.wildcat_page import write_wildcat_page
 
     classifier = opened.classifier
-    net = build_wildcat(classifier, maps=settings.maps, k_max=settings.k_max, k_min=settings.k_min, alpha=settings.alpha)
+    net = build_wildcat(classifier, maps=settings.maps, k_max=settings.k_max, k_min=settings.k_min, alpha=settings.alpha,
+                        seed=settings.seed)
+    with torch.no_grad():
+        cut = {"layer": net.layer, "shape": list(net.features(classifier.to_input(next(opened.test.batches(1)).images)).shape[1:])}
     training = _train(net, opened, settings, bar)
     path = write_wildcat(classifier, net, out / f"model-wildcat{SUFFIXES[classifier.format]}")
     trained = load_classifier(path, opened.options)
@@ -198,7 +201,7 @@ def run_wildcat(opened: Opened, settings: Settings, out: Path, bar: Progress) ->
         "wildcat": {
             "options": {k: v for k, v in asdict(settings).items() if k not in ("device", "precision", "command")},
             "target": settings.target,
-            "cut": {"layer": net.cut.layer, "shape": list(net.cut.shape)},
+            "cut": cut,
             "training": training,
             "model": {"path": path.name, "format": trained.format, "sha256": trained.sha256, "files": trained.files},
             "audits": {"base": "base/results.json", "wildcat": "wildcat/results.json"},
@@ -219,17 +222,23 @@ def _data(opened: Opened) -> dict[str, Any]:
 
 
 def _train(net: Any, opened: Opened, settings: Settings, bar: Progress) -> dict[str, Any]:
-    """Train ``net`` in place (``audit.finetune.wildcat.training``); the history summary."""
-    from audit.finetune.wildcat.training import WildcatTraining, train_wildcat
+    """Train ``net`` in place (``finetune.wildcat.training``); the history and its summary."""
+    from audit.finetune.data import Split
+    from audit.finetune.wildcat.training import WildcatConfig, prepare, train_wildcat
 
-    steps = settings.epochs * math.ceil(len(opened.train) / settings.batch_size)
-    task = bar.add_task("training WILDCAT", total=steps, note="")
-    config = WildcatTraining(lr=settings.lr, epochs=settings.epochs, patience=settings.patience, batch_size=settings.batch_size,
-                             freeze_features=settings.freeze_features, seed=settings.seed)
-    result = train_wildcat(net, opened.classifier, opened.train, opened.valid, config,
-                           on_batch=lambda loss: bar.update(task, advance=1, note=f"loss {loss:.3g}"),
-                           precision=settings.precision)
-    return {"epochs": len(result.history), "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
-            "seconds": round(sum(h.seconds for h in result.history), 2),
+    config = WildcatConfig(epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size, patience=settings.patience,
+                           seed=settings.seed, freeze_features=settings.freeze_features)
+    train, valid = Split.read(opened.train, settings.batch_size), Split.read(opened.valid, settings.batch_size)
+    task = bar.add_task("training WILDCAT", total=settings.epochs, note="")
+
+    def on_epoch(log: Any) -> None:
+        auc = "–" if log.valid_auc is None else f"{log.valid_auc:.3f}"
+        bar.update(task, advance=1, note=f"loss {log.train_loss:.3g}, valid loss {log.valid_loss:.3g}, AUC {auc}")
+
+    classifier = opened.classifier
+    result = train_wildcat(prepare(net, classifier, train, config), train, valid, classifier.spec, config,
+                           multilabel=classifier.multilabel, on_epoch=on_epoch)
+    return {"epochs": len(result.history), "best_epoch": result.best_epoch, "best_valid_loss": result.best_loss,
+            "stopped_early": result.stopped_early, "seconds": round(sum(h.seconds for h in result.history), 2),
             "history": [{"epoch": h.epoch, "train_loss": h.train_loss, "valid_loss": h.valid_loss, "valid_auc": h.valid_auc}
                         for h in result.history]}

@@ -113,7 +113,7 @@ def write_wildcat_page(results: dict[str, Any], path: Path) -> Path:
             "paper's percent, on RSNA pneumonia X-rays with a ResNet-18; bold: the best localisation utility. "
             "Localisation utility: mean over images of the AUPRC of the map's pixels against the region mask; "
             "pointwise detection: AP of the maps' maxima scored by the model's probability (images without a region "
-            "are negatives). Full audits: base/report.pdf and wildcat/report.pdf."), styles["Normal"]),
+            "are negatives). Every figure of either audit: `audit report OUT/base`, `audit report OUT/wildcat`."), styles["Normal"]),
     ]
     curves = _curves(training["history"])
     if curves is not None:

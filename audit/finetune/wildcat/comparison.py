@@ -2,8 +2,9 @@
 post-hoc methods of the paper, the WILDCAT model with its class maps, on the same test images.
 
 Both audits are ``audit run`` (``audit.pipeline.run_audit``) with every metric: each writes its
-full outputs (results.json, per_image.csv, maps/, report.pdf) into its own folder, ``base`` and
-``wildcat``. A row of the table, per method:
+outputs (results.json, per_image.csv, maps/) into its own folder, ``base`` and ``wildcat``;
+``audit report`` renders either's PDF (not drawn here: two full reports cost more than the
+audits of a small model). A row of the table, per method:
 
 - ``classification_auc``: the audited model's test AUROC (``performance.auc``; the base's on
   the seven post-hoc rows, the WILDCAT model's on its own);
@@ -63,16 +64,10 @@ class AuditSettings:
 def audit_models(models: dict[str, Classifier], test: Any, settings: AuditSettings, out: Path,
                  on_batch: Callable[[str, int], None] = lambda model, n: None) -> dict[str, dict[str, Any]]:
     """``run_audit`` of ``models["base"]`` with ``POST_HOC`` and of ``models["wildcat"]`` with
-    ``wildcat`` on ``test``, each into ``out/<model>`` with its PDF report; their results."""
-    from audit.report.pdf import write_report
-
-    results = {}
-    for name, chosen in MODELS.items():
-        folder = out / name
-        results[name] = run_audit(models[name], test, settings.run_config(chosen), folder,
-                                  on_batch=lambda n, name=name: on_batch(name, n))
-        write_report(results[name], folder, folder / "report.pdf")
-    return results
+    ``wildcat`` on ``test``, each into ``out/<model>``; their results."""
+    return {name: run_audit(models[name], test, settings.run_config(chosen), out / name,
+                            on_batch=lambda n, name=name: on_batch(name, n))
+            for name, chosen in MODELS.items()}
 
 
 def _get(block: Any, *keys: str) -> Any:
