@@ -6,7 +6,8 @@ same logits: gradient methods and counterfactuals use it. It is the format's own
 torch can differentiate it (a loaded TorchScript module; a torch.export program's module tree,
 ``audit.models.native``) and the ONNX interpreter twin (``audit.models.onnx_graph``) for ONNX
 files. ``layered`` is the module hook-based methods use; it differs from ``differentiable``
-only for TorchScript, which refuses hooks (see README, "Layer access").
+only for TorchScript, which refuses hooks (see README, "Layer access"). A class-map model
+(WILDCAT: logits and class maps) also has ``class_maps``.
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ class Classifier:
     twin_check: dict | None = None
     #: where the differentiable modules and the inputs live (``audit.device``)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    #: a class-map model's maps (``loader.class_map_outputs``; WILDCAT, Durand et al. 2017):
+    #: normalised (N, C, H, W) input on ``device`` → (N, K, h, w) float32, forward only (onnxruntime
+    #: bound to the second output for ONNX). None for an ordinary classifier. ``logits``,
+    #: ``differentiable`` and ``layered`` give the logits alone (``loader.LogitsOnly``).
+    class_maps: Callable[[torch.Tensor], torch.Tensor] | None = None
     _differentiable: nn.Module | None = field(default=None, repr=False)
     _layered: nn.Module | None = field(default=None, repr=False)
 

@@ -14,15 +14,27 @@ The graph is
 - for any other ``nn.Module`` (in-memory models), its ``torch.fx`` trace.
 
 One probe forward pass of a zero image gives the shapes. A pooling node is global when its
-input is (N, C, H, W) and its output (N, C, 1, 1) or (N, C). Of the global poolings the logits
-depend on, the last ones (those no other such pooling depends on: a squeeze-and-excitation
-block's pooling feeds the final one) must all read one tensor; that tensor's producing module
-is the layer, named as in ``named_modules()`` so that ``-o grad-cam.layer=NAME`` selects the
+input is (N, C, H, W) and its output (N, C, 1, 1) or (N, C). A VGG-style head has none: it
+flattens an (N, C, h, w) map with h·w > 1 into (N, C·h·w) (any node with these shapes, where
+h × w can be a grid of the input: ``_is_spatial``), and
+reads that map through any poolings between them (torchvision VGG's ``AdaptiveAvgPool2d((7,
+7))``, and its last MaxPool2d): the map the first of those poolings reads counts as the pooled
+one (``_through_poolings``). Of the global
+poolings and flattens the logits depend on, the last ones (those no other such node depends on:
+a squeeze-and-excitation block's pooling feeds the final one) must all read one tensor, which
+some node computes (a flattened input image is no feature map: an MLP has none); that tensor's
+producing module is the layer, named as in ``named_modules()`` so that ``-o grad-cam.layer=NAME`` selects the
 same one. Where several nested modules return that tensor, the innermost one called only once
 is the layer (a block ``layer4.1`` whose forward ends in ``F.relu``; not its ``nn.ReLU`` when
 the block calls that twice; the twin names the block so too: ``audit.models.layer_names.enclosing_block``).
 Because the twin's names follow the original module paths, the .onnx, .pt and .pt2
 files of one model give the same name.
+
+A class-map model (two outputs, logits and (N, K, h, w) class maps: ``loader.class_map_outputs``)
+pools its class maps with a top-k pooling (WILDCAT, Durand et al. 2017) that is none of the
+above: its pooled value is the class-map output itself, and the layer the module that makes it.
+A transformer's tokens are no (N, C, H, W) map: it has no such layer (``audit.saliency.layers``
+gives Grad-CAM a token layer instead; a WILDCAT head needs this one).
 """
 
 from __future__ import annotations
@@ -62,6 +74,8 @@ class Step:
     #: for a function call in an unflattened program: (the module whose graph holds it, its fx
     #: node, that module's path prefix), so that ``native.tap`` can make it a layer
     site: tuple[nn.Module, fx.Node, str] | None = None
+    #: True when the step applies weights (its module's parameters, or parameters it reads)
+    weights: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,7 +97,7 @@ def head_feature_map(module: nn.Module, probe: torch.Tensor) -> FeatureMap:
     """The feature map read by ``module``'s global pooling (module docstring); ``probe`` is one
     (1, C, H, W) input. AuditError says why there is none."""
     graph = _graph(module, probe)
-    value = _pooled_value(graph)
+    value = _pooled_value(graph, tuple(probe.shape[2:]))
     producers = [step for step in graph.steps if value in step.outputs]
     modules = [step.module for step in producers if step.module is not None and len(step.outputs) == 1]
     sites = [step.site for step in producers if step.site is not None]
@@ -101,18 +115,64 @@ def head_feature_map(module: nn.Module, probe: torch.Tensor) -> FeatureMap:
     return FeatureMap(name, (channels, height, width))
 
 
-def _pooled_value(graph: Graph) -> Hashable:
-    """The one value that the last global poolings before the logits read."""
-    used = _ancestors(graph.steps, set(graph.outputs))
-    poolings = [step for step in graph.steps if step.pooling and step.outputs[0] in used
-                and _is_global(graph.shapes.get(step.inputs[0]), graph.shapes.get(step.outputs[0]))]
-    if not poolings:
-        raise AuditError("has no global pooling over H and W before its classifier head")
-    upstream = set().union(*(_ancestors(graph.steps, {step.inputs[0]}) for step in poolings))
-    read = {step.inputs[0] for step in poolings if step.outputs[0] not in upstream}
+def _pooled_value(graph: Graph, size: tuple[int, int]) -> Hashable:
+    """The one value that the head reads (module docstring): a class-map model's class maps;
+    else of the global poolings and spatial flattens the logits depend on, the last ones (no
+    other's input is computed from their output) must all read one value."""
+    if len(graph.outputs) == 2 and len(graph.shapes.get(graph.outputs[1], ())) == 4:
+        return graph.outputs[1]  # (logits, class maps): the maps are what the spatial pooling reads
+    used = _ancestors(graph.steps, {graph.outputs[0]})
+    readers = [(step, step.inputs[0]) for step in graph.steps if step.pooling and step.outputs[0] in used
+               and _is_global(graph.shapes.get(step.inputs[0]), graph.shapes.get(step.outputs[0]))]
+    readers += [(step, _through_poolings(graph, step.inputs[0])) for step in graph.steps
+                if step.outputs[0] in used and step.inputs
+                and _is_flatten(graph.shapes.get(step.inputs[0]), graph.shapes.get(step.outputs[0]), size)]
+    if not readers:
+        raise AuditError("has no global pooling over H and W, nor a flattened (N, C, H, W) feature map, before "
+                         "its classifier head")
+    upstream = set().union(*(_ancestors(graph.steps, {step.inputs[0]}) for step, _ in readers))
+    read = {value for step, value in readers if step.outputs[0] not in upstream}
     if len(read) > 1:
-        raise AuditError(f"has {len(read)} global poolings of different feature maps before its head")
-    return read.pop()
+        raise AuditError(f"has {len(read)} global poolings or flattens of different feature maps before its head")
+    value = read.pop()
+    if not any(value in step.outputs for step in graph.steps):
+        raise AuditError("flattens its input image into the head: it has no (N, C, H, W) feature map before it")
+    return value
+
+
+def _is_flatten(before: tuple[int, ...] | None, after: tuple[int, ...] | None, size: tuple[int, int]) -> bool:
+    """A spatial map (``_is_spatial``) with more than one position (h·w > 1) made (N, C·h·w): a
+    VGG-style head."""
+    return (before is not None and after is not None and len(before) == 4 and before[2] * before[3] > 1
+            and _is_spatial(before[2:], size)
+            and len(after) == 2 and after[0] == before[0] and after[1] == before[1] * before[2] * before[3])
+
+
+def _is_spatial(grid: tuple[int, ...], size: tuple[int, int]) -> bool:
+    """An h × w grid that can be a map of the H × W input (our rule): h ≤ H, w ≤ W and the strides
+    H/h, W/w within a factor 2 of each other. A transformer's (heads, tokens, dims) reshaped at a
+    batch of one is not (TinyViT: 17 × 4 for a 16 × 16 input)."""
+    (h, w), (height, width) = grid, size
+    return h <= height and w <= width and max(height * w, width * h) < 2 * min(height * w, width * h)
+
+
+def _through_poolings(graph: Graph, value: Hashable) -> Hashable:
+    """``value``, or, while a pooling makes it, that pooling's input: a pooling node (even one
+    that keeps the shape), or a node without weights that reads one tensor and changes its shape (the dynamo exporter writes
+    ``AdaptiveAvgPool2d((7, 7))`` of an 8 × 8 map as Transpose, GatherND, Transpose, ReduceMean).
+    It stops at a node that keeps the shape (the ReLU that made the map) or applies weights."""
+    while True:
+        made = [step for step in graph.steps if value in step.outputs and value not in step.inputs]
+        if len(made) != 1:
+            return value
+        step = made[0]
+        data = [v for v in step.inputs if v in graph.shapes]
+        if step.pooling and data:
+            value = step.inputs[0]  # even one that keeps the shape (adaptive 7 × 7 of a 7 × 7 map)
+            continue
+        if step.weights or len(data) != 1 or graph.shapes[data[0]] == graph.shapes.get(value):
+            return value
+        value = data[0]
 
 
 def _ancestors(steps: list[Step], values: set[Hashable]) -> set[Hashable]:
@@ -152,8 +212,12 @@ def _twin_graph(twin: OnnxGraphModule, probe: torch.Tensor) -> Graph:
         module = twin.get_submodule(name)
         pooling = isinstance(module, (GlobalPool, AveragePool, MaxPool)) or (
             isinstance(module, Reduce) and module.kind in ("Mean", "Max"))
-        steps.append(Step(name, pooling, tuple(ins), tuple(outs)))
+        steps.append(Step(name, pooling, tuple(ins), tuple(outs), weights=_has_parameters(module)))
     return Graph(steps, tuple(twin.output_slots), shapes)
+
+
+def _has_parameters(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters())
 
 
 def _traced_graph(module: nn.Module, probe: torch.Tensor) -> Graph:
@@ -179,8 +243,10 @@ def _traced_graph(module: nn.Module, probe: torch.Tensor) -> Graph:
                        or (node.op == "call_method" and node.target in POOLING_METHODS))
             first = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
             inputs = ((first,) if first is not None else ()) + tuple(n for n in node.all_input_nodes if n is not first)
+            weights = (_has_parameters(traced.get_submodule(node.target)) if node.op == "call_module"
+                       else any(n.op == "get_attr" for n in node.all_input_nodes))
             steps.append(Step(node.target if node.op == "call_module" else None, pooling and first is not None,
-                              inputs, (node,)))
+                              inputs, (node,), weights=weights))
     return Graph(steps, outputs, shapes)
 
 
@@ -235,24 +301,27 @@ def _unflattened_graph(root: nn.Module, probe: torch.Tensor) -> Graph:
                         value = child(*args_, **kwargs)
                         key = keep(value)
                     steps.append(Step(name, isinstance(child, TORCH_POOLINGS) and first is not None,
-                                      tuple(read), (key,)))
+                                      tuple(read), (key,), weights=_has_parameters(child)))
                 else:
                     value = node.target(*args_, **kwargs) if node.op == "call_function" else \
                         getattr(args_[0], node.target)(*args_[1:], **kwargs)
                     key = keep(value)
                     pooling = node.op == "call_function" and node.target in ATEN_POOLINGS and first is not None
                     ordered = ((first,) if first is not None else ()) + tuple(r for r in read if r != first)
-                    steps.append(Step(None, pooling, ordered, (key,), (module, node, path)))
+                    weights = any(n.op == "get_attr" for n in node.all_input_nodes)
+                    steps.append(Step(None, pooling, ordered, (key,), (module, node, path), weights))
                 env[node] = (key, value)
         raise AuditError("has a graph without an output")
 
     try:
         with torch.no_grad():
-            out, _ = run(root, "", [(keep(probe), probe)])
+            out, value = run(root, "", [(keep(probe), probe)])
     except AuditError:
         raise
     except Exception as exc:
         raise AuditError(f"cannot be run node by node to find its layers ({first_line(exc)})") from exc
+    if isinstance(value, (tuple, list)) and steps and steps[-1].outputs == (out,):
+        return Graph(steps, steps[-1].inputs, shapes)  # several outputs: the parts the last step gathered
     return Graph(steps, (out,), shapes)
 
 

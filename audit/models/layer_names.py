@@ -4,8 +4,9 @@ Every capability that takes a layer name (Grad-CAM's ``-o grad-cam.layer=``, act
 ``--layers``, the randomisation check's layers, ``audit layers``) looks names up here, so that
 one name means one layer everywhere:
 
-- a model run image by image (``ImageByImage``, a graph fixed at a batch of one) adds no
-  ``model.`` prefix: its layers have the names of the model inside;
+- a model run image by image (``ImageByImage``, a graph fixed at a batch of one) or seen through
+  its logits alone (``LogitsOnly``, a class-map model) adds no ``model.`` prefix: its layers
+  have the names of the model inside;
 - the ONNX twin's ``Scope`` levels (``layer1``, ``layer1.0``) hold no computation of their own
   and are not listed as layers; named, a block stands for its last node to run, whose output is
   the block's (``block_output``); the holder of graph constants is not a layer;
@@ -33,10 +34,13 @@ CLOSEST = 5
 
 
 def inner_model(model: nn.Module) -> nn.Module:
-    """The model itself, without the per-image wrapper of a graph fixed at a batch of one."""
-    from audit.models.loader import ImageByImage
+    """The model itself, without the per-image wrapper of a graph fixed at a batch of one and
+    the logits-only wrapper of a class-map model (``loader.LogitsOnly``)."""
+    from audit.models.loader import ImageByImage, LogitsOnly
 
-    return model.model if isinstance(model, ImageByImage) else model
+    while isinstance(model, (ImageByImage, LogitsOnly)):
+        model = model.model
+    return model
 
 
 def named_layers(model: nn.Module) -> dict[str, nn.Module]:

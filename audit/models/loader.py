@@ -59,16 +59,24 @@ class ModelOptions:
 
 
 def load_classifier(path: Path, options: ModelOptions = ModelOptions()) -> Classifier:
-    """Load ``path`` and probe it once with a zero batch to learn the number of outputs."""
+    """Load ``path`` and probe it once with a zero batch to learn the number of outputs and
+    whether it is a class-map model (``class_map_outputs``)."""
     path = Path(path)
     model_format = detect_format(path)
     files = model_files(path, model_format)
     loader = {"torchscript": _load_torchscript, "torch.export": _load_exported, "onnx": _load_onnx}[model_format]
     device = options.device
-    forward_fn, native, build_twin, declared, provider, fixed_batch = loader(path, device)
+    raw_forward, native, build_twin, declared, provider, fixed_batch = loader(path, device)
     spec = _input_spec(path, declared, options)
-    forward_fn = _checked_forward(path, forward_fn)
-    probe = forward_fn(torch.zeros((2, *spec.shape), device=device))
+    probe_out = _checked_forward(path, raw_forward)(torch.zeros((2, *spec.shape), device=device))
+    maps = class_map_outputs(probe_out)
+    forward_fn, class_maps = raw_forward, None
+    if maps:
+        forward_fn, class_maps = _output_path(raw_forward, 0), _output_path(raw_forward, 1)
+        native = _logits_only(native)
+        build_twin = _logits_only(build_twin)
+    forward_fn = _checked_forward(path, forward_fn, _one_tensor)
+    probe = _one_tensor(path, probe_out[0] if maps else probe_out).float()
     if probe.ndim != 2:
         raise AuditError(
             f"{path}: output has shape {tuple(probe.shape)}; a classifier must return (batch, classes) logits"
@@ -102,8 +110,32 @@ def load_classifier(path: Path, options: ModelOptions = ModelOptions()) -> Class
         build_layered=twin if native is not None and build_twin is not None else None,
         twin_check=dict(NATIVE_CHECK) if native is not None else None,
         device=device,
+        class_maps=_checked_forward(path, class_maps, _one_tensor) if class_maps is not None else None,
     )
     return classifier
+
+
+def class_map_outputs(out: object) -> bool:
+    """True when ``out`` is a class-map model's output (the WILDCAT convention, README
+    "Trainable saliency"): exactly two tensors, (N, K) logits and (N, K, h, w) class maps with
+    the same N and K. Any other several-output model is refused by ``_one_tensor``."""
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        return False
+    logits, maps = out
+    return (isinstance(logits, torch.Tensor) and isinstance(maps, torch.Tensor) and logits.ndim == 2
+            and maps.ndim == 4 and tuple(maps.shape[:2]) == tuple(logits.shape))
+
+
+def _output_path(forward_fn: Callable, index: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Output ``index`` of a two-output forward: the session bound to that output alone for ONNX
+    (``OnnxForward.output``), else that element of the module's tuple."""
+    select = getattr(forward_fn, "output", None)
+    return select(index) if select is not None else (lambda x: forward_fn(x)[index])
+
+
+def _logits_only(build: Callable[..., nn.Module] | None) -> Callable[..., nn.Module] | None:
+    """``build`` with its module wrapped in ``LogitsOnly`` (None stays None)."""
+    return None if build is None else (lambda *args: LogitsOnly(build(*args)))
 
 
 Declared = tuple[int | None, int | None, int | None]  # channels, height, width as the model declares them
@@ -135,8 +167,11 @@ def _input_spec(path: Path, declared: Declared, options: ModelOptions) -> InputS
     return InputSpec(channels, height, width, options.mean, options.std, options.value_range)
 
 
-def _checked_forward(path: Path, forward_fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
-    def forward(x: torch.Tensor) -> torch.Tensor:
+def _checked_forward(path: Path, forward_fn: Callable[[torch.Tensor], object],
+                     result: Callable[[Path, object], torch.Tensor] | None = None) -> Callable:
+    """``forward_fn`` without gradients, a failure as one line; ``result(path, output)`` checks
+    the output (``_one_tensor``) and the output is float32 (None: returned as it is, for the probe)."""
+    def forward(x: torch.Tensor):
         try:
             with torch.no_grad():
                 out = forward_fn(x)
@@ -149,7 +184,7 @@ def _checked_forward(path: Path, forward_fn: Callable[[torch.Tensor], torch.Tens
                 f"{path}: forward pass failed on input {tuple(x.shape)} ({first_line(exc)}); check --input-size, "
                 f"--channels and that the model takes one NCHW image tensor"
             ) from exc
-        return _one_tensor(path, out).float()
+        return out if result is None else result(path, out).float()
 
     return forward
 
@@ -157,7 +192,8 @@ def _checked_forward(path: Path, forward_fn: Callable[[torch.Tensor], torch.Tens
 def _one_tensor(path: Path, out: object) -> torch.Tensor:
     """The model's output, which must be one logits tensor: a dict or tuple of outputs (logits
     and features, aux heads) is refused rather than guessed from, because the saliency methods
-    differentiate the module itself, which would return the same several values."""
+    differentiate the module itself, which would return the same several values. The one
+    exception, (logits, class maps), is recognised before (``class_map_outputs``)."""
     if isinstance(out, torch.Tensor):
         return out
     if isinstance(out, dict):
@@ -171,7 +207,8 @@ def _one_tensor(path: Path, out: object) -> torch.Tensor:
 
 def _several_outputs(path: Path, what: str) -> str:
     return (f"{path}: the model returns {what}, not one (batch, classes) logits tensor; export a wrapper whose "
-            f"forward returns the logits only (e.g. model(x)[\"logits\"])")
+            f"forward returns the logits only (e.g. model(x)[\"logits\"]), or (logits, class maps) of shapes (N, K) "
+            f"and (N, K, h, w)")
 
 
 def twin_tolerance(logit_scale: float) -> float:
@@ -240,14 +277,37 @@ def _verified_twin(
 
 
 class ImageByImage(nn.Module):
-    """Runs a model traced for batch size 1 on each image of a batch (differentiable; hooks fire per image)."""
+    """Runs a model traced for batch size 1 on each image of a batch (differentiable; hooks fire
+    per image); a model returning a tuple (logits, class maps) gets each part concatenated."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        outputs = [self.model(x[i : i + 1]) for i in range(len(x))]
+        if isinstance(outputs[0], (tuple, list)):
+            return tuple(torch.cat(parts) for parts in zip(*outputs))
+        return torch.cat(outputs)
+
+
+class LogitsOnly(nn.Module):
+    """A class-map model (``forward`` → (logits, class maps)) seen as a classifier: ``forward``
+    returns the logits, so every method differentiates and hooks it as any model; ``class_maps``
+    runs the same module for the maps (the randomisation check's copies keep both in step).
+    Adds no prefix to layer names (``audit.models.layer_names.inner_model``)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.model(x[i : i + 1]) for i in range(len(x))])
+        return self.model(x)[0]
+
+    def class_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, K, h, w) float32 class maps, forward only."""
+        with torch.no_grad():
+            return self.model(x)[1].float()
 
 
 # --- TorchScript -----------------------------------------------------------------------------
@@ -312,7 +372,7 @@ def _load_exported(path: Path, device: torch.device):
     if len(user_inputs) != 1:
         raise AuditError(f"{path}: program takes {len(user_inputs)} inputs; a classifier takes one image tensor")
     outputs = program.graph_signature.user_outputs
-    if len(outputs) != 1:
+    if len(outputs) > 2:
         raise AuditError(_several_outputs(path, f"{len(outputs)} outputs"))
     declared: Declared = (None, None, None)
     fixed_batch = None
@@ -376,16 +436,9 @@ def _load_onnx(path: Path, device: torch.device):
     declared = tuple(d if isinstance(d, int) and d > 0 else None for d in shape[1:])
     fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
     outputs = session.get_outputs()
-    if len(outputs) != 1:
+    if len(outputs) > 2:  # two: a class-map model if the probe's outputs have its shapes
         raise AuditError(_several_outputs(path, f"{len(outputs)} outputs ({', '.join(o.name for o in outputs)})"))
-    run = BoundSession(session, device)
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        if fixed_batch is None or fixed_batch == len(x):
-            return run(x)
-        if fixed_batch != 1:
-            raise AuditError(f"{path}: the graph's batch size is fixed at {fixed_batch}; re-export it with a dynamic batch dimension")
-        return torch.cat([run(x[i : i + 1]) for i in range(len(x))])
+    forward = OnnxForward(path, session, device, fixed_batch)
 
     def build_twin(spec: InputSpec) -> nn.Module:
         from audit.models.onnx_graph import build_torch_twin
@@ -396,21 +449,51 @@ def _load_onnx(path: Path, device: torch.device):
     return forward, None, build_twin, declared, session.get_providers()[0], fixed_batch
 
 
+class OnnxForward:
+    """The session's forward pass: ``output(i)`` runs it for output i alone (a ``BoundSession``
+    bound to it: a class-map model's logits and maps are two such paths); called, it returns
+    the one output, or the tuple of both."""
+
+    def __init__(self, path: Path, session, device: torch.device, fixed_batch: int | None) -> None:
+        self.path, self.fixed_batch = path, fixed_batch
+        self.runs = [BoundSession(session, device, output.name) for output in session.get_outputs()]
+
+    def output(self, index: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        run = self.runs[index]
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            if self.fixed_batch is None or self.fixed_batch == len(x):
+                return run(x)
+            if self.fixed_batch != 1:
+                raise AuditError(f"{self.path}: the graph's batch size is fixed at {self.fixed_batch}; re-export it "
+                                 f"with a dynamic batch dimension")
+            return torch.cat([run(x[i : i + 1]) for i in range(len(x))])
+
+        return forward
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        outputs = tuple(self.output(i)(x) for i in range(len(self.runs)))
+        return outputs[0] if len(outputs) == 1 else outputs
+
+
 class BoundSession:
     """One onnxruntime run through I/O binding: the input is bound to the (contiguous float32)
-    tensor's own memory and the output to a torch tensor allocated on the session's device, so
-    a batch already on the GPU goes to onnxruntime's CUDA provider and back without passing
-    through the host. The logits are returned on ``device``; a CUDA run whose session has only
-    the CPU provider (no onnxruntime-gpu) copies the batch to the host and the logits back."""
+    tensor's own memory and the output (``output``, by default the graph's first) to a torch
+    tensor allocated on the session's device, so a batch already on the GPU goes to
+    onnxruntime's CUDA provider and back without passing through the host. The output is
+    returned on ``device``; a CUDA run whose session has only the CPU provider (no
+    onnxruntime-gpu) copies the batch to the host and the output back."""
 
-    def __init__(self, session, device: torch.device) -> None:
+    def __init__(self, session, device: torch.device, output: str | None = None) -> None:
         self.session = session
         self.input = session.get_inputs()[0].name
-        self.output = session.get_outputs()[0].name
+        self.output = output or session.get_outputs()[0].name
         self.device = device
         on_gpu = session.get_providers()[0] == "CUDAExecutionProvider"
         self.where = torch.device("cuda", device.index or 0) if on_gpu else torch.device("cpu")
-        self.classes: int | None = None  # K of float32 (N, K) logits, learnt from the first run
+        #: the output's shape after the batch: (K,) of float32 (N, K) logits, (K, h, w) of class
+        #: maps, learnt from the first run
+        self.tail: tuple[int, ...] | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.detach().to(self.where, torch.float32).contiguous()
@@ -419,14 +502,14 @@ class BoundSession:
         binding.bind_input(self.input, kind, index, np.float32, tuple(x.shape), x.data_ptr())
         if kind == "cuda":  # the input was written on torch's stream; onnxruntime reads it on its own
             torch.cuda.current_stream(self.where).synchronize()
-        if self.classes is None:  # the first run (the probe): onnxruntime allocates, then we know (N, K)
+        if self.tail is None:  # the first run (the probe): onnxruntime allocates, then we know the shape
             binding.bind_output(self.output, kind, index)
             self.session.run_with_iobinding(binding)
-            logits = torch.from_numpy(binding.copy_outputs_to_cpu()[0])
-            if logits.ndim == 2 and logits.dtype == torch.float32:
-                self.classes = logits.shape[1]
-            return logits.to(self.device)
-        logits = torch.empty((len(x), self.classes), dtype=torch.float32, device=self.where)
-        binding.bind_output(self.output, kind, index, np.float32, tuple(logits.shape), logits.data_ptr())
+            out = torch.from_numpy(binding.copy_outputs_to_cpu()[0])
+            if out.ndim in (2, 4) and out.dtype == torch.float32:
+                self.tail = tuple(out.shape[1:])
+            return out.to(self.device)
+        out = torch.empty((len(x), *self.tail), dtype=torch.float32, device=self.where)
+        binding.bind_output(self.output, kind, index, np.float32, tuple(out.shape), out.data_ptr())
         self.session.run_with_iobinding(binding)
-        return logits.to(self.device)
+        return out.to(self.device)

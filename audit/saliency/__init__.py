@@ -12,6 +12,7 @@ from audit.saliency import (  # noqa: F401  (imported to register)
     occlusion,
     smoothgrad,
     smoothgrad_ig,
+    wildcat,
 )
 from audit.saliency.base import SaliencyMethod, methods
 

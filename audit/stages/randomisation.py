@@ -81,6 +81,7 @@ from audit.metrics.randomisation import RandomisationCheck
 from audit.metrics.tensors import host_maps
 from audit.models.classifier import Classifier
 from audit.models.layer_names import named_layers, run_with_hooks
+from audit.models.loader import LogitsOnly
 from audit.models.native import script_execution_order
 from audit.saliency.base import SaliencyMethod, network
 
@@ -143,9 +144,11 @@ def randomised_copy(module: nn.Module, layers: list[str], indices: list[int], se
 
 
 def with_module(classifier: Classifier, module: nn.Module) -> Classifier:
-    """A Classifier whose forward and differentiable paths are both ``module``."""
+    """A Classifier whose forward and differentiable paths are both ``module`` (and whose class
+    maps, for a class-map model, are ``module``'s: ``LogitsOnly.class_maps``)."""
+    maps = module.class_maps if isinstance(module, LogitsOnly) else None
     return dataclasses.replace(classifier, forward_fn=module, build_differentiable=lambda: module,
-                               _differentiable=module, build_layered=None, _layered=None)
+                               _differentiable=module, build_layered=None, _layered=None, class_maps=maps)
 
 
 def is_constant(saliency: np.ndarray) -> bool:

@@ -83,7 +83,7 @@ def test_pooling_two_different_maps_is_ambiguous(tmp_path):
             return self.fc(a.mean(dim=(2, 3)) + self.act(self.conv2(a)).mean(dim=(2, 3)))
 
     for model in both_ways(TwoBranches(None), tmp_path):
-        with pytest.raises(AuditError, match="has 2 global poolings of different feature maps before its head, so it "
+        with pytest.raises(AuditError, match="has 2 global poolings or flattens of different feature maps before its head, so it "
                                              "has no default layer; name a layer with feature maps or tokens with -o grad-cam.layer"):
             feature_layer(model, None, "grad-cam")
 
@@ -101,7 +101,7 @@ def test_a_token_model_has_no_global_pooling(tmp_path):
             return self.fc(self.embed(x).flatten(2).transpose(1, 2).mean(dim=1))
 
     for model in both_ways(Tokens(), tmp_path):
-        with pytest.raises(AuditError, match="has no global pooling over H and W before its classifier head"):
+        with pytest.raises(AuditError, match="has no global pooling over H and W, nor a flattened"):
             feature_layer(model, None, "grad-cam")
 
 

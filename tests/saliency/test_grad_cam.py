@@ -71,12 +71,22 @@ def test_layer_without_spatial_output_is_refused_when_prepared(case, name):
 
 
 @pytest.mark.parametrize("name", ["grad-cam", "guided-grad-cam"])
-def test_model_without_global_pooling_has_no_default_layer(name):
+def test_a_flattening_head_reads_the_flattened_map(name):
+    """A VGG-style head flattens the map into a Linear: the default layer is the map's module."""
     module = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32, 2))
     model = from_module(module, InputSpec(1, 4, 4), ["a", "b"])
-    message = (f"{name}: model <in-memory> has no global pooling over H and W before its classifier head, so it has "
-               f"no default layer; name a layer with feature maps or tokens with -o {name}.layer=NAME "
-               f"(`audit layers MODEL` lists them), or use --method gradient")
+    method = methods.get(name)()
+    method.prepare(model)
+    assert (method.chosen.name, method.chosen.shape) == ("1", (2, 4, 4))
+
+
+@pytest.mark.parametrize("name", ["grad-cam", "guided-grad-cam"])
+def test_model_without_global_pooling_has_no_default_layer(name):
+    module = nn.Sequential(nn.Flatten(), nn.Linear(16, 2), nn.ReLU())
+    model = from_module(module, InputSpec(1, 4, 4), ["a", "b"])
+    message = (f"{name}: model <in-memory> flattens its input image into the head: it has no (N, C, H, W) feature "
+               f"map before it, so it has no default layer; name a layer with feature maps or tokens with "
+               f"-o {name}.layer=NAME (`audit layers MODEL` lists them), or use --method gradient")
     with pytest.raises(AuditError, match=re.escape(message)):
         methods.get(name)().prepare(model)
 

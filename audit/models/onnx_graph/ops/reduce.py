@@ -1,5 +1,5 @@
 """Reductions (``Reduce*``, axes as attribute before opset 18 — ReduceSum before 13 — and as
-an optional input after), ``ArgMax``/``ArgMin`` and ``Softmax``/``LogSoftmax``."""
+an optional input after), ``ArgMax``/``ArgMin``, ``TopK`` and ``Softmax``/``LogSoftmax``."""
 
 from __future__ import annotations
 
@@ -114,3 +114,21 @@ def arg_extreme(x: torch.Tensor, *, largest: bool, axis: int, keepdims: bool, la
 def arg_extreme_op(node: NodeSpec) -> Converted:
     return stateless(arg_extreme, node, 0, largest=node.op_type == "ArgMax", axis=node.attr("axis", 0),
                      keepdims=bool(node.attr("keepdims", 1)), last=bool(node.attr("select_last_index", 0)))
+
+
+def top_k(x: torch.Tensor, k: torch.Tensor | None = None, *, axis: int, largest: bool,
+          count: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """ONNX TopK: the k largest (or smallest) values along ``axis``, sorted, and their int64
+    indices; k is an input from opset 10, the attribute ``count`` before (a WILDCAT head's
+    k-max/k-min pooling, ``torch.topk`` or ``torch.sort`` exported). Equal values may come in
+    another order of indices than onnxruntime's; the values, and their gradient, are the same."""
+    n = count if k is None else int(k.reshape(-1)[0])
+    values, indices = torch.topk(x, n, dim=axis, largest=largest, sorted=True)
+    return values, indices
+
+
+@register("TopK")
+def top_k_op(node: NodeSpec) -> Converted:
+    count = node.attr("k") if node.opset < 10 else None
+    return stateless(top_k, node, 0, *(() if count is not None else (1,)), axis=node.attr("axis", -1),
+                     largest=bool(node.attr("largest", 1)), count=count)
