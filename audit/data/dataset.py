@@ -8,7 +8,9 @@ instead). An image whose channel count differs from the model's raises ``AuditEr
 Masks (artefact and region folders) mirror the image tree: ``root/cls/a.jpg`` takes
 ``masks/cls/a.<any supported extension>``. Any non-zero pixel is in the mask. Masks are resized
 with nearest neighbour to ``size``, then dilated by ``mask_dilate`` pixels and blur-grown with
-``mask_blur`` (σ, see ``masks.blur_mask``), both for artefact and region masks. A mask whose
+``mask_blur`` (σ, see ``masks.blur_mask``), both for artefact and region masks. Regions may
+instead come from a CSV of bounding boxes (``audit.data.boxes``): an image's boxes are drawn at
+its size on disk and the mask then takes the same steps as a mask file. A mask whose
 size differs from its image is resized and counted in ``mask_report``; an unreadable mask is
 listed there and its image is treated as having no mask. ``skipped`` and ``mask_report``
 describe the last pass of ``batches``.
@@ -36,6 +38,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from audit.data.batch import Batch
+from audit.data.boxes import RegionBoxes, draw_boxes, read_boxes
 from audit.data.entries import Entry, read_manifest, scan_folder
 from audit.data.masks import binarise, blur_mask, check_growth, dilate_mask, resize_mask
 from audit.data.names import escape_message, escape_path
@@ -52,12 +55,15 @@ class Skipped:
 
 @dataclass
 class MaskReport:
-    """Per pass: images whose artefact / region mask was read, masks resized, masks unreadable."""
+    """Per pass: images whose artefact / region mask was read, masks resized, masks unreadable,
+    region boxes clipped at the image border and, of those, boxes wholly outside it."""
 
     with_artefact: int = 0
     with_region: int = 0
     resized: int = 0
     unreadable: list[Skipped] = field(default_factory=list)
+    boxes_clipped: int = 0
+    boxes_outside: int = 0
 
 
     def add(self, other: MaskReport) -> None:
@@ -65,6 +71,8 @@ class MaskReport:
         self.with_region += other.with_region
         self.resized += other.resized
         self.unreadable.extend(other.unreadable)
+        self.boxes_clipped += other.boxes_clipped
+        self.boxes_outside += other.boxes_outside
 
 
 @dataclass
@@ -98,7 +106,8 @@ class Dataset:
     size: tuple[int, int]
     channels: int
     masks: Path | None = None
-    regions: Path | None = None
+    regions: Path | None = None  # a folder, or the CSV of ``region_boxes``
+    region_boxes: RegionBoxes | None = None
     mask_blur: float = 0.0
     mask_dilate: int = 0
     strict: bool = False
@@ -201,6 +210,21 @@ class Dataset:
         except Exception as exc:  # as for images: a bad mask must not stop the audit
             report.unreadable.append(Skipped(escape_path(found[0]), escape_message(first_line(exc))))
             return None
+        return self._grown(mask, image_shape, report)
+
+    def _boxes(self, rel: str, image_shape: tuple[int, int], report: MaskReport) -> np.ndarray | None:
+        """The region mask drawn from image ``rel``'s boxes at its size on disk, then grown as a
+        mask file is; None when the CSV does not name the image."""
+        boxes = self.region_boxes.boxes.get(rel)
+        if boxes is None:
+            return None
+        drawn = draw_boxes(boxes, image_shape)
+        report.boxes_clipped += drawn.clipped
+        report.boxes_outside += drawn.outside
+        return self._grown(drawn.mask, image_shape, report)
+
+    def _grown(self, mask: np.ndarray, image_shape: tuple[int, int], report: MaskReport) -> np.ndarray:
+        """A mask at its image's size on disk → at the model size, dilated and blur-grown."""
         if mask.shape != image_shape:
             report.resized += 1
         mask = resize_mask(mask, self.size)
@@ -212,7 +236,10 @@ class Dataset:
             return None
         image, shape = loaded
         artefact = self._mask(self.masks, rel, shape, report)
-        region = self._mask(self.regions, rel, shape, report)
+        if self.region_boxes is not None:
+            region = self._boxes(rel, shape, report)
+        else:
+            region = self._mask(self.regions, rel, shape, report)
         report.with_artefact += artefact is not None
         report.with_region += region is not None
         return _Item(escape_path(rel), label, image, artefact, region)
@@ -306,9 +333,9 @@ def fold_chunks(dataset: Dataset, chunks: Iterable[Chunk]) -> Iterator[Batch]:
         raise dataset.all_skipped()
 
 
-def _existing_folder(path: Path | None, what: str) -> Path | None:
+def _existing_folder(path: Path | None, what: str, alternative: str = "") -> Path | None:
     if path is not None and not path.is_dir():
-        raise AuditError(f"{path}: {what} folder not found; give the folder that mirrors the image tree")
+        raise AuditError(f"{path}: {what} folder not found; give the folder that mirrors the image tree{alternative}")
     return path
 
 
@@ -326,7 +353,8 @@ def open_dataset(
     """Index an image folder (one sub-folder per class) or a CSV manifest; nothing is read yet.
 
     ``size`` is the model's (height, width), ``channels`` its channel count. Masks and regions
-    are folders mirroring the image tree (see the module docstring).
+    are folders mirroring the image tree (see the module docstring); ``regions`` may instead be
+    a CSV of bounding boxes (a file ending in .csv, ``audit.data.boxes``).
     """
     size = (int(size[0]), int(size[1]))
     if min(size) < 1 or channels < 1:
@@ -346,6 +374,12 @@ def open_dataset(
             f"{root}: no images found; supported extensions: {_extension_list(extensions)} "
             f"(one sub-folder per class, or a CSV manifest with a path column)"
         )
+    boxes = None
+    if regions is not None and regions.suffix.lower() == ".csv" and not regions.is_dir():
+        if not regions.is_file():
+            raise AuditError(f"{regions}: region boxes CSV not found; give the CSV (path,x,y,width,height) or a folder "
+                             f"of region masks")
+        boxes = read_boxes(regions, entries)
     return Dataset(
         base=base,
         classes=classes,
@@ -353,7 +387,8 @@ def open_dataset(
         size=size,
         channels=channels,
         masks=_existing_folder(masks, "mask"),
-        regions=_existing_folder(regions, "region"),
+        regions=regions if boxes is not None else _existing_folder(regions, "region", ", or a .csv of boxes"),
+        region_boxes=boxes,
         mask_blur=mask_blur,
         mask_dilate=mask_dilate,
         strict=strict,

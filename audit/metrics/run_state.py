@@ -44,7 +44,8 @@ MERGED_OPTIONS = ("methods", "method_options", "target", "seed", "examples", "ra
 
 class DataCounts(Metric):
     """The "data" block's counts: images read (their paths, in order), masks found, resized and
-    unreadable, images skipped."""
+    unreadable, images skipped; with region boxes (``audit.data.boxes``) the CSV's description,
+    the same in every part, and the boxes clipped at the border of the images read."""
 
     name = "data"
 
@@ -54,6 +55,9 @@ class DataCounts(Metric):
             self.add_state(count, 0, "sum")
         self.add_state("masks_unreadable", [], "cat", dtype=str)  # [path, reason] rows
         self.add_state("skipped", [], "cat", dtype=str)
+        self.add_state("region_boxes", {}, "one")
+        self.add_state("boxes_clipped", 0, "sum")
+        self.add_state("boxes_outside", 0, "sum")
 
     def update(self, record: ImageColumns) -> None:
         self.paths.extend(record.paths)
@@ -66,6 +70,10 @@ class DataCounts(Metric):
         self.masks_resized += report.resized
         self.masks_unreadable.extend([s.path, s.reason] for s in report.unreadable)
         self.skipped.extend([s.path, s.reason] for s in dataset.skipped)
+        self.boxes_clipped += report.boxes_clipped
+        self.boxes_outside += report.boxes_outside
+        if dataset.region_boxes is not None:
+            self.region_boxes = dataset.region_boxes.describe()
 
     def compute(self) -> dict[str, Any]:
         def listed(rows: list) -> list[dict[str, str]]:
@@ -73,7 +81,9 @@ class DataCounts(Metric):
 
         return {"images": len(self.paths), "with_artefact": self.with_artefact, "with_region": self.with_region,
                 "masks_resized": self.masks_resized, "masks_unreadable": listed(self.masks_unreadable),
-                "skipped": listed(self.skipped)}
+                "skipped": listed(self.skipped),
+                "region_boxes": {**self.region_boxes, "clipped": self.boxes_clipped, "outside": self.boxes_outside}
+                if self.region_boxes else None}
 
 
 class MethodState(Composite):

@@ -11,8 +11,9 @@ REFERENCES: tuple[tuple[str, str], ...] = (
     ("Aggarwal et al. 2020", "Aggarwal, Arun, Gupta, Vaswani, Chen, Li, Chang, Patel, Hoebel, Gidwani, Kalpathy-Cramer & Singh (2020). Towards Trainable Saliency Maps in Medical Imaging."),
     ("Zhang et al. 2018", "Zhang, Bargal, Lin, Brandt, Shen & Sclaroff (2018). Top-Down Neural Attention by Excitation Backprop. IJCV."),
     ("Arras et al. 2022", "Arras, Osman & Samek (2022). CLEVR-XAI: A benchmark dataset for the ground truth evaluation of neural network explanations. Information Fusion."),
+    ("Durand et al. 2017", "Durand, Mordan, Thome & Cord (2017). WILDCAT: Weakly Supervised Learning of Deep ConvNets for Image Classification, Pointwise Localization and Segmentation. CVPR."),
 )
-PFAU, ADEBAYO, COHEN, VIVIANO, AGGARWAL, ZHANG, ARRAS = (short for short, _ in REFERENCES)
+PFAU, ADEBAYO, COHEN, VIVIANO, AGGARWAL, ZHANG, ARRAS, DURAND = (short for short, _ in REFERENCES)
 
 # (metric, results.json key, definition, source)
 METRICS: tuple[tuple[str, str, str, str], ...] = (
@@ -90,6 +91,15 @@ METRICS: tuple[tuple[str, str, str, str], ...] = (
         "methods.M.region.pointing_game",
         "A hit when the map's maximum lies in the region; with tied maxima, the share of them inside it.",
         ZHANG,
+    ),
+    (
+        "Pointwise detection",
+        "methods.M.region.pointwise_detection",
+        "Per image one detection: the maximum of |g| (the first in row-major order; a constant map is a miss), scored "
+        "by the explained class's probability, a true positive when it lies in the region (a box). mAP: average "
+        "precision of the detections ranked by score over the dataset, recall over the images with a non-empty "
+        "region; images without one are negatives.",
+        f"{DURAND}; {AGGARWAL}, App. B",
     ),
     (
         "Relevance mass and rank accuracy",

@@ -18,6 +18,7 @@ PANELS = (
     ("region_auprc", "localisation utility (AUPRC)"),
     ("region_pointing_game", "pointing game (hit rate)"),
     ("region_relevance_mass", "relevance mass"),
+    ("pointwise_detection", "pointwise detection (mAP)"),
 )
 
 
@@ -36,7 +37,9 @@ def localisation(results: dict[str, Any], files: RunFiles) -> Figure:
         "maximum lies in the region (bar: hit rate with 95% CI); relevance mass: share of positive saliency inside the "
         "region; rank accuracy (the share of the top-|region| pixels inside it) equals IoP, since the top-|region| "
         "pixels are counted with ties by expected value. All are 0 (misses the region) to 1 "
-        "(matches it); low values mean the model's evidence lies elsewhere.",
+        "(matches it); low values mean the model's evidence lies elsewhere. Pointwise detection (bar, one number per "
+        "method): average precision over the dataset of the map's maximum as a detection of the region, ranked by "
+        "the explained class's probability; images without a region count as negatives.",
     )
     methods = list(results["methods"])
     if not methods:
@@ -47,7 +50,6 @@ def localisation(results: dict[str, Any], files: RunFiles) -> Figure:
         reasons = "; ".join(f"{m}: {get(results, 'methods', m, 'region', 'reason') or 'no region masks'}" for m in methods)
         return plot.unavailable(figure, f"Unavailable: no image has a region mask ({reasons}).")
     fig, axes = plot.new(2, 3, height=3.9, gridspec_kw={"hspace": 0.9, "wspace": 0.4})
-    axes.flat[-1].set_visible(False)  # five panels on a 2 × 3 grid
     for ax, (key, title) in zip(axes.flat, PANELS):
         ax.set_title(title, fontsize=7.5)
         ax.set_ylim(-0.04, 1.04)
@@ -57,6 +59,11 @@ def localisation(results: dict[str, Any], files: RunFiles) -> Figure:
             intervals = [get(results, "methods", m, "region", "pointing_game", "ci95") for m in methods]
             series = [("hit rate", style.REGION, means, intervals)]
             plot.grouped_bars(ax, methods, series, "", slant_over=2)
+            ax.set_ylim(-0.04, 1.04)
+            continue
+        if key == "pointwise_detection":
+            means = [get(results, "methods", m, "region", "pointwise_detection", "map") for m in methods]
+            plot.grouped_bars(ax, methods, [("mAP", style.REGION, means, [None] * len(methods))], "", slant_over=2)
             ax.set_ylim(-0.04, 1.04)
             continue
         data = [column(files.per_image, f"{m}.{key}") for m in methods]
@@ -78,4 +85,6 @@ def localisation(results: dict[str, Any], files: RunFiles) -> Figure:
         ax.set_xlim(-0.6, len(methods) - 0.4)
     means = ", ".join(f"{m} {number(get(results, 'methods', m, 'region', 'iou', 'mean'))}" for m in methods)
     figure.notes.append(f"mean IoU: {means}")
+    detections = ", ".join(f"{m} {number(get(results, 'methods', m, 'region', 'pointwise_detection', 'map'))}" for m in methods)
+    figure.notes.append(f"pointwise detection mAP: {detections}")
     return plot.finish(figure, fig)
