@@ -62,22 +62,25 @@ def _table(rows: list[dict[str, Any]]) -> Table:
     lines, bold = table_rows(rows)
     table = Table(lines)
     style = [("GRID", (0, 0), (-1, -1), 0.3, colors.grey), ("FONTSIZE", (0, 0), (-1, -1), 8),
-             ("BACKGROUND", (0, 0), (-1, 0), colors.whitesmoke), ("ALIGN", (2, 1), (-1, -1), "RIGHT")]
+             ("BACKGROUND", (0, 0), (-1, 0), colors.whitesmoke), ("ALIGN", (2, 1), (-1, -1), "RIGHT"),
+             ("TOPPADDING", (0, 0), (-1, -1), 1), ("BOTTOMPADDING", (0, 0), (-1, -1), 1)]
     style += [("FONTNAME", (2, i), (2, i), "Helvetica-Bold") for i in bold]
     table.setStyle(TableStyle(style))
     return table
 
 
-def _curves(history: list[dict[str, Any]]) -> io.BytesIO | None:
+def _curves(history: list[dict[str, Any]], best: int) -> io.BytesIO | None:
     """Training and validation loss (binary cross-entropy) per epoch, the selected epoch circled."""
     if not history:
         return None
-    figure, axis = plt.subplots(figsize=(6, 2.6))
+    figure, axis = plt.subplots(figsize=(6, 2.2))
     epochs = [h["epoch"] for h in history]
     for key, label in (("train_loss", "training"), ("valid_loss", "validation")):
         values = [h.get(key) for h in history]
         if any(v is not None for v in values):
             axis.plot(epochs, [float("nan") if v is None else v for v in values], label=label)
+    if 1 <= best <= len(history) and history[best - 1].get("valid_loss") is not None:
+        axis.plot([best], [history[best - 1]["valid_loss"]], "o", mfc="none", color="k", label="kept")
     axis.set(xlabel="epoch", ylabel="binary cross-entropy")
     axis.legend(fontsize=7)
     buffer = io.BytesIO()
@@ -92,7 +95,7 @@ def write_wildcat_page(results: dict[str, Any], path: Path) -> Path:
     styles = getSampleStyleSheet()
     block = results["wildcat"]
     options, training = block["options"], block["training"]
-    k = f"k⁺ {options['k_max']:g}, k⁻ {options['k_min']:g}"
+    k = f"k+ {options['k_max']:g}, k- {options['k_min']:g}"  # Helvetica has no superscript signs
     story = [
         Paragraph(f"audit wildcat: {escape(Path(results['model']['path']).name)}", styles["Heading2"]),
         Paragraph(escape(
@@ -115,8 +118,8 @@ def write_wildcat_page(results: dict[str, Any], path: Path) -> Path:
             "pointwise detection: AP of the maps' maxima scored by the model's probability (images without a region "
             "are negatives). Every figure of either audit: `audit report OUT/base`, `audit report OUT/wildcat`."), styles["Normal"]),
     ]
-    curves = _curves(training["history"])
+    curves = _curves(training["history"], training["best_epoch"])
     if curves is not None:
-        story += [Spacer(1, 0.3 * cm), Image(curves, width=13 * cm, height=5.6 * cm)]
+        story += [Spacer(1, 0.2 * cm), Image(curves, width=11 * cm, height=4.1 * cm)]
     SimpleDocTemplate(str(path), pagesize=A4, topMargin=1.2 * cm, bottomMargin=1.2 * cm).build(story)
     return path
