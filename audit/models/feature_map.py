@@ -130,12 +130,15 @@ def _pooled_value(graph: Graph, size: tuple[int, int]) -> Hashable:
     if not readers:
         raise AuditError("has no global pooling over H and W, nor a flattened (N, C, H, W) feature map, before "
                          "its classifier head")
+    made = {value for step in graph.steps for value in step.outputs}
+    features = [(step, value) for step, value in readers if value in made]
+    readers = features or readers[:1]  # a linear path from the flattened pixels beside the features is no head
     upstream = set().union(*(_ancestors(graph.steps, {step.inputs[0]}) for step, _ in readers))
     read = {value for step, value in readers if step.outputs[0] not in upstream}
     if len(read) > 1:
         raise AuditError(f"has {len(read)} global poolings or flattens of different feature maps before its head")
     value = read.pop()
-    if not any(value in step.outputs for step in graph.steps):
+    if value not in made:
         raise AuditError("flattens its input image into the head: it has no (N, C, H, W) feature map before it")
     return value
 

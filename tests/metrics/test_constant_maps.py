@@ -31,6 +31,7 @@ from torch import nn
 from audit.cli.main import main
 from audit.saliency.attention_rollout import AttentionMethod
 from audit.saliency.base import methods
+from audit.saliency.wildcat import Wildcat
 from tests.conftest import export_onnx
 
 SAMPLE_MODELS = Path(__file__).resolve().parents[2] / "sample_models"
@@ -57,8 +58,8 @@ class DeadCam(nn.Module):
 
 
 def every_method() -> list[str]:
-    """Every registered method but those for transformers' attention (this model has none)."""
-    names = [name for name in methods.names() if not issubclass(methods.get(name), AttentionMethod)]
+    """Every registered method but those for transformers' attention and class maps (this model has neither)."""
+    names = [name for name in methods.names() if not issubclass(methods.get(name), (AttentionMethod, Wildcat))]
     assert set(CONSTANT) | {"gradient", "occlusion", "latentshift-max"} <= set(names)
     return names
 
