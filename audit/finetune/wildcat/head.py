@@ -24,9 +24,17 @@ the argmax.
 Search ranges. Durand et al. use M = 4 and α = 0.7 in their main experiments and study
 k⁺ = k⁻ as counts (1 upwards) and fractions of the regions; their public code's examples use
 k = 0.2 (VOC 2007) and 0.4 (MIT67) with M = 8. Aggarwal et al. (Appendix A) report the best
-WILDCAT model "across multiple learning rates, k, α and m" without listing the values. Our
-defaults (``DEFAULTS``) were chosen by measurement on two models (README, "Trainable saliency
-(WILDCAT)").
+WILDCAT model "across multiple learning rates, k, α and m" without listing the values.
+
+Our defaults (``DEFAULTS``: M = 4, k⁺ = k⁻ = 0.2, α = 0.7, Durand's M and α) were chosen by
+measurement: trained (lr 1e-3, 40 epochs, seed 0) on ``audit make-synthetic --box random``
+(500 / 128 / 128 images) for the unbiased sample ResNet (cut at a 2×2 map) and a plain CNN
+(7×7 map), varying one option at a time, scored by test AUC and localisation utility (mean
+per-image AUPRC of the upsampled target class map against the crosses). On the 7×7 CNN the
+default gave 0.066 (AUC 1.000), against M = 1: 0.025, M = 8: 0.054, k = 1: 0.027 (AUC 0.951),
+k = 0.1: 0.041, k = 0.5: 0.061, α = 0: 0.059 (AUC 0.993), α = 1: 0.055. On the 2×2 map every
+setting stays near the regions' base rate (0.017–0.026, AUC ≥ 0.996): four regions cannot
+outline a cross.
 """
 
 from __future__ import annotations

@@ -43,11 +43,12 @@ from audit.models.spec import InputSpec
 
 @dataclass(frozen=True)
 class WildcatConfig:
-    """Batch 64 and patience 10 are the paper's (Appendix A); lr and the epoch limit are ours
-    (README, "Trainable saliency (WILDCAT)")."""
+    """Batch 64 and patience 10 are the paper's (Appendix A); lr and the epoch limit are ours:
+    lr 3e-3 gave the lowest validation loss on both models of ``head.DEFAULTS``'s measurement
+    (0.031 / 0.017 in 40 epochs against 0.069 / 0.073 at 1e-3 and 0.137 / 0.347 at 3e-4)."""
 
     epochs: int = 100
-    lr: float = 1e-3
+    lr: float = 3e-3
     batch_size: int = 64
     patience: int | None = 10  # epochs without a lower validation loss before stopping
     seed: int = 0
