@@ -45,7 +45,7 @@ def wildcat(
     k_max: float = typer.Option(0.2, "--k-max", help="k⁺: highest pixels averaged, a count ≥ 1 or a fraction in (0, 1) of h·w."),
     k_min: float = typer.Option(0.2, "--k-min", help="k⁻: lowest pixels averaged, as --k-max; 0: no minimum term."),
     alpha: float = typer.Option(0.7, "--alpha", help="α ≥ 0, weight of the k⁻ lowest pixels' mean."),
-    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
+    lr: float = typer.Option(3e-3, "--lr", help="Adam learning rate."),
     epochs: int = typer.Option(100, "--epochs", min=1, help="Epochs at most (early stopping usually ends sooner)."),
     patience: int = typer.Option(10, "--patience", min=1, help="Stop after this many epochs without a lower validation loss (the paper: 10)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Training and audit batch size (the paper: 64)."),
