@@ -83,13 +83,14 @@ def wildcat(
     inputs = (model, data, valid, test, regions, test_regions)
     with OutputFolder(out, "results.json", reserved=OUTPUTS, inputs=inputs) as folder:
         opened = open_inputs(model, options, data, valid, test, regions, test_regions, folder)
+        check_target(target, opened.classifier)
         with _progress(err, quiet) as bar, out_of_memory_as_error(batch_size):
             results = run_wildcat(opened, settings, folder.staging, bar)
         folder.publish(results, write_results)
     if json_out:
         sys.stdout.write(dumps(results) + "\n")
     else:
-        Console(highlight=False).print(results["wildcat"]["summary"]["sentence"])
+        Console(highlight=False, soft_wrap=True).print(results["wildcat"]["summary"]["sentence"])
     if not quiet:
         err.print(f"wrote {out / 'results.json'}, {out / 'report.pdf'}, {out / results['wildcat']['model']['path']} "
                   f"and the audits in {out / 'base'} and {out / 'wildcat'}", highlight=False)
@@ -156,6 +157,13 @@ def open_inputs(model: Path, options: Any, data: Path, valid: Path, test: Path, 
     if options.class_names is None and len(sets["test"].classes) == classifier.num_classes:
         classifier.class_names = list(sets["test"].classes)
     return Opened(classifier, options, **sets)
+
+
+def check_target(target: str, classifier: Any) -> None:
+    """``--target`` against the model's outputs, before anything trains."""
+    from audit.target import Target
+
+    Target.parse(target, classifier.num_classes)
 
 
 def run_wildcat(opened: Opened, settings: Settings, out: Path, bar: Progress) -> dict[str, Any]:

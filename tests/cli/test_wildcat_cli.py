@@ -63,6 +63,12 @@ def test_k_larger_than_the_feature_map(synthetic_root, tiny_model_files, tmp_pat
     assert_one_line_error(code, err, "--k-max 1000", "784")  # TinyCNN's map is 28 × 28
 
 
+def test_a_target_the_model_does_not_have(synthetic_root, tiny_model_files, tmp_path, capsys) -> None:
+    code, _, err = run(arguments(synthetic_root, tiny_model_files["onnx"], tmp_path / "out", "--target", "5"), capsys)
+    assert_one_line_error(code, err, "--target '5'", "0..1")
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
 class MLP(nn.Module):
     def __init__(self) -> None:
         super().__init__()
