@@ -288,6 +288,8 @@ class ImageByImage(nn.Module):
         outputs = [self.model(x[i : i + 1]) for i in range(len(x))]
         if isinstance(outputs[0], (tuple, list)):
             return tuple(torch.cat(parts) for parts in zip(*outputs))
+        if not isinstance(outputs[0], torch.Tensor):
+            return outputs[0]  # a dict: no classifier's output, which the loader's probe names
         return torch.cat(outputs)
 
 

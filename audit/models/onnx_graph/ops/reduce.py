@@ -120,11 +120,11 @@ def top_k(x: torch.Tensor, k: torch.Tensor | None = None, *, axis: int, largest:
           count: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """ONNX TopK: the k largest (or smallest) values along ``axis``, sorted, and their int64
     indices; k is an input from opset 10, the attribute ``count`` before (a WILDCAT head's
-    k-max/k-min pooling, ``torch.topk`` or ``torch.sort`` exported). Equal values may come in
-    another order of indices than onnxruntime's; the values, and their gradient, are the same."""
+    k-max/k-min pooling, ``torch.topk`` or ``torch.sort`` exported). Equal values in the order
+    of their indices, as the spec requires: a stable sort (``torch.topk`` does not promise it)."""
     n = count if k is None else int(k.reshape(-1)[0])
-    values, indices = torch.topk(x, n, dim=axis, largest=largest, sorted=True)
-    return values, indices
+    values, indices = torch.sort(x, dim=axis, descending=largest, stable=True)
+    return values.narrow(axis, 0, n), indices.narrow(axis, 0, n)
 
 
 @register("TopK")
