@@ -169,7 +169,7 @@ def read_boxes(csv_path: Path, entries: list[Entry]) -> RegionBoxes:
                 line = chunk.index[(paths == "").to_numpy()][0] + 2
                 raise AuditError(f"{csv_path}, line {line}: the path is empty; name the image relative to the --data root")
             values, no_box = _numbers(chunk, csv_path)
-            matched = [known.get(p, known.get(PurePosixPath(p).as_posix())) for p in paths]
+            matched = [known.get(p) or known.get(PurePosixPath(p).as_posix()) for p in paths]
             hit = np.array([m is not None for m in matched], dtype=bool)
             rows += len(chunk)
             unmatched += int((~hit).sum())
