@@ -41,6 +41,7 @@ bench: install
 	$(PY) tests/bench/run.py
 	$(PY) tests/bench/counterfactual_bench.py
 	$(PY) tests/bench/finetune_bench.py
+	$(PY) tests/bench/wildcat_bench.py
 	$(PY) tests/bench/architectures_bench.py
 	$(PY) tests/bench/scale_bench.py
 
