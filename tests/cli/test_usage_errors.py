@@ -30,7 +30,18 @@ REQUIRED = {
     "compare": ["a", "b"],
     "report": ["r.json"],
     "plugins": [],
+    "methods": [],
+    "layers": ["m.onnx"],
+    "merge": ["p1", "p2", "--out", "o"],
+    "wildcat": ["m.onnx", "--data", "d", "--valid", "v", "--test", "t", "--test-regions", "r", "--out", "o"],
 }
+
+
+def test_every_command_is_listed() -> None:
+    from audit.cli.main import _register_commands, app
+
+    _register_commands()
+    assert sorted(REQUIRED) == sorted(info.name for info in app.registered_commands if info.name)
 
 
 def one_line_error(args: list, capsys: pytest.CaptureFixture[str], *named: str) -> str:
