@@ -39,6 +39,7 @@ from audit.counterfactual.strips import STRIPS, latentshift_method, save_strips
 from audit.data.batch import Batch
 from audit.data.loading import stream_batches
 from audit.device import describe, in_halves, is_out_of_memory, out_of_memory_error, precision_context
+from audit.cost import run_cost
 from audit.errors import AuditError
 from audit.metrics.base import ImageColumns, MapBatch
 from audit.metrics.randomisation import sanity
@@ -46,6 +47,7 @@ from audit.metrics.run_state import MethodState, RunState
 from audit.metrics.subsets import artefact_present
 from audit.metrics.tensors import Maps, all_finite
 from audit.models.classifier import Classifier
+from audit.progress import SILENT, Phases
 from audit.report.finding import finding
 from audit.report.per_image import PerImageWriter, write_per_image
 from audit.report.results_file import SCHEMA, dumps, write_results
@@ -53,7 +55,7 @@ from audit.saliency import methods
 from audit.saliency.base import SaliencyMethod, network
 from audit.shards import shard_range
 from audit.stages.ablation import ablation_columns
-from audit.stages.randomisation import choose_images, randomisation_records
+from audit.stages.randomisation import choose_images, randomisation_records, randomisation_steps
 from audit.target import Target
 
 
@@ -122,12 +124,13 @@ def stream_run(
     dataset: Any,
     config: RunConfig,
     out_dir: Path,
-    on_batch: Callable[[int], None] = lambda n: None,
+    phases: Phases = SILENT,
     on_start: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunState:
     """Stream the dataset (only ``config.shard``'s range of its listing when set), writing the
-    base rows of ``out_dir/per_image.partial.csv``; returns the accumulated state. ``on_start``
-    gets ``results_outline`` before the first image is read (the gate checks its keys)."""
+    base rows of ``out_dir/per_image.partial.csv``; returns the accumulated state. Progress goes
+    to ``phases`` ("auditing", then "randomisation check"); ``on_start`` gets
+    ``results_outline`` before the first image is read (the gate checks its keys)."""
     seed_everything(config.seed)
     target_rule = Target.parse(config.target, classifier.num_classes)
     built = build_methods(classifier, config)
@@ -137,21 +140,23 @@ def stream_run(
     if on_start is not None:
         on_start(results_outline(state))
     part = _shard(dataset, config.shard, config.batch_size)
+    _announce_cost(classifier, built, len(part) if part is not None else 0, config, phases)
     writer = PerImageWriter(out_dir)
     try:
         with precision_context(classifier.device, config.precision):  # autocast for --precision bf16/fp16
             pin = classifier.device.type == "cuda"
             batches = stream_batches(part, config.batch_size, workers=config.workers, pin_memory=pin) if part is not None else ()
+            phases.start("auditing", len(part) if part is not None else 0)
             for batch in batches:
                 record, mapped = _model_work(classifier, built, target_rule, batch, share_gradient)
                 _accumulate(state, batch, record, mapped)
                 writer.append(_rows(batch, record["predictions"], record["targets"], record["probabilities"]))
-                on_batch(len(batch))
+                phases.advance(len(batch))
             if part is not None:
                 state.data.record_pass(part)
             state.meta["csv"] = [str(writer.partial)]
             if config.shard is None or config.shard[0] == 1:
-                _randomisation_stage(classifier, dataset, config, target_rule, built, state)
+                _randomisation_stage(classifier, dataset, config, target_rule, built, state, phases)
     except Exception as exc:  # CUDA out of memory outside the halving (audit.device)
         if is_out_of_memory(exc):
             raise out_of_memory_error(config.batch_size) from exc
@@ -159,6 +164,19 @@ def stream_run(
     finally:
         writer.close()
     return state
+
+
+def _announce_cost(classifier: Classifier, built: dict[str, SaliencyMethod], images: int, config: RunConfig,
+                   phases: Phases) -> None:
+    """Say, before the first image, when the run is expensive (``audit.cost``)."""
+    checked = config.randomization_images if config.shard is None or config.shard[0] == 1 else 0
+    try:
+        layers = len(classifier.layer_names()) if checked else 0
+    except AuditError:  # no layered model: the check will say why it did not run
+        layers = 0
+    line = run_cost(built, classifier.spec.shape, images, checked, layers).warning()
+    if line:
+        phases.note(line)
 
 
 def _shard(dataset: Any, shard: tuple[int, int] | None, batch: int) -> Any:
@@ -217,7 +235,7 @@ def _maps(method: SaliencyMethod, classifier: Classifier, x: torch.Tensor, targe
 
 
 def _randomisation_stage(classifier: Classifier, dataset: Any, config: RunConfig, target_rule: Target,
-                         built: dict[str, SaliencyMethod], state: RunState) -> None:
+                         built: dict[str, SaliencyMethod], state: RunState, phases: Phases = SILENT) -> None:
     """The randomisation check of every method on the chosen images (``choose_images``), with
     their classes by ``--target`` from a forward pass of them; a failure is recorded as the reason."""
     checks = {name: state.methods[name].randomisation for name in built}
@@ -234,11 +252,22 @@ def _randomisation_stage(classifier: Classifier, dataset: Any, config: RunConfig
         for check in checks.values():
             check.skip(f"the check failed to run: {exc}")
         return
+    phases.start("randomisation check", sum(_steps(classifier, method, x) for method in built.values()))
     for name, method in built.items():
         try:
-            checks[name].update(randomisation_records(classifier, method, x, target, paths=batch.paths, name=name, seed=config.seed))
+            checks[name].update(randomisation_records(classifier, method, x, target, paths=batch.paths, name=name,
+                                                      seed=config.seed, on_step=phases.advance))
         except AuditError as exc:
             checks[name].skip(f"the check failed to run: {exc}")
+
+
+def _steps(classifier: Classifier, method: SaliencyMethod, x: torch.Tensor) -> int:
+    """``randomisation_steps`` for the progress bar; 0 where the method's check cannot run (it
+    is then recorded as not run, with the reason)."""
+    try:
+        return randomisation_steps(classifier, method, x)
+    except AuditError:
+        return 0
 
 
 def results_outline(state: RunState) -> dict[str, Any]:
@@ -250,7 +279,7 @@ def results_outline(state: RunState) -> dict[str, Any]:
     return outline
 
 
-def finish_run(state: RunState, out_dir: Path, classifier: Classifier | None = None) -> dict[str, Any]:
+def finish_run(state: RunState, out_dir: Path, classifier: Classifier | None = None, phases: Phases = SILENT) -> dict[str, Any]:
     """Write ``out_dir/per_image.csv`` (the base rows of the state's partial CSV files, in order,
     and the metric columns of the state), ``out_dir/maps/*.npz`` and ``out_dir/results.json``.
     ``classifier`` is needed only for Latent Shift strips."""
@@ -268,6 +297,7 @@ def finish_run(state: RunState, out_dir: Path, classifier: Classifier | None = N
     if shifted := latentshift_method(config["methods"]):
         if classifier is None:
             raise AuditError(f"{shifted}: Latent Shift strips need the model; give it to finish the run")
+        phases.start("counterfactual strips", None)
         save_strips(classifier, config["method_options"].get(shifted, {}), out_dir / "maps" / f"{shifted}.npz",
                     out_dir / STRIPS, target=state.target)
     results = _results(state)
@@ -281,11 +311,11 @@ def run_audit(
     dataset: Any,
     config: RunConfig,
     out_dir: Path,
-    on_batch: Callable[[int], None] = lambda n: None,
+    phases: Phases = SILENT,
     on_start: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run the audit and write ``out_dir/per_image.csv``, ``out_dir/maps/*.npz`` and ``out_dir/results.json``."""
-    return finish_run(stream_run(classifier, dataset, config, out_dir, on_batch, on_start), out_dir, classifier)
+    return finish_run(stream_run(classifier, dataset, config, out_dir, phases, on_start), out_dir, classifier, phases)
 
 
 def _check_finite(classifier: Classifier, batch: Batch, logits: torch.Tensor) -> None:

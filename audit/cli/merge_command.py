@@ -33,7 +33,7 @@ def merge(
     with OutputFolder(out, "results.json", reserved=RUN_OUTPUTS, inputs=tuple(parts)) as folder:
         where = Destinations.of(folder, report, junit)
         results = merge_parts(checked, folder.staging, command=shlex.join(["audit", *sys.argv[1:]]))
-        publish_run(results, folder, gate, where)
+        publish_run(results, folder, gate, where, quiet)
     announce(results, out, folder.published(where.report), gate, json_out, quiet)
 
 

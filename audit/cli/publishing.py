@@ -11,6 +11,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from audit.errors import AuditError
 from audit.report.output_folder import OutputFolder
@@ -74,8 +75,9 @@ class Destinations:
         return cls(report_path, junit_path)
 
 
-def publish_run(results: dict[str, Any], folder: OutputFolder, gate: Gate, where: Destinations) -> None:
-    """Evaluate the gate into ``results``, write the JUnit file and the PDF, publish OUT."""
+def publish_run(results: dict[str, Any], folder: OutputFolder, gate: Gate, where: Destinations, quiet: bool = True) -> None:
+    """Evaluate the gate into ``results``, write the JUnit file and the PDF (a "report" progress
+    bar on stderr unless ``quiet``), publish OUT."""
     from audit.report.gate import evaluate_gate, write_junit
     from audit.report.pdf import write_report
     from audit.report.results_file import write_results
@@ -84,7 +86,10 @@ def publish_run(results: dict[str, Any], folder: OutputFolder, gate: Gate, where
         results["gate"] = evaluate_gate(results, gate.expressions, gate.allow)
     if where.junit is not None:
         write_junit(results.get("gate", {"checks": [], "passed": True, "allow_missing": gate.allow}), where.junit)
-    write_report(results, folder.staging, where.report)
+    with Progress(TextColumn("report"), BarColumn(), TimeElapsedColumn(), console=Console(stderr=True), disable=quiet,
+                  transient=True) as progress:
+        progress.add_task("report", total=None)
+        write_report(results, folder.staging, where.report)
     folder.publish(results, write_results)
 
 

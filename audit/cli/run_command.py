@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from audit.cli.options import (Channels, Device, InputSize, Mean, Multilabel, Precision, Seed, Std, ValueRange, Workers,
                                 method_options, model_options)
 from audit.cli.publishing import AllowMissing, FailOn, Gate, GateConfig, JsonOut, Junit, Quiet, Report
+from audit.progress import RichPhases
 
 if TYPE_CHECKING:
     from audit.pipeline import RunConfig
@@ -118,7 +119,7 @@ def run(
             results = _run_on_ray(inputs, run_config, out, folder.staging, shards, address, err, quiet)
         else:
             results = _run_here(inputs, run_config, folder, err, quiet, gate)
-        publish_run(results, folder, gate, where)
+        publish_run(results, folder, gate, where, quiet)
     announce(results, out, folder.published(where.report), gate, json_out, quiet)
 
 
@@ -140,10 +141,13 @@ def check_engine(shard: str | None, out: Path | None, engine: Engine, address: s
 
 
 def _progress(err: Console, quiet: bool) -> Progress:
+    """One bar per phase (``audit.progress.RichPhases``): done/total, time spent and time left."""
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("left"),
         TimeRemainingColumn(),
         console=err,
         disable=quiet,
@@ -161,8 +165,7 @@ def _run_here(inputs: RunInputs, run_config: RunConfig, folder: OutputFolder, er
         err.print(f"onnxruntime provider: {classifier.provider}", highlight=False)
     folder.protect(dataset.base / relative for relative, _ in dataset.entries)
     with _progress(err, quiet) as progress:
-        task = progress.add_task("auditing", total=len(dataset))
-        return run_audit(classifier, dataset, run_config, folder.staging, on_batch=lambda n: progress.advance(task, n),
+        return run_audit(classifier, dataset, run_config, folder.staging, RichPhases(progress),
                          on_start=gate.check_keys if gate.expressions else None)
 
 
@@ -172,8 +175,7 @@ def _run_shard(inputs: RunInputs, run_config: RunConfig, out: Path, err: Console
 
     index, count = run_config.shard
     with _progress(err, quiet) as progress:
-        task = progress.add_task(f"shard {index}/{count}", total=None)
-        document = run_part(inputs, run_config, out, on_batch=lambda n: progress.advance(task, n))
+        document = run_part(inputs, run_config, out, RichPhases(progress, f"shard {index}/{count}: "))
     if not quiet:
         images = document["shard"]["stop"] - document["shard"]["start"]
         err.print(f"shard {index}/{count}: {images} images; part written to {out} (merge the parts with `audit merge`)",

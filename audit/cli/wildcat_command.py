@@ -180,6 +180,7 @@ def run_wildcat(opened: Opened, settings: Settings, out: Path, bar: Progress) ->
     from audit.finetune.wildcat.network import build_wildcat
     from audit.models.loader import load_classifier
     from audit.report.results_file import SCHEMA
+    from audit.progress import RichPhases
     from audit.report.wildcat_page import write_wildcat_page
 
     classifier = opened.classifier
@@ -191,11 +192,10 @@ def run_wildcat(opened: Opened, settings: Settings, out: Path, bar: Progress) ->
     path = write_wildcat(classifier, net, out / f"model-wildcat{SUFFIXES[classifier.format]}")
     trained = load_classifier(path, opened.options)
     trained.class_names = list(classifier.class_names)
-    tasks = {name: bar.add_task(f"auditing {name}", total=len(opened.test), note="") for name in ("base", "wildcat")}
     audits = audit_models({"base": classifier, "wildcat": trained}, opened.test,
                           AuditSettings(settings.target, settings.batch_size, settings.seed, settings.randomization_images,
                                         settings.device, settings.precision, settings.command),
-                          out, on_batch=lambda name, n: bar.advance(tasks[name], n))
+                          out, phases=lambda name: RichPhases(bar, f"{name}: ", note=""))
     rows = table(audits)
     results = {
         "schema": SCHEMA,

@@ -13,6 +13,7 @@ Options: ``autoencoder`` (required: ``AE.pt``, a TorchScript file or ``ENC.onnx,
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -88,6 +89,10 @@ class LatentShift(SaliencyMethod):
             raise AuditError(f"method {name} needs an autoencoder: --option {name}.autoencoder=AE.pt (see audit train-autoencoder)")
         self.autoencoder = autoencoder
         self.options = ShiftOptions(rule=search_rule(rule, **thresholds), frames=frames, upper_frames=upper_frames, direction=direction)
+
+    def passes(self, shape: tuple[int, int, int]) -> int:
+        """At most: the λ search's steps in both directions, then the frames (each a decode and a forward pass)."""
+        return 2 * math.ceil(self.options.rule.steps) + self.options.frames + self.options.upper_frames
 
     def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> np.ndarray:
         autoencoder = checked_autoencoder(self.autoencoder, model.spec.shape)

@@ -52,6 +52,11 @@ class SaliencyMethod(ABC):
         """Maps from ``gradient`` = ∂y_t/∂x (N, C, H, W); only for ``uses_input_gradient`` methods."""
         raise NotImplementedError
 
+    def passes(self, shape: tuple[int, int, int]) -> int:
+        """Forward (and backward) passes of the model per image of ``shape`` (C, H, W): what a
+        map costs against a plain gradient's one (``audit.cost``). Expensive methods override it."""
+        return 1
+
     def prepare(self, model: Classifier) -> None:
         """Check and settle what the method needs of ``model`` (Grad-CAM's layer), so that a bad
         choice fails before any image is processed; the pipeline calls it once per run."""

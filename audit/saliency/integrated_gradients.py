@@ -50,6 +50,9 @@ class IntegratedGradients(SaliencyMethod):
     def __init__(self, *, n_steps: int = 50) -> None:
         self.n_steps = check_steps(n_steps)
 
+    def passes(self, shape: tuple[int, int, int]) -> int:
+        return self.n_steps
+
     def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         attribution = integrated_gradients(model.differentiable, x, target, self.n_steps)
         return sum_over_channels(attribution)

@@ -58,6 +58,11 @@ class Occlusion(SaliencyMethod):
         self.window, self.stride, self.baseline = window, stride, baseline
         self.perturbations_per_eval = perturbations_per_eval
 
+    def passes(self, shape: tuple[int, int, int]) -> int:
+        """One forward pass per window position (captum's sliding windows), plus the original."""
+        (_, wh, ww), (_, sh, sw) = self.window_and_stride(torch.Size((1, *shape)))
+        return ((shape[1] - wh) // sh + 1) * ((shape[2] - ww) // sw + 1) + 1
+
     def window_and_stride(
         self, shape: torch.Size
     ) -> tuple[tuple[int, int, int], tuple[int, int, int]]:

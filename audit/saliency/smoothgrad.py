@@ -25,6 +25,9 @@ class SmoothGrad(SaliencyMethod):
 
     option_help: ClassVar[dict[str, str]] = NOISE_OPTIONS
 
+    def passes(self, shape: tuple[int, int, int]) -> int:
+        return self.samples
+
     def __init__(self, *, samples: int = 50, noise_level: float = 0.15, seed: int = 0) -> None:
         check_noise_options(samples, noise_level)
         self.samples, self.noise_level, self.seed = samples, noise_level, seed

@@ -32,6 +32,9 @@ class SmoothGradIG(SaliencyMethod):
         self.samples, self.noise_level, self.seed = samples, noise_level, seed
         self.n_steps = check_steps(n_steps)
 
+    def passes(self, shape: tuple[int, int, int]) -> int:
+        return self.samples * self.n_steps
+
     def attribute(self, model: Classifier, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         module = model.differentiable
         mean_ig = smooth(

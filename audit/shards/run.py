@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from audit.errors import AuditError
+from audit.progress import SILENT, Phases
 from audit.shards import batch_count
 from audit.shards.job import RunInputs
 from audit.shards.part import MANIFEST, PART_OUTPUTS, identity, manifest, write_manifest
@@ -29,7 +30,7 @@ def run_identity(inputs: RunInputs, config: RunConfig) -> tuple[dict[str, Any], 
     return run, classifier, dataset
 
 
-def run_part(inputs: RunInputs, config: RunConfig, out: Path, on_batch: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
+def run_part(inputs: RunInputs, config: RunConfig, out: Path, phases: Phases = SILENT) -> dict[str, Any]:
     """Audit shard ``config.shard`` = (I, N) of the dataset into the part folder ``out``
     (``audit.shards.part``): its rows and run state staged, part.json published last. Returns
     part.json's content."""
@@ -41,7 +42,7 @@ def run_part(inputs: RunInputs, config: RunConfig, out: Path, on_batch: Callable
         run, classifier, dataset = run_identity(inputs, config)
         folder.protect(dataset.base / relative for relative, _ in dataset.entries)
         check_shard_count(len(dataset), count, config.batch_size, f"--shard {index}/{count}")
-        state = stream_run(classifier, dataset, config, folder.staging, on_batch=on_batch)
+        state = stream_run(classifier, dataset, config, folder.staging, phases)
         state.save(folder.staging)
         document = manifest(run, index, count, inputs.model.absolute(), str(classifier.device), config.command)
         folder.publish(document, write_manifest)

@@ -66,7 +66,7 @@ import dataclasses
 import hashlib
 import math
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -178,6 +178,7 @@ def randomisation_records(
     layers: list[str] | None = None,
     independent: bool = True,
     batch_size: int = 32,
+    on_step: Callable[[int], None] = lambda steps: None,
 ) -> dict[str, Any]:
     """Cascading (and independent) randomisation of ``classifier`` for ``method`` on the
     normalised images ``x`` (n, C, H, W) with ids ``paths`` and classes ``target`` (n,); see
@@ -186,7 +187,8 @@ def randomisation_records(
     with the steps' layers and the timing (``RandomisationCheck.update`` takes them).
 
     ``layers`` restricts the check to these layer names (still in execution order);
-    ``batch_size`` bounds the images per ``method.attribute`` call.
+    ``batch_size`` bounds the images per ``method.attribute`` call; ``on_step(1)`` after each
+    randomised step (``randomisation_steps`` counts them).
     """
     if len(x) == 0:
         raise AuditError("the randomisation check got no images; give it at least one")
@@ -218,6 +220,7 @@ def randomisation_records(
         maps = maps_of(model)
         elapsed += time.perf_counter() - start
         steps += 1
+        on_step(1)
         return np.array([map_spearman(a, b) for a, b in zip(reference, maps)])
 
     last = len(order) - 1
@@ -237,6 +240,13 @@ def randomisation_records(
         "seconds": elapsed,
         "steps": steps,
     }
+
+
+def randomisation_steps(classifier: Classifier, method: SaliencyMethod, x: torch.Tensor, independent: bool = True) -> int:
+    """How many randomised steps ``randomisation_records`` takes for ``method``: one cascading
+    step per layer, and as many independent ones."""
+    order, _ = execution_order(network(classifier, method), x)
+    return len(order) * (2 if independent else 1)
 
 
 def randomisation_check(

@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from audit.models.classifier import Classifier
 from audit.pipeline import RunConfig, run_audit
+from audit.progress import SILENT, Phases
 
 #: The post-hoc methods of Table 1, in the paper's order: GRAD, SG, IG, SIG, GCAM, GBP, GGCAM.
 POST_HOC = ("gradient", "smoothgrad", "integrated-gradients", "smoothgrad-ig", "grad-cam", "guided-backprop", "guided-grad-cam")
@@ -62,11 +63,10 @@ class AuditSettings:
 
 
 def audit_models(models: dict[str, Classifier], test: Any, settings: AuditSettings, out: Path,
-                 on_batch: Callable[[str, int], None] = lambda model, n: None) -> dict[str, dict[str, Any]]:
+                 phases: Callable[[str], Phases] = lambda model: SILENT) -> dict[str, dict[str, Any]]:
     """``run_audit`` of ``models["base"]`` with ``POST_HOC`` and of ``models["wildcat"]`` with
-    ``wildcat`` on ``test``, each into ``out/<model>``; their results."""
-    return {name: run_audit(models[name], test, settings.run_config(chosen), out / name,
-                            on_batch=lambda n, name=name: on_batch(name, n))
+    ``wildcat`` on ``test``, each into ``out/<model>`` with progress to ``phases(model)``; their results."""
+    return {name: run_audit(models[name], test, settings.run_config(chosen), out / name, phases(name))
             for name, chosen in MODELS.items()}
 
 

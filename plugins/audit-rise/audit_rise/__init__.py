@@ -38,6 +38,9 @@ class Rise(SaliencyMethod):
         "seed": "seed of the masks (every image gets the same)",
         "batch_size": "masked images per forward pass"}
 
+    def passes(self, shape: tuple[int, int, int]) -> int:
+        return self.masks
+
     def __init__(
         self,
         *,
