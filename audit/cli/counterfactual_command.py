@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -12,6 +13,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from audit.cli.options import Channels, Device, InputSize, Mean, Multilabel, Precision, Seed, Std, ValueRange, model_options
+from audit.errors import AuditWarning
+
+#: share of images whose prediction the reconstruction may change before `audit counterfactual` warns
+CHANGED_PREDICTIONS = 0.1
 
 
 def train_autoencoder_command(
@@ -128,6 +133,11 @@ def counterfactual_command(
             )
         summary["run"] = describe(chosen, precision)
         folder.publish(summary, write_summary)
+    changed = summary["reconstruction"]["changed_predictions"]
+    if changed > CHANGED_PREDICTIONS:
+        warnings.warn(f"the autoencoder's reconstructions change the prediction of {changed:.0%} of the images: their "
+                      f"counterfactual frames start from another class and show the autoencoder, not the model; train a "
+                      f"better one (audit train-autoencoder: more epochs, a larger --bottleneck)", AuditWarning, stacklevel=1)
     if json_out:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     if not quiet:

@@ -149,6 +149,8 @@ def _summary(classifier: Classifier, dataset: Dataset, options: ShiftOptions, su
             "mean_difference": float((p_original - p_start).mean()),
             "accuracy_original": _accuracy(np.asarray(sums["class_original"]), labels),
             "accuracy_reconstruction": _accuracy(np.asarray(sums["class_reconstruction"]), labels),
-            "note": "f(x) and f(D(E(x))) for the explained class; counterfactual frames start from D(E(x))",
+            "changed_predictions": float(np.mean(np.asarray(sums["class_original"]) != np.asarray(sums["class_reconstruction"]))),
+            "note": "f(x) and f(D(E(x))) for the explained class; counterfactual frames start from D(E(x)); "
+                    "changed_predictions: share of images whose predicted class differs on D(E(x))",
         },
     }

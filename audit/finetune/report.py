@@ -34,18 +34,23 @@ def _png(figure: plt.Figure) -> io.BytesIO:
 
 def _curves(results: dict[str, Any]) -> io.BytesIO:
     """Validation AUROC and training loss per epoch for every arm and seed; the selected epoch
-    is circled and a collapse is marked with a red cross and a dashed line at its epoch."""
+    is circled and a collapse is marked with a red cross and a dashed line at its epoch. The
+    control is dashed with markers and drawn above the "before" line, so it shows where it
+    lies on it (an AUROC of 0 on a biased model's flipped data); the loss axis is symmetric-log,
+    linear below 1e-3, so a loss of 0 is drawn (a log axis cannot show it)."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.0))
     palette = plt.get_cmap("tab10")
     for k, (arm, block) in enumerate(results["arms"].items()):
-        colour = "tab:grey" if arm == results["config"]["control"] else palette(k)
+        control = arm == results["config"]["control"]
+        colour = "tab:grey" if control else palette(k)
+        look = {"linestyle": "--", "marker": ".", "markersize": 4, "zorder": 3} if control else {"zorder": 4}
         for i, row in enumerate(block["per_seed"]):
             history = block["history"][str(row["seed"])]
             epochs = [h["epoch"] for h in history]
             aucs = [np.nan if h["valid_auc"] is None else h["valid_auc"] for h in history]
             totals = [h["losses"].get("total", np.nan) for h in history]
-            left.plot(epochs, aucs, color=colour, alpha=0.8, label=arm if i == 0 else None)
-            right.plot(epochs, totals, color=colour, alpha=0.8)
+            left.plot(epochs, aucs, color=colour, alpha=0.8, label=arm if i == 0 else None, **look)
+            right.plot(epochs, totals, color=colour, alpha=0.8, **look)
             best = row["best_epoch"]
             if 1 <= best <= len(history):
                 left.plot([best], [aucs[best - 1]], "o", mfc="none", color=colour)
@@ -56,9 +61,10 @@ def _curves(results: dict[str, Any]) -> io.BytesIO:
                     axis.plot([collapse], [values[collapse - 1]], "x", color="red", markersize=7)
     before = results["before"]["valid"]["auc"]
     if before is not None:
-        left.axhline(before, color="k", linestyle=":", label="before")
-    left.set(xlabel="epoch", ylabel="validation AUROC (selection)", ylim=(-0.02, 1.02))
-    right.set(xlabel="epoch", ylabel="training loss (total)", yscale="log")
+        left.axhline(before, color="k", linestyle=":", linewidth=0.8, label="before", zorder=2)
+    left.set(xlabel="epoch", ylabel="validation AUROC (selection)", ylim=(-0.04, 1.04))
+    right.set(xlabel="epoch", ylabel="training loss (total; linear below 1e-3)")
+    right.set_yscale("symlog", linthresh=1e-3)
     left.legend(fontsize=6)
     return _png(figure)
 
@@ -80,6 +86,11 @@ def _maps(batch: Batch, maps: dict[str, np.ndarray]) -> io.BytesIO:
             if j == 0:
                 axes[i, j].set_ylabel(name, fontsize=7)
     return _png(figure)
+
+
+def _seeds(seeds: list[int]) -> str:
+    """"1 seed (0)", "3 seeds (0, 1, 2)": never "seeds 0", which reads as none."""
+    return f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))})"
 
 
 def _number(value: Any, spread: Any = None) -> str:
@@ -117,7 +128,7 @@ def write_report(results: dict[str, Any], batch: Batch, maps: dict[str, np.ndarr
         Paragraph(f"audit finetune: {escape(losses)} on {escape(Path(results['model']['path']).name)}", styles["Heading2"]),
         Paragraph(escape(f"{config['epochs']} epochs max (patience {config['patience']}), lr {config['lr']}, "
                          f"λ_act {config['lambda_act']}, λ_grad {config['lambda_grad']}, layers {', '.join(config['layers'])}, "
-                         f"masks: {config['mode']}, seeds {', '.join(map(str, config['seeds']))}. "
+                         f"masks: {config['mode']}, {_seeds(config['seeds'])}. "
                          f"{results['data']['split']}. Training: {normalisation['training']}; {normalisation['note']}."),
                   styles["Normal"]),
         Spacer(1, 0.3 * cm),

@@ -50,7 +50,8 @@ def test_finetune_writes_results_report_and_a_loadable_model(synthetic_root, tin
     assert verdict["auc_difference"]["interval"] == "t-interval over 2 seeds"
     assert verdict["sentence"].split()[:3] == stdout.split()[:3] == ["Held-out", "validation", "half"]
     assert [row["loss"] for row in results["table"]] == ["actdiff", "none"]
-    assert "audit finetune" in PdfReader(out / "report.pdf").pages[0].extract_text()
+    page = " ".join(PdfReader(out / "report.pdf").pages[0].extract_text().split())
+    assert "audit finetune" in page and "2 seeds (0, 1)" in page
     tuned = load_classifier(out / "model-actdiff.onnx")
     assert tuned.num_classes == 2 and tuned.sha256 != results["model"]["sha256"]
     # a second run resumes from the checkpoints instead of training again; --json: results.json on stdout

@@ -134,3 +134,16 @@ def test_the_finding_is_compared_as_text_and_gated_on_new(runs: dict[str, Path],
     line = next(line for line in shown.splitlines() if "finding.code" in line)
     assert codes[0] in line and "uses_artefact" in line and "changed" in line
     assert compare([runs["biased"], runs["unbiased"], "--fail-on", 'finding.code == "uses_artefact"'], capsys)[0] == 0
+
+
+def test_the_gate_is_on_page_one_above_a_long_table(tmp_path: Path) -> None:
+    from audit.report.gate.compare_page import write_compare_pdf
+
+    side = {"model": "m.onnx", "sha256": "0" * 64, "created": "2026-11-30", "results": "r.json"}
+    rows = [{"key": f"methods.m{i}.artefact.enrichment.overall", "base": 1.0, "new": 1.5, "delta": 0.5} for i in range(150)]
+    gate = {"passed": False, "checks": [{"expression": "delta.methods.m0.artefact.enrichment.overall > 0.2", "value": 0.5,
+                                         "outcome": "fail", "reason": "0.5 > 0.2 holds"}]}
+    reader = PdfReader(write_compare_pdf({"base": side, "new": side, "mismatches": [], "rows": rows}, gate, tmp_path / "c.pdf"))
+    assert len(reader.pages) > 1
+    first = reader.pages[0].extract_text()
+    assert "Gate: FAIL" in first and "0.5 > 0.2 holds" in first

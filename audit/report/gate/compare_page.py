@@ -1,4 +1,4 @@
-"""The PDF page of ``audit compare``: both runs, the mismatches, the rows and the gate (reportlab).
+"""The PDF page of ``audit compare``: both runs, the mismatches, the gate, then the rows (reportlab).
 
 Every name and path goes through ``escape`` before it reaches a Paragraph, so ``<`` or ``&`` in
 a file or class name is shown as text, never read as markup.
@@ -58,8 +58,8 @@ def write_compare_pdf(comparison: dict[str, Any], gate: dict[str, Any] | None, p
         story += [Paragraph(f"• {escape(clip(note, 1000))}", small) for note in comparison["mismatches"]]
     else:
         story.append(Paragraph("Same data, classes, target and methods in both runs.", small))
-    story += [Spacer(1, 3 * mm), _rows_table(comparison["rows"]), Spacer(1, 4 * mm)]
-    story += _gate_part(gate, styles, small)
+    # the verdict first, on page 1: below a long table of rows it spilled onto page 2 on its own
+    story += [Spacer(1, 3 * mm), *_gate_part(gate, styles, small), _rows_table(comparison["rows"]), Spacer(1, 4 * mm)]
     story.append(Paragraph(f"Written {dt.datetime.now().isoformat(timespec='seconds')}. Δ = NEW − BASE.", small))
     path.parent.mkdir(parents=True, exist_ok=True)
     SimpleDocTemplate(str(path), pagesize=A4, leftMargin=15 * mm, rightMargin=15 * mm,

@@ -68,7 +68,8 @@ def _strip_figure(strips: dict[str, np.ndarray], results: dict[str, Any]) -> Fig
     figure = Figure(
         f"Counterfactuals: {method}",
         f"Latent Shift counterfactuals (Cohen et al. 2021) for the {n} image{'s' if n != 1 else ''} whose {method} map is most "
-        "concentrated on the artefact, one per row. Left: the file name, its true class and the class explained, then the input x "
+        "concentrated on the artefact, one per row. Left: the file name, its true class and the class explained (\"predicted\": the "
+        "model's own prediction, under --target predicted), then the original image x "
         "with p, the model's probability for that class. Then the frames x_λ, decoded by the autoencoder after moving the "
         "image's code by λ along the gradient of p: from λ = 0 (the autoencoder's reconstruction of x) to λ_low, where the search "
         "stopped as p had fallen; above each, p on that frame (in red once it is below 0.5) and λ. Read each row left to right: "
@@ -78,6 +79,7 @@ def _strip_figure(strips: dict[str, np.ndarray], results: dict[str, Any]) -> Fig
         "and at λ = 0 comes from the reconstruction, not from the shift (Cohen et al. 2021, App. K).",
     )
     classes = class_names(results)
+    predicted = str(results.get("target", "predicted")) == "predicted"
     ratios = [1.6, 1, SPACER] + [1] * count + [SPACER, 1]
     wspace, hspace, header = 0.06, 0.8, 0.5  # header: inches above the first row for its titles and the arrow
     cell = plot.PAGE_WIDTH_IN / (sum(ratios) + wspace * (len(ratios) - 1) * sum(ratios) / len(ratios))
@@ -95,17 +97,20 @@ def _strip_figure(strips: dict[str, np.ndarray], results: dict[str, Any]) -> Fig
             axes[row, col].set_axis_off()
         label = int(strips["labels"][row])
         true = shorten(classes[label], 14) if 0 <= label < len(classes) else ("?" if label < 0 else str(label))
+        explained = shorten(str(strips["target_names"][row]), 12) + (" (predicted)" if predicted else "")
         lines = [shorten(str(strips["paths"][row]).replace("\\", "/").rsplit("/", 1)[-1], 18), f"true {true}",
-                 f"explains {shorten(str(strips['target_names'][row]), 12)}"]
+                 f"explains {explained}"]
         if str(strips["status"][row]) != "reached":
             lines.append(f"({strips['status'][row]})")
         axes[row, 0].set_axis_off()
         axes[row, 0].text(1.0, 0.5, "\n".join(plain(line) for line in lines), ha="right", va="center", fontsize=5.8,
                           linespacing=1.3, transform=axes[row, 0].transAxes)
-        _cell(axes[row, 1], _grey(x, low, high), f"input x\np {strips['p_original'][row]:.2f}", float(strips["p_original"][row]))
+        _cell(axes[row, 1], _grey(x, low, high), f"original x\np {strips['p_original'][row]:.2f}", float(strips["p_original"][row]))
         for f in range(count):
             p = float(strips["predictions"][row, f])
-            _cell(axes[row, first_frame + f], _grey(frames[f], low, high), f"p {p:.2f}\nλ {_lambda(float(strips['lambdas'][row, f]))}", p)
+            name = "counterfactual\n" if f == count - 1 else ""
+            _cell(axes[row, first_frame + f], _grey(frames[f], low, high),
+                  f"{name}p {p:.2f}\nλ {_lambda(float(strips['lambdas'][row, f]))}", p)
         picture = compose(x, strips["maps"][row], strips["artefact"][row], strips["region"][row])
         axes[row, map_col].imshow(picture, interpolation="nearest")
         axes[row, map_col].set_title(f"map\n{map_name}", fontsize=5.5, fontweight="normal", linespacing=1.15, pad=2)
@@ -113,6 +118,9 @@ def _strip_figure(strips: dict[str, np.ndarray], results: dict[str, Any]) -> Fig
     right = axes[0, first_frame + count - 1].get_position()
     fig.text((top.x0 + right.x1) / 2, top.y1 + 0.3 / height, "frames x_λ: λ = 0 (reconstruction)  →  λ_low (counterfactual)",
              ha="center", va="bottom", fontsize=6.5, fontweight="bold")
+    changed = reconstruction_changes(strips)
+    if changed:
+        figure.notes.append(changed)
     statuses = [str(s) for s in strips["status"]]
     if any(s != "reached" for s in statuses):
         figure.notes.append("partial: p fell by less than the search rule's drop before it stopped; unchanged: the shift did not move p.")
@@ -120,6 +128,21 @@ def _strip_figure(strips: dict[str, np.ndarray], results: dict[str, Any]) -> Fig
     if sha and sha != str(get(results, "model", "sha256") or sha):
         figure.notes.append("These strips were computed for another model than this report's; rerun `audit run`.")
     return plot.finish(figure, fig)
+
+
+#: |p(x) − p(D(E(x)))| above which the reconstruction, not the shift, moved the prediction
+RECONSTRUCTION_SHIFT = 0.25
+
+
+def reconstruction_changes(strips: dict[str, np.ndarray]) -> str | None:
+    """A warning when the autoencoder's reconstruction (frame λ = 0) already moves p by more
+    than ``RECONSTRUCTION_SHIFT`` on some rows: then the frames show the autoencoder, not the model."""
+    moved = np.abs(np.asarray(strips["p_original"], float) - np.asarray(strips["predictions"], float)[:, 0]) > RECONSTRUCTION_SHIFT
+    if not moved.any():
+        return None
+    return (f"Warning: the autoencoder's reconstruction alone moves p by more than {RECONSTRUCTION_SHIFT} on {int(moved.sum())} "
+            f"of {len(moved)} images ({moved.mean():.0%}): their frames show what the autoencoder loses, not what the model "
+            "uses; train a better autoencoder (`audit train-autoencoder`, more epochs or a larger --bottleneck).")
 
 
 def _map_words(name: str) -> str:
