@@ -43,6 +43,7 @@ bench: install
 	$(PY) tests/bench/finetune_bench.py
 	$(PY) tests/bench/wildcat_bench.py
 	$(PY) tests/bench/architectures_bench.py
+	$(PY) tests/bench/randomisation_bench.py
 	$(PY) tests/bench/scale_bench.py
 
 clean:

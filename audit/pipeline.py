@@ -42,6 +42,7 @@ from audit.device import describe, in_halves, is_out_of_memory, out_of_memory_er
 from audit.cost import run_cost
 from audit.errors import AuditError
 from audit.metrics.base import ImageColumns, MapBatch
+from audit.metrics.chance import chance_warnings
 from audit.metrics.randomisation import sanity
 from audit.metrics.run_state import MethodState, RunState
 from audit.metrics.subsets import artefact_present
@@ -379,6 +380,7 @@ def _meta(classifier: Classifier, dataset: Any, config: RunConfig, built: dict[s
                 "mean": list(spec.mean),
                 "std": list(spec.std),
                 "value_range": list(spec.value_range),
+                "source": spec.source,
             },
         },
         "data": {"root": dataset.root, "classes": dataset.classes},
@@ -408,6 +410,7 @@ def _results(state: RunState) -> dict[str, Any]:
     meta, config = state.meta, state.meta["config"]
     model = meta["model"]
     ablated = state.ablation.compute()
+    performance = state.performance.compute()
     return {
         "schema": SCHEMA,
         "tool": {"name": "audit", "version": audit.__version__},
@@ -419,8 +422,10 @@ def _results(state: RunState) -> dict[str, Any]:
         "explained": state.explained.compute(),
         "model": model,
         "data": {**meta["data"], **state.data.compute()},
-        "performance": {**state.performance.compute(), "by_artefact": state.subsets.compute()},
+        "performance": {**performance, "by_artefact": state.subsets.compute()},
         "ablation": {"fill": ablated["fill"], "artefact": ablated["artefact"], "region": ablated["region"]},
         "methods": {name: _method_results(name, method_state, meta) for name, method_state in state.methods.items()},
-        "warnings": state.outputs.compute(model["multilabel"], len(meta["class_names"]), Path(model["path"])),
+        "warnings": [*state.outputs.compute(model["multilabel"], len(meta["class_names"]), Path(model["path"])),
+                     *chance_warnings(*state.performance.arrays(), performance, meta["class_names"], model["multilabel"],
+                                      Path(model["path"]))],
     }

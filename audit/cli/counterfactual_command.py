@@ -79,9 +79,9 @@ def counterfactual_command(
     direction: str = typer.Option("unit", "--direction", help="unit (gradient scaled to |z|/100) or gradient (the paper's raw dp/dz)."),
     input_size: InputSize = None,
     channels: Channels = None,
-    mean: Mean = "0",
-    std: Std = "1",
-    value_range_text: ValueRange = "0,1",
+    mean: Mean = None,
+    std: Std = None,
+    value_range_text: ValueRange = None,
     multilabel: Multilabel = False,
     batch_size: Optional[int] = typer.Option(
         None, "--batch-size", min=1, help="Images per batch [default: as many as keep a batch's frames within 256 MiB, at most 128]."

@@ -48,9 +48,9 @@ def fraction(value: float) -> float:
 # The model-input flags shared by every command that loads a classifier.
 InputSize = Annotated[Optional[tuple[int, int]], typer.Option("--input-size", callback=positive_size, help="H W, when the model does not declare it.")]
 Channels = Annotated[Optional[int], typer.Option("--channels", min=1, help="Input channels, when the model does not declare them.")]
-Mean = Annotated[str, typer.Option("--mean", help="Per-channel mean subtracted after scaling (comma-separated).")]
-Std = Annotated[str, typer.Option("--std", help="Per-channel std divided after scaling (comma-separated).")]
-ValueRange = Annotated[str, typer.Option("--value-range", help="Pixel range the model expects before mean/std, e.g. 0,255.")]
+Mean = Annotated[Optional[str], typer.Option("--mean", help="Per-channel mean subtracted after scaling (comma-separated; default: the model's metadata, else 0).")]
+Std = Annotated[Optional[str], typer.Option("--std", help="Per-channel std divided after scaling (comma-separated; default: the model's metadata, else 1).")]
+ValueRange = Annotated[Optional[str], typer.Option("--value-range", help="Pixel range the model expects before mean/std, e.g. 0,255 (default: the model's metadata, else 0,1).")]
 Multilabel = Annotated[bool, typer.Option("--multilabel", help="Sigmoid per output instead of softmax.")]
 
 # Where and in what precision the model computes (``audit.device.resolve``: the flag, else the
@@ -196,9 +196,9 @@ def _fits(value: Any, accepted: set[type]) -> bool:
 def model_options(
     input_size: tuple[int, int] | None,
     channels: int | None,
-    mean: str,
-    std: str,
-    value_range_text: str,
+    mean: str | None,
+    std: str | None,
+    value_range_text: str | None,
     multilabel: bool = False,
     class_names: str | None = None,
     device=None,
@@ -211,9 +211,9 @@ def model_options(
         **({} if device is None else {"device": device}),
         input_size=input_size,
         channels=channels,
-        mean=float_list(mean, "--mean"),
-        std=std_list(std),
-        value_range=value_range(value_range_text),
+        mean=None if mean is None else float_list(mean, "--mean"),
+        std=None if std is None else std_list(std),
+        value_range=None if value_range_text is None else value_range(value_range_text),
         multilabel=multilabel,
         class_names=None if class_names is None else names_list(class_names),
     )

@@ -50,12 +50,14 @@ LEGACY_MEMBERS = ("serialized_exported_program.json", "serialized_state_dict.pt"
                   "serialized_example_inputs.pt")
 
 
-def load_export_archive(path: Path) -> torch.export.ExportedProgram:
-    """``torch.export.load`` of ``path`` after ``check_export_archive``; any failure is an AuditError."""
+def load_export_archive(path: Path, extra_files: dict[str, str] | None = None) -> torch.export.ExportedProgram:
+    """``torch.export.load`` of ``path`` after ``check_export_archive``; any failure is an
+    AuditError. ``extra_files``: names to read from the archive's extra files (their text is
+    filled in; torch.export.load's own argument)."""
     data = path.read_bytes()
     check_export_archive(path, data)
     try:
-        return torch.export.load(io.BytesIO(data))
+        return torch.export.load(io.BytesIO(data), extra_files=extra_files)
     except Exception as exc:
         raise AuditError(f"{path}: cannot load torch.export program ({first_line(exc)}); {FIX}") from exc
 

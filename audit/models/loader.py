@@ -37,6 +37,8 @@ from audit.errors import AuditError, first_line
 from audit.limits import MAX_IMAGE_PIXELS, too_many_pixels
 from audit.models.classifier import NATIVE_CHECK, Classifier
 from audit.models.files import combined_sha256, detect_format, model_files
+from audit.models.metadata import EXTRA_FILE, Metadata, parse_metadata
+from audit.models.metadata import KEY as METADATA_KEY
 from audit.models.spec import InputSpec
 
 #: twin check: max|twin − model| ≤ TWIN_ATOL + TWIN_RTOL · max|model| (``twin_tolerance``)
@@ -50,9 +52,10 @@ class ModelOptions:
 
     input_size: tuple[int, int] | None = None
     channels: int | None = None
-    mean: tuple[float, ...] = (0.0,)
-    std: tuple[float, ...] = (1.0,)
-    value_range: tuple[float, float] = (0.0, 1.0)
+    #: None: from the model's metadata (``audit.models.metadata``), else 0, 1 and [0, 1]
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    value_range: tuple[float, float] | None = None
     multilabel: bool = False
     class_names: tuple[str, ...] | None = None
     device: torch.device = torch.device("cpu")
@@ -66,8 +69,9 @@ def load_classifier(path: Path, options: ModelOptions = ModelOptions()) -> Class
     files = model_files(path, model_format)
     loader = {"torchscript": _load_torchscript, "torch.export": _load_exported, "onnx": _load_onnx}[model_format]
     device = options.device
-    raw_forward, native, build_twin, declared, provider, fixed_batch = loader(path, device)
-    spec = _input_spec(path, declared, options)
+    raw_forward, native, build_twin, declared, provider, fixed_batch, stored = loader(path, device)
+    metadata = parse_metadata(path, stored)
+    spec = _input_spec(path, declared, options, metadata)
     probe_out = _checked_forward(path, raw_forward)(torch.zeros((2, *spec.shape), device=device))
     maps = class_map_outputs(probe_out)
     forward_fn, class_maps = raw_forward, None
@@ -82,10 +86,11 @@ def load_classifier(path: Path, options: ModelOptions = ModelOptions()) -> Class
             f"{path}: output has shape {tuple(probe.shape)}; a classifier must return (batch, classes) logits"
         )
     num_classes = probe.shape[1]
-    class_names = list(options.class_names) if options.class_names else [str(i) for i in range(num_classes)]
+    class_names = list(options.class_names or metadata.class_names or [str(i) for i in range(num_classes)])
     if len(class_names) != num_classes:
+        source = "--class-names" if options.class_names else "the model metadata's class_names"
         raise AuditError(
-            f"--class-names gives {len(class_names)} names but {path} has {num_classes} outputs; give {num_classes}"
+            f"{source} gives {len(class_names)} names but {path} has {num_classes} outputs; give {num_classes}"
         )
 
     def twin() -> nn.Module:
@@ -141,7 +146,7 @@ def _logits_only(build: Callable[..., nn.Module] | None) -> Callable[..., nn.Mod
 Declared = tuple[int | None, int | None, int | None]  # channels, height, width as the model declares them
 
 
-def _input_spec(path: Path, declared: Declared, options: ModelOptions) -> InputSpec:
+def _input_spec(path: Path, declared: Declared, options: ModelOptions, metadata: Metadata = Metadata()) -> InputSpec:
     channels, height, width = declared
     if options.channels is not None:
         if channels is not None and channels != options.channels:
@@ -164,7 +169,23 @@ def _input_spec(path: Path, declared: Declared, options: ModelOptions) -> InputS
             f"{source}: input {channels}x{height}x{width} is larger than the {MAX_IMAGE_PIXELS:,}-pixel limit every "
             f"image reader applies (at most 4 channels); give a smaller --input-size or re-export the model"
         )
-    return InputSpec(channels, height, width, options.mean, options.std, options.value_range)
+    def chosen(flag: tuple | None, stored: tuple | None, default: tuple) -> tuple:
+        return flag if flag is not None else stored if stored is not None else default
+
+    return InputSpec(channels, height, width, chosen(options.mean, metadata.mean, (0.0,)),
+                     chosen(options.std, metadata.std, (1.0,)), chosen(options.value_range, metadata.value_range, (0.0, 1.0)),
+                     source=_preprocessing_source(options, metadata))
+
+
+def _preprocessing_source(options: ModelOptions, metadata: Metadata) -> str:
+    """Where mean, std and value range came from (results.json ``model.input.source``)."""
+    flags = [f is not None for f in (options.mean, options.std, options.value_range)]
+    stored = metadata.preprocessing
+    if any(flags) and stored and not all(flags):
+        return "command line and model metadata"
+    if any(flags):
+        return "command line"
+    return "model metadata" if stored else "defaults (no flags, no model metadata)"
 
 
 def _checked_forward(path: Path, forward_fn: Callable[[torch.Tensor], object],
@@ -316,8 +337,9 @@ class LogitsOnly(nn.Module):
 
 
 def _load_torchscript(path: Path, device: torch.device):
+    extra = {EXTRA_FILE: ""}
     try:
-        module = torch.jit.load(str(path), map_location=device).eval()
+        module = torch.jit.load(str(path), map_location=device, _extra_files=extra).eval()
     except Exception as exc:
         raise AuditError(f"{path}: cannot load TorchScript ({first_line(exc)}); re-save it with torch.jit.save") from exc
 
@@ -341,7 +363,7 @@ def _load_torchscript(path: Path, device: torch.device):
             raise _no_layers(path, f"its ONNX export does not run ({first_line(exc)})") from exc
         return twin
 
-    return module, lambda: module, build_twin, (None, None, None), "torch", None
+    return module, lambda: module, build_twin, (None, None, None), "torch", None, extra[EXTRA_FILE] or None
 
 
 def _no_layers(path: Path, why: str) -> AuditError:
@@ -361,7 +383,8 @@ def _load_exported(path: Path, device: torch.device):
 
     from audit.models.export_archive import load_export_archive
 
-    program = load_export_archive(path)
+    extra = {EXTRA_FILE: ""}
+    program = load_export_archive(path, extra)
     try:
         if device.type != "cpu":
             program = move_to_device_pass(program, device)
@@ -393,7 +416,7 @@ def _load_exported(path: Path, device: torch.device):
         return ImageByImage(tree) if fixed_batch == 1 else tree
 
     forward = ImageByImage(module) if fixed_batch == 1 else module
-    return forward, native, None, declared, "torch", fixed_batch
+    return forward, native, None, declared, "torch", fixed_batch, extra[EXTRA_FILE] or None
 
 
 # --- ONNX ------------------------------------------------------------------------------------
@@ -448,7 +471,8 @@ def _load_onnx(path: Path, device: torch.device):
         twin = build_torch_twin(proto)
         return ImageByImage(twin) if fixed_batch == 1 else twin
 
-    return forward, None, build_twin, declared, session.get_providers()[0], fixed_batch
+    stored = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    return forward, None, build_twin, declared, session.get_providers()[0], fixed_batch, stored
 
 
 class OnnxForward:

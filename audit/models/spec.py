@@ -21,6 +21,8 @@ class InputSpec:
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     value_range: tuple[float, float] = (0.0, 1.0)
+    #: where mean, std and value range came from (``loader._preprocessing_source``)
+    source: str = "command line"
 
     def _per_channel(self, values: tuple[float, ...], name: str) -> np.ndarray:
         if len(values) == 1:

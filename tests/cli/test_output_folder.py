@@ -265,8 +265,9 @@ def test_probabilities_from_the_model_are_not_transformed_twice_silently(last, m
     code, _, err = run(args_for(synthetic_root, model, out, *(["--multilabel"] if multilabel else [])), capsys)
     assert code == 0, err
     warnings = json.loads((out / "results.json").read_text())["warnings"]
+    warnings = [w for w in warnings if "at chance" not in w and "barely depends" not in w]  # this untrained head's (chance.py)
     if expected is None:
-        assert warnings == [] and "warning" not in err
+        assert warnings == [] and "apply a" not in err
     else:
         assert len(warnings) == 1 and expected in warnings[0] and "m.onnx" in warnings[0]
         assert f"audit: warning: {warnings[0]}" in " ".join(err.split())
