@@ -175,7 +175,7 @@ def run_wildcat(opened: Opened, settings: Settings, out: Path, bar: Progress) ->
     import audit
     from audit.device import describe
     from audit.finetune.export import SUFFIXES
-    from audit.finetune.wildcat.comparison import AuditSettings, audit_models, summary, table
+    from audit.finetune.wildcat.comparison import AuditSettings, audit_models, runnable, summary, table
     from audit.finetune.wildcat.export import write_wildcat
     from audit.finetune.wildcat.network import build_wildcat
     from audit.models.loader import load_classifier
@@ -186,6 +186,7 @@ def run_wildcat(opened: Opened, settings: Settings, out: Path, bar: Progress) ->
     classifier = opened.classifier
     net = build_wildcat(classifier, maps=settings.maps, k_max=settings.k_max, k_min=settings.k_min, alpha=settings.alpha,
                         seed=settings.seed)
+    left_out = runnable(classifier)
     with torch.no_grad():
         cut = {"layer": net.layer, "shape": list(net.features(classifier.to_input(next(opened.test.batches(1)).images)).shape[1:])}
     training = _train(net, opened, settings, bar)
@@ -195,8 +196,8 @@ def run_wildcat(opened: Opened, settings: Settings, out: Path, bar: Progress) ->
     audits = audit_models({"base": classifier, "wildcat": trained}, opened.test,
                           AuditSettings(settings.target, settings.batch_size, settings.seed, settings.randomization_images,
                                         settings.device, settings.precision, settings.command),
-                          out, phases=lambda name: RichPhases(bar, f"{name}: ", note=""))
-    rows = table(audits)
+                          out, phases=lambda name: RichPhases(bar, f"{name}: ", note=""), left_out=left_out)
+    rows = table(audits, left_out)
     results = {
         "schema": SCHEMA,
         "tool": {"name": "audit", "version": audit.__version__},
@@ -216,7 +217,8 @@ def run_wildcat(opened: Opened, settings: Settings, out: Path, bar: Progress) ->
             "table": rows,
             "summary": summary(rows),
         },
-        "warnings": [w for name in ("base", "wildcat") for w in audits[name]["warnings"]],
+        "warnings": [*(f"{method} left out of the base model's audit: {why}" for method, why in left_out.items()),
+                     *(w for name in ("base", "wildcat") for w in audits[name]["warnings"])],
     }
     write_wildcat_page(results, out / "report.pdf")
     return results

@@ -15,6 +15,12 @@ audits of a small model). A row of the table, per method:
   dataset (``methods.<m>.region.pointwise_detection.map``);
 - ``iou``: IoU of the map's top pixels with the region (``methods.<m>.region.iou.mean``).
 
+A post-hoc method the base model cannot run is left out of its audit before anything trains
+(``runnable``): guided backprop and guided Grad-CAM rewrite ``nn.ReLU`` modules, which a
+model without any (a torch.export .pt2, whose module tree keeps no module types; a network
+written with ``F.relu``) does not have. Its row keeps the table's layout, its numbers null and
+a ``reason``.
+
 The summary compares the WILDCAT row with the base model's AUROC and with the best post-hoc
 method's localisation utility (the highest; ties go to the first in the paper's column order).
 """
@@ -25,9 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from audit.errors import AuditError
 from audit.models.classifier import Classifier
 from audit.pipeline import RunConfig, run_audit
 from audit.progress import SILENT, Phases
+from audit.saliency.layers import require_relu_modules
 
 #: The post-hoc methods of Table 1, in the paper's order: GRAD, SG, IG, SIG, GCAM, GBP, GGCAM.
 POST_HOC = ("gradient", "smoothgrad", "integrated-gradients", "smoothgrad-ig", "grad-cam", "guided-backprop", "guided-grad-cam")
@@ -42,6 +50,8 @@ PAPER_RESNET18 = {
     "pointwise_map": {"Modified": 38.75},
 }
 MODELS = {"base": POST_HOC, "wildcat": ("wildcat",)}
+#: Post-hoc methods that rewrite the backward pass of ``nn.ReLU`` modules.
+NEEDS_RELU = ("guided-backprop", "guided-grad-cam")
 
 
 @dataclass(frozen=True)
@@ -62,11 +72,27 @@ class AuditSettings:
                          precision=self.precision, command=self.command)
 
 
+def runnable(base: Classifier) -> dict[str, str]:
+    """The post-hoc methods ``base`` cannot run → why (the method's own one-line error), known
+    before anything trains, so the comparison leaves them out instead of failing after training."""
+    left_out = {}
+    for method in NEEDS_RELU:
+        try:
+            require_relu_modules(base, method)
+        except AuditError as exc:
+            left_out[method] = str(exc)
+    return left_out
+
+
 def audit_models(models: dict[str, Classifier], test: Any, settings: AuditSettings, out: Path,
-                 phases: Callable[[str], Phases] = lambda model: SILENT) -> dict[str, dict[str, Any]]:
-    """``run_audit`` of ``models["base"]`` with ``POST_HOC`` and of ``models["wildcat"]`` with
-    ``wildcat`` on ``test``, each into ``out/<model>`` with progress to ``phases(model)``; their results."""
-    return {name: run_audit(models[name], test, settings.run_config(chosen), out / name, phases(name))
+                 phases: Callable[[str], Phases] = lambda model: SILENT,
+                 left_out: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """``run_audit`` of ``models["base"]`` with ``POST_HOC`` (less ``left_out``) and of
+    ``models["wildcat"]`` with ``wildcat`` on ``test``, each into ``out/<model>`` with progress to
+    ``phases(model)``; their results."""
+    skip = left_out or {}
+    return {name: run_audit(models[name], test, settings.run_config(tuple(m for m in chosen if m not in skip)), out / name,
+                            phases(name))
             for name, chosen in MODELS.items()}
 
 
@@ -76,8 +102,9 @@ def _get(block: Any, *keys: str) -> Any:
     return block
 
 
-def table(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Table 1's rows: the base model's post-hoc methods, then the WILDCAT model's class map."""
+def table(results: dict[str, dict[str, Any]], left_out: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Table 1's rows: the base model's post-hoc methods, then the WILDCAT model's class map; a
+    method in ``left_out`` keeps its row, numbers null, with the ``reason``."""
     rows = []
     for model, chosen in MODELS.items():
         audited = results[model]
@@ -91,6 +118,8 @@ def table(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "pointwise_map": _get(region, "pointwise_detection", "map"),
                 "iou": _get(region, "iou", "mean"),
             })
+            if method in (left_out or {}):
+                rows[-1]["reason"] = left_out[method]
     return rows
 
 

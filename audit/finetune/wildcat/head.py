@@ -88,8 +88,12 @@ def spatial_pool(maps: torch.Tensor, k_max: int, k_min: int, alpha: float) -> to
 
 
 def class_wise_pool(z: torch.Tensor, classes: int, maps: int) -> torch.Tensor:
-    """(N, K·M, h, w) → (N, K, h, w): the mean of each class's M consecutive maps."""
-    return z.unflatten(1, (classes, maps)).mean(2)
+    """(N, K·M, h, w) → (N, K, h, w): the mean of each class's M consecutive maps.
+
+    A ``reshape`` with the sizes spelled out, not ``unflatten``: a traced TorchScript file keeps
+    no tensor ranks, and the ONNX exporter (which builds the differentiable twin of a .pt) cannot
+    export ``unflatten`` without one."""
+    return z.reshape(z.shape[0], classes, maps, z.shape[2], z.shape[3]).mean(2)
 
 
 class WildcatHead(nn.Module):
