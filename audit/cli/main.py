@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str], debug: bool) -> int:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    from audit.report.output_folder import INTERRUPTED as KEPT
+
+    KEPT.clear()  # this command's own interruption only
     try:
         _register_commands()
         command = typer.main.get_command(app)
@@ -128,7 +131,10 @@ def _handle(exc: BaseException, argv: list[str], debug: bool, err: Console) -> i
 
 
 def _interrupted(err: Console) -> int:
-    err.print("audit: interrupted; results written so far are kept", markup=False)
+    from audit.report.output_folder import INTERRUPTED as KEPT
+
+    where = f" in {KEPT[-1]}" if KEPT else ""
+    err.print(f"audit: interrupted; results written so far are kept{where}", markup=False, soft_wrap=True)
     return INTERRUPTED
 
 

@@ -127,6 +127,9 @@ def check_out_folder(root: Path) -> bool:
     return created
 
 
+#: staging folders left by a Ctrl-C in this process, for the interruption message (``audit.cli.main``)
+INTERRUPTED: list[Path] = []
+
 class OutputFolder:
     """``with OutputFolder(out, "results.json") as folder:`` write to ``folder.staged(...)``,
     then ``folder.publish(document)``. See the module docstring."""
@@ -168,6 +171,8 @@ class OutputFolder:
             raise output_error(self.root, exc, self.staging) from exc
         if isinstance(exc, AuditError) and self.staging.exists():
             raise AuditError(f"{exc}; the outputs computed so far are in {self.staging}") from exc
+        if isinstance(exc, KeyboardInterrupt) and self.staging.exists():
+            INTERRUPTED.append(self.staging)  # the command line names it (click swallows the exception)
 
     def _check_inputs(self) -> None:
         """Refuse, before any work, an OUT that is an input folder or lies inside one (the next

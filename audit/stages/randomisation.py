@@ -80,7 +80,7 @@ from audit.errors import AuditError
 from audit.metrics.randomisation import RandomisationCheck
 from audit.metrics.tensors import host_maps
 from audit.models.classifier import Classifier
-from audit.models.layer_names import named_layers, run_with_hooks
+from audit.models.layer_names import inner_model, named_layers, run_with_hooks
 from audit.models.loader import LogitsOnly
 from audit.models.native import script_execution_order
 from audit.saliency.base import SaliencyMethod, network
@@ -100,8 +100,9 @@ def execution_order(module: nn.Module, x: torch.Tensor) -> tuple[list[str], list
     sub-modules, from one forward pass of ``x[:1]`` with forward hooks (from the graph for a
     TorchScript module, which takes no hooks)."""
     candidates = {name: m for name, m in named_layers(module).items() if is_parameterised(m)}
-    if isinstance(module, torch.jit.ScriptModule):
-        order = [name for name in script_execution_order(module) if name in candidates]
+    script = inner_model(module)  # a class-map model's ScriptModule is wrapped (LogitsOnly)
+    if isinstance(script, torch.jit.ScriptModule):
+        order = [name for name in script_execution_order(script) if name in candidates]
         return order, [name for name in candidates if name not in order]
     called: dict[str, None] = {}  # first calls, in order
     run_with_hooks(module, x[:1], candidates, lambda name, _: called.setdefault(name))
@@ -193,6 +194,7 @@ def randomisation_records(
     if len(x) == 0:
         raise AuditError("the randomisation check got no images; give it at least one")
     target = torch.as_tensor(target, dtype=torch.int64, device=x.device)
+    batch_size = min(batch_size, classifier.batch_limit or batch_size)  # a graph fixed at a batch of one
     original = network(classifier, method)
     order, unused = execution_order(original, x)
     if layers is not None:

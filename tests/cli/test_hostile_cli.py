@@ -299,3 +299,17 @@ def test_a_1000_output_model_on_two_class_data_gets_a_bounded_report(synthetic_r
     text = "\n".join(page.extract_text() for page in PdfReader(tmp_path / "o" / "report.pdf").pages)
     assert "0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, … and 988 more" in text
     assert "998 of the model's 1000 classes have no images and are not shown." in text
+
+
+def test_an_interrupted_run_names_the_folder_it_kept(synthetic_root, tiny_model_files, tmp_path, monkeypatch, capsys) -> None:
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("audit.pipeline.finish_run", interrupted)  # after the images: the partial rows are written
+    valid = synthetic_root / "valid"
+    code, _, err = run(["run", tiny_model_files["onnx"], "--data", valid / "images", "--out", tmp_path / "o", "--quiet",
+                        "--randomization-images", "0"], capsys)
+    [line] = err.strip().splitlines()
+    kept = Path(line.split(" kept in ")[1])
+    assert code == 130 and line.startswith("audit: interrupted; results written so far are kept in ")
+    assert kept.parent == tmp_path / "o" / ".partial" and (kept / "per_image.partial.csv").is_file()
