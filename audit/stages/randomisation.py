@@ -129,18 +129,23 @@ def reinitialise(module: nn.Module, seed: int) -> None:
                 buffer.fill_(0.0 if name == "running_mean" else 1.0)
 
 
+def randomise_layer(named: dict[str, nn.Module], layers: list[str], i: int, seed: int, not_executed: list[str] = ()) -> None:
+    """Re-initialise ``layers[i]`` of the model whose layers are ``named``, in place, under
+    seed + i, together with its sub-modules in ``not_executed``: parameters its own forward
+    reads without calling them (an unflattened .pt2's attention reads ``out_proj.weight`` itself)."""
+    reinitialise(named[layers[i]], seed + i)
+    for name in not_executed:
+        if name.startswith(layers[i] + "."):
+            reinitialise(named[name], seed + i)
+
+
 def randomised_copy(module: nn.Module, layers: list[str], indices: list[int], seed: int,
                     not_executed: list[str] = ()) -> nn.Module:
-    """A deep copy of ``module`` with ``layers[i]`` re-initialised under seed + i, i in indices,
-    together with its sub-modules in ``not_executed``: parameters its own forward reads without
-    calling them (an unflattened .pt2's attention reads ``out_proj.weight`` itself)."""
+    """A deep copy of ``module`` with ``layers[i]`` re-initialised (``randomise_layer``), i in indices."""
     twin = copy.deepcopy(module)
     named = named_layers(twin)
     for i in indices:
-        reinitialise(named[layers[i]], seed + i)
-        for name in not_executed:
-            if name.startswith(layers[i] + "."):
-                reinitialise(named[name], seed + i)
+        randomise_layer(named, layers, i, seed, not_executed)
     return twin.eval()
 
 
@@ -160,11 +165,24 @@ def is_constant(saliency: np.ndarray) -> bool:
 
 def map_spearman(original: np.ndarray, randomised: np.ndarray) -> float:
     """Spearman ρ of |original| and |randomised| flattened; NaN if either is constant."""
-    if is_constant(original) or is_constant(randomised):
-        return math.nan
-    a = np.abs(np.asarray(original, dtype=np.float64)).ravel()
-    b = np.abs(np.asarray(randomised, dtype=np.float64)).ravel()
-    return float(stats.spearmanr(a, b)[0])
+    return ranks_correlation(map_ranks(original), map_ranks(randomised))
+
+
+def map_ranks(saliency: np.ndarray) -> np.ndarray | None:
+    """Average ranks of |saliency| flattened (ties share their mean rank, as Spearman's ρ ranks),
+    centred and scaled to unit length; None for a constant map (no ranking). Spearman's ρ of two
+    maps is then the dot product of their ranks (``ranks_correlation``): the check ranks each
+    original map once, not once per step."""
+    if is_constant(saliency):
+        return None
+    ranks = stats.rankdata(np.abs(np.asarray(saliency, dtype=np.float64)).ravel())
+    ranks -= ranks.mean()
+    return ranks / math.sqrt(float((ranks * ranks).sum()))  # no BLAS call: its spinning threads slowed torch's next maps
+
+
+def ranks_correlation(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    """Pearson's r of two ``map_ranks`` (Spearman's ρ of the maps); NaN when either is constant."""
+    return math.nan if a is None or b is None else min(1.0, max(-1.0, float((a * b).sum())))
 
 
 def randomisation_records(
@@ -213,21 +231,37 @@ def randomisation_records(
                                    for s in range(0, len(x), batch_size)])  # Spearman runs in scipy, on the host
 
     reference = maps_of(with_module(classifier, original))
+    reference_ranks = [map_ranks(m) for m in reference]
     elapsed, steps = 0.0, 0
 
-    def step(indices: list[int]) -> np.ndarray:
+    def step(module: nn.Module) -> np.ndarray:
         nonlocal elapsed, steps
-        model = with_module(classifier, randomised_copy(original, order, indices, seed, unused))
         start = time.perf_counter()
-        maps = maps_of(model)
+        maps = maps_of(with_module(classifier, module.eval()))
         elapsed += time.perf_counter() - start
         steps += 1
         on_step(1)
-        return np.array([map_spearman(a, b) for a, b in zip(reference, maps)])
+        return np.array([ranks_correlation(a, map_ranks(b)) for a, b in zip(reference_ranks, maps)])
 
+    # One copy for the whole cascade, one more layer re-initialised per step, and one for the
+    # independent steps, each layer restored from its saved state after its step: the weights of
+    # a fresh copy per step (layer j always under seed + j) without a deep copy per step.
     last = len(order) - 1
-    cascading = [step(list(range(j, last + 1))) for j in range(last, -1, -1)]
-    independents = [step([j]) for j in range(len(order))] if independent else []
+    cascade = copy.deepcopy(original)
+    named = named_layers(cascade)
+    cascading = []
+    for j in range(last, -1, -1):
+        randomise_layer(named, order, j, seed, unused)
+        cascading.append(step(cascade))
+    independents = []
+    if independent:
+        single = copy.deepcopy(original)
+        named = named_layers(single)
+        for j in range(len(order)):
+            saved = {key: value.clone() for key, value in named[order[j]].state_dict().items()}
+            randomise_layer(named, order, j, seed, unused)
+            independents.append(step(single))
+            named[order[j]].load_state_dict(saved)
     return {
         "method": name,
         "seed": seed,
