@@ -148,3 +148,13 @@ def test_first_page_shows_the_stored_finding_and_marks_a_method_that_failed_the_
     del results["finding"]  # a results.json from before the finding: computed from the numbers
     first = flat(read_pages(write_report(results, tmp_path, tmp_path / "old.pdf"))[0])
     assert "The model uses the artefact" in first and "Left out: grad-cam" in first
+
+
+def test_the_run_s_warnings_are_caveats_on_page_one(report: Report, tmp_path) -> None:
+    from audit.report.pdf import write_report
+
+    results = {**report.results, "warnings": [f"caveat number {i}" for i in range(7)]}
+    pdf = write_report(results, report.run_dir, tmp_path / "caveats.pdf")
+    first = " ".join(read_pages(pdf)[0].split())
+    assert "Caveat: caveat number 0" in first and "Caveat: caveat number 4" in first
+    assert "caveat number 5" not in first and "… and 2 more caveats in results.json (warnings)" in first

@@ -222,6 +222,22 @@ def ablation_line(results: dict[str, Any]) -> Paragraph:
     return P("<b>Ablation:</b> " + escape("; ".join(parts)) + ".")
 
 
+#: results.json warnings shown on page 1 (the rest are counted)
+LISTED_WARNINGS = 5
+
+
+def caveats(results: dict[str, Any]) -> list[Flowable]:
+    """results.json's ``warnings`` (a softmax applied twice, predictions at chance, …) under the
+    finding, where they qualify it: a report must not hide its caveats."""
+    warnings = [str(w) for w in results.get("warnings") or []]
+    if not warnings:
+        return []
+    shown = [P(f"<font color='{style.WARN}'><b>Caveat:</b></font> {escape(clip(w, CELL_CHARS))}", "small") for w in warnings[:LISTED_WARNINGS]]
+    if len(warnings) > LISTED_WARNINGS:
+        shown.append(P(f"… and {len(warnings) - LISTED_WARNINGS} more caveats in results.json (warnings)", "small"))
+    return [*shown, Spacer(0, 4)]
+
+
 def first_page(results: dict[str, Any]) -> list[Flowable]:
     model_name = PurePath(str(get(results, "model", "path") or NA)).name
     return [
@@ -229,6 +245,7 @@ def first_page(results: dict[str, Any]) -> list[Flowable]:
         P(f"{escape(model_name)} · {escape(timestamp(results.get('created', '')))}", "subtitle"),
         finding_box(finding_of(results)),
         Spacer(0, 6),
+        *caveats(results),
         *gate(results),
         Spacer(0, 6),
         facts(results),
