@@ -24,7 +24,6 @@ forward-only path within 1e-4 (checked when it is built).
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import random
 from dataclasses import dataclass, field
@@ -34,12 +33,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-import audit
+from audit.cost import run_cost
 from audit.counterfactual.strips import STRIPS, latentshift_method, save_strips
 from audit.data.batch import Batch
 from audit.data.loading import stream_batches
 from audit.device import describe, in_halves, is_out_of_memory, out_of_memory_error, precision_context
-from audit.cost import run_cost
 from audit.errors import AuditError
 from audit.metrics.base import ImageColumns, MapBatch
 from audit.metrics.chance import chance_warnings
@@ -51,7 +49,7 @@ from audit.models.classifier import Classifier
 from audit.progress import SILENT, Phases
 from audit.report.finding import finding
 from audit.report.per_image import PerImageWriter, write_per_image
-from audit.report.results_file import SCHEMA, dumps, write_results
+from audit.report.results_file import SCHEMA, dumps, header, write_results
 from audit.saliency import methods
 from audit.saliency.base import SaliencyMethod, network
 from audit.shards import shard_range
@@ -412,11 +410,7 @@ def _results(state: RunState) -> dict[str, Any]:
     ablated = state.ablation.compute()
     performance = state.performance.compute()
     return {
-        "schema": SCHEMA,
-        "tool": {"name": "audit", "version": audit.__version__},
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": config["command"],
-        "run": dict(meta["run"]),
+        **header(SCHEMA, config["command"], meta["run"]),
         "seed": config["seed"],
         "target": str(state.target),
         "explained": state.explained.compute(),

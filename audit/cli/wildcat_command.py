@@ -168,18 +168,15 @@ def check_target(target: str, classifier: Any) -> None:
 
 def run_wildcat(opened: Opened, settings: Settings, out: Path, bar: Progress) -> dict[str, Any]:
     """Cut and train, write the model, audit both models, write report.pdf; the results document."""
-    import datetime as dt
-
     import torch
 
-    import audit
     from audit.device import describe
     from audit.finetune.export import SUFFIXES
     from audit.finetune.wildcat.comparison import AuditSettings, audit_models, runnable, summary, table
     from audit.finetune.wildcat.export import write_wildcat
     from audit.finetune.wildcat.network import build_wildcat
     from audit.models.loader import load_classifier
-    from audit.report.results_file import SCHEMA
+    from audit.report.results_file import SCHEMA, header
     from audit.progress import RichPhases
     from audit.report.wildcat_page import write_wildcat_page
 
@@ -199,11 +196,7 @@ def run_wildcat(opened: Opened, settings: Settings, out: Path, bar: Progress) ->
                           out, phases=lambda name: RichPhases(bar, f"{name}: ", note=""), left_out=left_out)
     rows = table(audits, left_out)
     results = {
-        "schema": SCHEMA,
-        "tool": {"name": "audit", "version": audit.__version__},
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": settings.command,
-        "run": describe(classifier.device, settings.precision),
+        **header(SCHEMA, settings.command, describe(classifier.device, settings.precision)),
         "model": {"path": str(classifier.path), "format": classifier.format, "sha256": classifier.sha256,
                   "files": classifier.files, "classes": list(classifier.class_names), "multilabel": classifier.multilabel},
         "data": _data(opened),

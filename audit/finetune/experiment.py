@@ -25,7 +25,6 @@ fine-tuned model (first seed) as ``model-<loss>.<onnx|pt|pt2>``, ``checkpoints/`
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -36,7 +35,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-import audit
 from audit.data.dataset import Dataset
 from audit.device import describe
 from audit.errors import AuditError
@@ -53,7 +51,7 @@ from audit.finetune.verdict import COLUMNS, Outcome, verdict
 from audit.models.classifier import Classifier, from_module
 from audit.models.loader import ModelOptions
 from audit.pipeline import RunConfig, run_audit
-from audit.report.results_file import write_results
+from audit.report.results_file import header, write_results
 
 SCHEMA = "audit.finetune/2"
 CONTROL = "none"
@@ -302,11 +300,7 @@ def run_experiment(
                     model_paths[arm] = write_model(classifier, final, path).name  # beside results.json
 
     results: dict[str, Any] = {
-        "schema": SCHEMA,
-        "tool": {"name": "audit", "version": audit.__version__},
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": config.command,
-        "run": describe(classifier.device, config.precision),
+        **header(SCHEMA, config.command, describe(classifier.device, config.precision)),
         "model": {"path": str(classifier.path), "format": classifier.format, "sha256": classifier.sha256,
                   "files": classifier.files, "fine_tuned": model_paths, "fine_tuned_seed": seeds[0]},
         "config": {**{k: v for k, v in asdict(tc).items() if k not in ("loss", "seed")}, "losses": losses,

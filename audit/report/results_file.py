@@ -13,6 +13,17 @@ import numpy as np
 SCHEMA = "audit.results/1"
 
 
+def header(schema: str, command: str, run: dict[str, Any]) -> dict[str, Any]:
+    """The keys every results.json starts with (``audit run``, ``finetune``, ``wildcat``): its
+    schema, the tool and its version, when, the command line and where it ran (``audit.device.describe``)."""
+    import datetime as dt
+
+    import audit
+
+    return {"schema": schema, "tool": {"name": "audit", "version": audit.__version__},
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "command": command, "run": dict(run)}
+
+
 def _clean(value: Any) -> Any:
     """JSON-ready: numpy scalars to Python, NaN/inf to null."""
     if isinstance(value, dict):
