@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from matplotlib.colors import to_rgb
 from scipy.ndimage import binary_dilation, binary_erosion
 
 #: (name, hex) in order of preference
@@ -24,7 +25,7 @@ WIDTH_SHARE = 1 / 56
 
 
 def rgb(hex_colour: str) -> np.ndarray:
-    return np.array([int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)])
+    return np.array(to_rgb(hex_colour))
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
